@@ -1,0 +1,101 @@
+"""The Click root group. Errors become exit codes here and only here.
+
+Every command lives in ``mobiledeploy/commands/<name>.py`` and exposes ``command``; modules are
+imported lazily so that ``--help`` never imports TensorFlow, PyTorch, coremltools or ExecuTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+import click
+
+from . import __version__
+
+COMMANDS = {
+    "init": "Copy the shipped demo definition and its files into DIR.",
+    "show": "The network as a stage table with MACs and params.",
+    "targets": "Every target, its backend, precision and whether it can build here.",
+    "build": "Build the whole bundle: artifacts, validation, Android app, manifest.",
+    "validate": "Re-run validation on a built bundle.",
+    "inspect": "Ops, tensors and quantization of a .tflite file (--edgetpu: Edge TPU mapping).",
+    "app": "Generate the Android camera app from a bundle.",
+    "bench": "Host latency and size of every artifact in a bundle.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when invoked (or listed in help)."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        try:
+            mod = importlib.import_module(f"mobiledeploy.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"mobiledeploy.commands.{name}":
+                return _not_yet(name)
+            raise
+        return mod.command
+
+    def format_commands(self, ctx, formatter):
+        # short help from the table above: listing must not import command modules
+        rows = [(name, COMMANDS[name]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        from .errors import MobileDeployError
+
+        try:
+            return super().invoke(ctx)
+        except MobileDeployError as exc:
+            if os.environ.get("MOBILEDEPLOY_DEBUG"):
+                traceback.print_exc()
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            label = "error" if exc.exit_code != 1 else "validation failed"
+            click.echo(f"{label}: {msg}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug: exit 3, traceback only on request
+            if os.environ.get("MOBILEDEPLOY_DEBUG"):
+                traceback.print_exc()
+            click.echo(
+                f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                " (set MOBILEDEPLOY_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            sys.exit(3)
+
+
+def _not_yet(name: str) -> click.Command:
+    @click.command(name=name, help=COMMANDS[name] + " (not available in this version)")
+    def _cmd():
+        from .errors import UserError
+
+        raise UserError(f"'{name}' is not available in this version of mobiledeploy")
+
+    return _cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mobiledeploy")
+def main() -> None:
+    """mobiledeploy: one MobileNetV3-family definition -> TFLite, Edge TPU, Core ML,
+    ExecuTorch and an Android app, each validated against the same reference."""
+
+
+
+def run() -> None:
+    """Entry point: Click's own usage errors exit 2 already; keep that."""
+    main(prog_name="mobiledeploy")
