@@ -1,0 +1,42 @@
+# mobiledeploy: `make demo` builds the shipped example end to end; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+OUT    ?= dist
+JOBS   ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-fast demo test test-fast lint bench train-demo app-sync clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with every backend and the test tools
+
+demo: $(STAMP)  ## build, validate and package the shipped example into dist/
+	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
+
+test: $(STAMP)  ## the full suite (what CI runs)
+	$(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the fast selection: no slow conversions
+	$(PY) -m pytest -n 2 -m "not slow" tests $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mobiledeploy tests
+
+bench: $(STAMP)  ## benchmark suite (outside the tests): writes bench/results.md
+	$(PY) -m mobiledeploy.benchsuite --out bench
+
+train-demo: $(STAMP)  ## retrain the shipped demo weights (CPU, ~10 min)
+	$(PY) -m mobiledeploy.demo.train --out examples/shapes
+
+app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
+	$(PY) -m mobiledeploy.app_sync
+
+clean:
+	rm -rf $(OUT) .pytest_cache .ruff_cache build-out

@@ -1,0 +1,106 @@
+"""Keras 3 reference model built from the same ArchitectureSpec as the PyTorch one.
+
+Layer names mirror the PyTorch module names with ``_`` for ``.`` so that one canonical weights
+file loads into both. PyTorch pads symmetrically; where TensorFlow's "same" would pad
+asymmetrically (stride 2), an explicit symmetric ``ZeroPadding2D`` + "valid" conv is used.
+
+``hswish="lowered"`` builds h-swish as ``x * relu6(x + 3)`` and hard-sigmoid as ``relu6(x + 3)``
+with the 1/6 folded into the weights of the next linear op (see ``weights.fold_sixth``): the
+same function, in ops that XNNPACK's int8 path and the Edge TPU take (ADD+RELU6, MUL).
+"""
+
+from __future__ import annotations
+
+from .spec import ArchitectureSpec
+from .weights import _stem_kept
+
+
+def _keras():
+    from .._deps import require
+
+    require("tensorflow", "the Keras reference model")
+    return require("keras", "the Keras reference model")
+
+
+def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused"):
+    """A functional Keras model: NHWC float input (normalised) -> logits."""
+    keras = _keras()
+    layers, ops = keras.layers, keras.ops
+    if hswish not in ("fused", "lowered"):
+        raise ValueError(f"hswish must be 'fused' or 'lowered', not {hswish!r}")
+    lowered = hswish == "lowered"
+
+    def act(x, name: str, kind: str):
+        if kind == "relu":
+            return layers.ReLU(name=name)(x)
+        if kind == "relu6":
+            return layers.ReLU(max_value=6.0, name=name)(x)
+        if kind == "hswish":
+            if lowered:
+                # x * relu6(x + 3); the 1/6 lives in the next linear op's weights
+                r = layers.ReLU(max_value=6.0, name=name + "_relu6")(
+                    layers.Rescaling(1.0, offset=3.0, name=name + "_add3")(x)
+                )
+                return layers.Multiply(name=name)([x, r])
+            return layers.Activation(lambda t: t * ops.relu6(t + 3.0) / 6.0, name=name)(x)
+        return x
+
+    def conv_bn(x, prefix: str, cout: int, k: int, stride: int, depthwise: bool, activation: str):
+        n = prefix.replace(".", "_")
+        pad = (k - 1) // 2
+        padding = "same"
+        if stride > 1 and pad:
+            x = layers.ZeroPadding2D(pad, name=n + "_pad")(x)
+            padding = "valid"
+        if depthwise:
+            x = layers.DepthwiseConv2D(k, stride, padding=padding, use_bias=False, name=n + "_conv")(x)
+        else:
+            x = layers.Conv2D(cout, k, stride, padding=padding, use_bias=False, name=n + "_conv")(x)
+        x = layers.BatchNormalization(epsilon=spec.bn_eps, name=n + "_bn")(x)
+        return act(x, n + "_act", activation)
+
+    def se(x, prefix: str, ch: int, squeeze: int):
+        n = prefix.replace(".", "_")
+        s = layers.GlobalAveragePooling2D(keepdims=True, name=n + "_pool")(x)
+        s = layers.Conv2D(squeeze, 1, name=n + "_fc1")(s)
+        s = layers.ReLU(name=n + "_relu")(s)
+        s = layers.Conv2D(ch, 1, name=n + "_fc2")(s)
+        if lowered:
+            s = layers.ReLU(max_value=6.0, name=n + "_gate")(
+                layers.Rescaling(1.0, offset=3.0, name=n + "_gate_add3")(s)
+            )
+        else:
+            s = layers.Activation(lambda t: ops.relu6(t + 3.0) / 6.0, name=n + "_gate")(s)
+        return layers.Multiply(name=n + "_mul")([x, s])
+
+    h, w = spec.resolution
+    inp = keras.Input((h, w, spec.in_channels), name="input")
+    x = conv_bn(inp, "stem", spec.stem_out, spec.stem_kernel, spec.stem_stride, False, spec.stem_activation)
+    if lowered and spec.stem_activation == "hswish" and _stem_kept(spec):
+        x = layers.Rescaling(1.0 / 6.0, name="stem_act_scale")(x)
+    cin = spec.stem_out
+    for i, b in enumerate(spec.blocks):
+        p = f"blocks.{i}"
+        y = x
+        if b.fused:
+            if b.has_expand(cin):
+                y = conv_bn(y, p + ".expand", b.exp, b.kernel, b.stride, False, b.activation)
+        else:
+            if b.has_expand(cin):
+                y = conv_bn(y, p + ".expand", b.exp, 1, 1, False, b.activation)
+            y = conv_bn(y, p + ".dw", b.exp, b.kernel, b.stride, True, b.activation)
+        if b.se:
+            y = se(y, p + ".se", b.exp, b.se_channels)
+        y = conv_bn(y, p + ".project", b.out, 1, 1, False, "none")
+        if b.residual and b.stride == 1 and cin == b.out:
+            y = layers.Add(name=f"blocks_{i}_add")([x, y])
+        x, cin = y, b.out
+    x = conv_bn(x, "last", spec.last_conv, 1, 1, False, spec.last_activation)
+    x = layers.GlobalAveragePooling2D(name="head_pool")(x)
+    if spec.head_hidden:
+        x = layers.Dense(spec.head_hidden, name="head_fc1")(x)
+        x = act(x, "head_act", spec.head_activation)
+    x = layers.Dense(spec.num_classes, name="head_classifier")(x)
+    model = keras.Model(inp, x, name=spec.name)
+    model.lowered = lowered
+    return model

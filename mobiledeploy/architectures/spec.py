@@ -1,0 +1,275 @@
+"""The MobileNetV3 search space as data: stem, bottleneck rows, last stage, head.
+
+Rows are the paper's tables: ``[kernel, exp, out, se, activation, stride]`` where ``exp`` is the
+expansion size in channels (the paper's "#exp" column) before the width multiplier. A row may
+also be a mapping with ``fused: true`` (MobileNetEdgeTPU's fused inverted bottleneck: one full
+kxk conv expands, a 1x1 conv projects) or ``residual: false``.
+
+Channel counts are rounded to multiples of 8 as in the reference implementation
+(``_make_divisible``: never more than 10% below the unrounded value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+Activation = Literal["relu", "relu6", "hswish", "none"]
+ACTIVATIONS = ("relu", "relu6", "hswish", "none")
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never dropping more than 10%."""
+    min_value = min_value or divisor
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return new
+
+
+@dataclass(frozen=True)
+class Block:
+    """One bottleneck row, with channel counts already scaled and rounded."""
+
+    kernel: int
+    exp: int
+    out: int
+    se: bool
+    activation: Activation
+    stride: int
+    fused: bool = False
+    residual: bool = True
+    se_channels: int = 0  # squeeze channels when se
+
+    def has_expand(self, cin: int) -> bool:
+        """An expansion conv exists unless it would map cin to cin (as in the reference
+        implementation: MobileNetEdgeTPU's first fused block is a bare 1x1 projection)."""
+        return self.exp != cin or (self.fused and self.stride > 1)
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """A resolved, concrete network: everything the builders and the MAC counter need."""
+
+    name: str
+    resolution: tuple[int, int]
+    in_channels: int
+    num_classes: int
+    stem_out: int
+    stem_kernel: int
+    stem_stride: int
+    stem_activation: Activation
+    blocks: tuple[Block, ...]
+    last_conv: int
+    last_activation: Activation
+    head_hidden: int | None  # MobileNetV3: a 1x1 "conv" (Linear) after pooling; None: straight to logits
+    head_activation: Activation
+    dropout: float = 0.2
+    width_multiplier: float = 1.0
+    bn_eps: float = 1e-3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def block_inputs(self) -> list[int]:
+        """Input channel count of every block."""
+        ins, c = [], self.stem_out
+        for b in self.blocks:
+            ins.append(c)
+            c = b.out
+        return ins
+
+    def uses(self, activation: str) -> bool:
+        acts = {self.stem_activation, self.last_activation, self.head_activation}
+        acts |= {b.activation for b in self.blocks}
+        return activation in acts
+
+
+@dataclass(frozen=True)
+class RawRow:
+    kernel: int
+    exp: float  # channels before the width multiplier
+    out: int
+    se: bool
+    activation: Activation
+    stride: int
+    fused: bool = False
+    residual: bool = True
+
+
+@dataclass(frozen=True)
+class RawArchitecture:
+    """A preset or a user table before width scaling and rounding."""
+
+    stem: tuple[int, int, int, Activation]  # out, kernel, stride, activation
+    rows: tuple[RawRow, ...]
+    last_conv: int
+    last_activation: Activation
+    head_hidden: int | None
+    head_activation: Activation
+    dropout: float = 0.2
+    extra: dict = field(default_factory=dict)
+
+
+def _rows(table, fused_upto: int = 0) -> tuple[RawRow, ...]:
+    return tuple(
+        RawRow(k, e, o, bool(se), act, s, fused=i < fused_upto) for i, (k, e, o, se, act, s) in enumerate(table)
+    )
+
+
+_SMALL = [
+    (3, 16, 16, 1, "relu", 2),
+    (3, 72, 24, 0, "relu", 2),
+    (3, 88, 24, 0, "relu", 1),
+    (5, 96, 40, 1, "hswish", 2),
+    (5, 240, 40, 1, "hswish", 1),
+    (5, 240, 40, 1, "hswish", 1),
+    (5, 120, 48, 1, "hswish", 1),
+    (5, 144, 48, 1, "hswish", 1),
+    (5, 288, 96, 1, "hswish", 2),
+    (5, 576, 96, 1, "hswish", 1),
+    (5, 576, 96, 1, "hswish", 1),
+]
+_LARGE = [
+    (3, 16, 16, 0, "relu", 1),
+    (3, 64, 24, 0, "relu", 2),
+    (3, 72, 24, 0, "relu", 1),
+    (5, 72, 40, 1, "relu", 2),
+    (5, 120, 40, 1, "relu", 1),
+    (5, 120, 40, 1, "relu", 1),
+    (3, 240, 80, 0, "hswish", 2),
+    (3, 200, 80, 0, "hswish", 1),
+    (3, 184, 80, 0, "hswish", 1),
+    (3, 184, 80, 0, "hswish", 1),
+    (3, 480, 112, 1, "hswish", 1),
+    (3, 672, 112, 1, "hswish", 1),
+    (5, 672, 160, 1, "hswish", 2),
+    (5, 960, 160, 1, "hswish", 1),
+    (5, 960, 160, 1, "hswish", 1),
+]
+
+
+def _minimalistic(rows: list) -> list:
+    """No SE, no h-swish, 3x3 kernels only (the accelerator-friendly variant)."""
+    return [(3, e, o, 0, "relu", s) for (_k, e, o, _se, _a, s) in rows]
+
+
+def _edgetpu_rows() -> tuple[RawRow, ...]:
+    # (kernel, expansion factor, out, stride, fused, residual)
+    table = [
+        (3, 1, 16, 1, True, True),
+        (3, 8, 32, 2, True, True),
+        (3, 4, 32, 1, True, True),
+        (3, 4, 32, 1, True, True),
+        (3, 4, 32, 1, True, True),
+        (3, 8, 48, 2, True, True),
+        (3, 4, 48, 1, True, True),
+        (3, 4, 48, 1, True, True),
+        (3, 4, 48, 1, True, True),
+        (3, 8, 96, 2, False, True),
+        (3, 4, 96, 1, False, True),
+        (3, 4, 96, 1, False, True),
+        (3, 4, 96, 1, False, True),
+        (3, 8, 96, 1, False, False),
+        (3, 4, 96, 1, False, True),
+        (3, 4, 96, 1, False, True),
+        (3, 4, 96, 1, False, True),
+        (5, 8, 160, 2, False, True),
+        (5, 4, 160, 1, False, True),
+        (5, 4, 160, 1, False, True),
+        (5, 4, 160, 1, False, True),
+        (3, 8, 192, 1, False, True),
+    ]
+    rows, cin = [], 32
+    for k, ef, out, s, fused, res in table:
+        rows.append(RawRow(k, cin * ef, out, False, "relu", s, fused=fused, residual=res))
+        cin = out
+    return tuple(rows)
+
+
+PRESETS: dict[str, RawArchitecture] = {
+    "mobilenet_v3_small": RawArchitecture(
+        (16, 3, 2, "hswish"), _rows(_SMALL), 576, "hswish", 1024, "hswish"
+    ),
+    "mobilenet_v3_large": RawArchitecture(
+        (16, 3, 2, "hswish"), _rows(_LARGE), 960, "hswish", 1280, "hswish"
+    ),
+    "mobilenet_v3_small_minimalistic": RawArchitecture(
+        (16, 3, 2, "relu"), _rows(_minimalistic(_SMALL)), 576, "relu", 1024, "relu"
+    ),
+    "mobilenet_v3_large_minimalistic": RawArchitecture(
+        (16, 3, 2, "relu"), _rows(_minimalistic(_LARGE)), 960, "relu", 1280, "relu"
+    ),
+    "mobilenet_edgetpu": RawArchitecture(
+        (32, 3, 2, "relu"), _edgetpu_rows(), 1280, "relu", None, "none"
+    ),
+}
+
+
+def resolve(
+    raw: RawArchitecture,
+    *,
+    name: str,
+    width_multiplier: float = 1.0,
+    num_classes: int = 1000,
+    resolution: tuple[int, int] = (224, 224),
+    in_channels: int = 3,
+    dropout: float | None = None,
+) -> ArchitectureSpec:
+    """Scale channels by the width multiplier, round them, and freeze the result."""
+    w = width_multiplier
+
+    def ch(c: float) -> int:
+        return make_divisible(c * w, 8)
+
+    blocks = []
+    for r in raw.rows:
+        out = ch(r.out)
+        exp = ch(r.exp)
+        se_ch = make_divisible(exp // 4, 8) if r.se else 0
+        blocks.append(Block(r.kernel, exp, out, r.se, r.activation, r.stride, r.fused, r.residual, se_ch))
+    # finegrain classification mode: the final wide layer keeps full width below 1.0
+    head_w = max(w, 1.0)
+    if raw.head_hidden is None:
+        last, hidden = make_divisible(raw.last_conv * head_w, 8), None
+    else:
+        last, hidden = ch(raw.last_conv), make_divisible(raw.head_hidden * head_w, 8)
+    return ArchitectureSpec(
+        name=name,
+        resolution=resolution,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        stem_out=ch(raw.stem[0]),
+        stem_kernel=raw.stem[1],
+        stem_stride=raw.stem[2],
+        stem_activation=raw.stem[3],
+        blocks=tuple(blocks),
+        last_conv=last,
+        last_activation=raw.last_activation,
+        head_hidden=hidden,
+        head_activation=raw.head_activation,
+        dropout=raw.dropout if dropout is None else dropout,
+        width_multiplier=w,
+    )
+
+
+def preset(
+    name: str,
+    width_multiplier: float = 1.0,
+    num_classes: int = 1000,
+    resolution: int | tuple[int, int] = 224,
+) -> ArchitectureSpec:
+    """A named preset at a width and resolution. Unknown names list the valid ones."""
+    from ..errors import UserError
+
+    if name not in PRESETS:
+        raise UserError(f"unknown architecture preset '{name}'; allowed: {', '.join(PRESETS)}")
+    res = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    return resolve(
+        PRESETS[name], name=name, width_multiplier=width_multiplier, num_classes=num_classes,
+        resolution=res,
+    )
+
+
+def with_classes(spec: ArchitectureSpec, num_classes: int) -> ArchitectureSpec:
+    return replace(spec, num_classes=num_classes)

@@ -1,0 +1,39 @@
+"""`mobiledeploy targets`: every target, its backend, and whether it can build here."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command(name="targets")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def command(as_json: bool) -> None:
+    """Every target: backend, precision, whether its dependencies are installed, what it needs."""
+    from ..backends.registry import entry
+    from ..targets import all_targets
+
+    rows = []
+    for t in all_targets().values():
+        e = entry(t.backend)
+        miss = e.missing()
+        rows.append({
+            "target": t.name, "backend": t.backend, "precision": t.precision,
+            "installed": not miss, "missing": miss,
+            "needs": f"pip install 'mobiledeploy[{e.extra}]'", "artifact": t.artifact,
+            "description": t.description, "options": t.options,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mobiledeploy targets")
+    for col in ("target", "backend", "precision", "installed here", "needs", "what"):
+        table.add_column(col)
+    for r in rows:
+        ok = "[green]yes[/]" if r["installed"] else f"[red]no[/] (missing {', '.join(r['missing'])})"
+        table.add_row(r["target"], r["backend"], r["precision"], ok, r["needs"], r["description"])
+    Console(width=160).print(table)
