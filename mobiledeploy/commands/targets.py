@@ -28,6 +28,7 @@ def command(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="mobiledeploy targets")
@@ -35,5 +36,5 @@ def command(as_json: bool) -> None:
         table.add_column(col)
     for r in rows:
         ok = "[green]yes[/]" if r["installed"] else f"[red]no[/] (missing {', '.join(r['missing'])})"
-        table.add_row(r["target"], r["backend"], r["precision"], ok, r["needs"], r["description"])
+        table.add_row(r["target"], r["backend"], r["precision"], ok, escape(r["needs"]), r["description"])
     Console(width=160).print(table)
