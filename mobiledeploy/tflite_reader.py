@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
@@ -24,6 +25,7 @@ _SCHEMA_MODULES = (
     "tensorflow.lite.python.schema_py_generated",
 )
 _CUSTOM = 32  # BuiltinOperator.CUSTOM
+_INT_WIDTH = {"INT32": 4, "INT64": 8}
 # enum-typed option fields, decoded to names so callers never see schema integers
 _ENUM_FIELDS = {
     "fused_activation_function": "ActivationFunctionType",
@@ -74,6 +76,7 @@ class TensorInfo:
     quantized_dimension: int = 0
     is_constant: bool = False  # backed by a non-empty buffer (weights, bias, shape params)
     is_variable: bool = False
+    values: list[int] | None = None  # contents of small constant int tensors (axes, paddings)
 
     @property
     def quantized(self) -> bool:
@@ -208,7 +211,8 @@ def parse(buf: bytes, path: str = "<bytes>") -> TFLiteModel:
                         "pass a .tflite file")
     try:
         return _parse(s, buf, path)
-    except (IndexError, ValueError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+    except (IndexError, ValueError, struct.error, UnicodeDecodeError, AttributeError,
+            TypeError) as exc:
         raise UserError(f"{path}: corrupt TFLite flatbuffer ({type(exc).__name__}); "
                         "re-export the model") from exc
 
@@ -232,6 +236,18 @@ def _parse(s: ModuleType, buf: bytes, path: str) -> TFLiteModel:
         size = getattr(b, "Size", lambda: 0)()
         return b.DataLength() > 0 or bool(size)
 
+    def small_ints(idx: int, dtype: str) -> list[int] | None:
+        width = _INT_WIDTH.get(dtype)
+        if width is None or not has_data(idx):
+            return None
+        b = model.Buffers(idx)
+        n = b.DataLength()
+        if n == 0 or n > 64 * width:
+            return None
+        raw = b.DataAsNumpy().tobytes()
+        return [int.from_bytes(raw[i:i + width], "little", signed=True)
+                for i in range(0, n - n % width, width)]
+
     subgraphs = []
     for si in range(model.SubgraphsLength()):
         sg = model.Subgraphs(si)
@@ -243,10 +259,11 @@ def _parse(s: ModuleType, buf: bytes, path: str) -> TFLiteModel:
             zp = _np_list(q, "ZeroPoint") if q is not None else []
             shape = _np_list(t, "Shape")
             sig = _np_list(t, "ShapeSignature") or list(shape)
+            dtype = tensor_types.get(t.Type(), str(t.Type()))
             tensors.append(TensorInfo(
                 index=ti, name=(t.Name() or b"").decode("utf-8", "replace"),
                 shape=shape, shape_signature=sig,
-                dtype=tensor_types.get(t.Type(), str(t.Type())),
+                dtype=dtype, values=small_ints(t.Buffer(), dtype),
                 scale=[float(x) for x in scale], zero_point=[int(x) for x in zp],
                 quantized_dimension=q.QuantizedDimension() if q is not None else 0,
                 is_constant=has_data(t.Buffer()), is_variable=bool(t.IsVariable())))
@@ -278,3 +295,46 @@ def read_tflite(path: str | Path) -> TFLiteModel:
     except OSError as exc:
         raise UserError(f"{p}: cannot read ({exc.strerror}); check permissions") from exc
     return parse(buf, str(p))
+
+
+def xnnpack_partitions(path: str | Path, model: TFLiteModel | None = None) -> dict[str, Any]:
+    """How LiteRT's default delegate (XNNPACK) partitions the model on this machine.
+
+    Loads the model in ``ai_edge_litert``'s Interpreter and reads its node list after
+    ``allocate_tensors``: each DELEGATE node is one XNNPACK partition; an original op is
+    delegated when it lies between a DELEGATE node's inputs and outputs. Returns
+    ``{"partitions", "delegated_ops", "undelegated_ops": [{"index", "op"}], "runtime"}``, or
+    ``{"available": false, "reason"}`` when LiteRT is missing or cannot load the model.
+    """
+    try:
+        from ai_edge_litert import __version__ as litert_version
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return {"available": False, "reason": "ai-edge-litert is not installed: "
+                "pip install 'mobiledeploy[tflite]'"}
+    model = model or read_tflite(path)
+    try:
+        interp = Interpreter(model_path=str(path))
+        interp.allocate_tensors()
+        nodes = interp._get_ops_details()  # the only node-level view the Python API offers
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"available": False, "reason": f"LiteRT cannot load the model: {first}"}
+    sg = model.main
+    producers = sg.producers()
+    delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    delegated: set[int] = set()
+    for node in delegates:
+        stop = {int(t) for t in node["inputs"]}
+        todo = [int(t) for t in node["outputs"]]
+        while todo:  # walk back from the partition's outputs to its inputs
+            tensor = todo.pop()
+            op = producers.get(tensor)
+            if tensor in stop or op is None or op in delegated:
+                continue
+            delegated.add(op)
+            todo.extend(t for t in sg.operators[op].inputs if t >= 0)
+    left = [{"index": op.index, "op": op.op} for op in sg.operators if op.index not in delegated]
+    return {"available": True, "runtime": f"ai-edge-litert {litert_version}",
+            "partitions": len(delegates), "delegated_ops": len(delegated),
+            "undelegated_ops": left}

@@ -52,8 +52,8 @@ def advise(report: dict[str, Any]) -> dict[str, Any]:
     cost = (f"{share['ops']:.0%} of ops and {share['macs']:.0%} of MACs run on the CPU "
             f"from op #{first['index']} on") if first else ""
 
-    def add(kind: str, message: str, fix: str) -> None:
-        items.append({"kind": kind, "message": message, "fix": fix})
+    def add(kind: str, message: str, fix: str, severity: str = "fallback") -> None:
+        items.append({"kind": kind, "severity": severity, "message": message, "fix": fix})
 
     own = [r for r in rows if not r["mapped"] and r["status"] != SECOND_SUBGRAPH]
     by_op: dict[str, list[dict]] = {}
@@ -75,8 +75,8 @@ def advise(report: dict[str, Any]) -> dict[str, Any]:
             f"{len(se_cpu)} of {len(gates)} squeeze-excite gates (MUL by a 1x1xC gate) run on "
             f"the CPU, the first at #{se_cpu[0]['index']}",
             f"fix the op that splits the graph first; the {_PRESETS} presets have no SE blocks")
-    if "MEAN" in by_op:
-        means = by_op.pop("MEAN")
+    means = [r for r in by_op.get("MEAN", []) if r["status"] == UNSPECIFIED]
+    if means:
         add("mean", f"MEAN at #{means[0]['index']} does not map: {means[0]['reason']}",
             "reduce over height/width only (global average pooling) with channels a multiple "
             "of 4, or use AVERAGE_POOL_2D")
@@ -90,7 +90,7 @@ def advise(report: dict[str, Any]) -> dict[str, Any]:
     if rank:
         add("rank", f"{rank[0]['op']} at #{rank[0]['index']}: {rank[0]['reason']}",
             "keep tensors at batch 1 with at most 3 non-trivial dimensions (HWC)")
-    handled = {id(r) for r in dtype + rank}
+    handled = {id(r) for r in dtype + rank + means}
     last_mapped = max((r["index"] for r in rows if r["mapped"]), default=-1)
     for op, rs in by_op.items():
         rs = [r for r in rs if id(r) not in handled]
@@ -98,11 +98,11 @@ def advise(report: dict[str, Any]) -> dict[str, Any]:
             continue
         if rs[0]["status"] == UNSPECIFIED and "input adapter" in rs[0]["reason"]:
             add("io", "the float input QUANTIZE runs on the CPU (the rest still maps)",
-                "convert with int8/uint8 input and output types to drop the adapter")
+                "convert with int8/uint8 input and output types to drop the adapter", "info")
             continue
         if all(r["index"] > last_mapped for r in rs):
             add("tail", f"{op} at #{rs[0]['index']} runs on the CPU after the Edge TPU part "
-                f"({rs[0]['reason']}); it does not split the graph", "none needed")
+                f"({rs[0]['reason']}); it does not split the graph", "none needed", "info")
             continue
         add(op.lower(), f"{op} at #{rs[0]['index']} ({len(rs)} op(s)) runs on the CPU: "
             f"{rs[0]['reason']}",
@@ -112,5 +112,5 @@ def advise(report: dict[str, Any]) -> dict[str, Any]:
     if big:
         add("kernel_5x5", f"{len(big)} 5x5 depthwise convolution(s): they map (no documented "
             "kernel-size limit) but cost 2.8x the MACs of 3x3",
-            f"the {_PRESETS} presets use 3x3 kernels only")
+            f"the {_PRESETS} presets use 3x3 kernels only", "info")
     return {"cpu_share": share, "advice": items}

@@ -85,40 +85,27 @@ def _fully_connected(op: OpInfo, sg: SubgraphInfo) -> str | None:
     return None
 
 
-def _batch_axis_rule(what: str) -> Check:
-    def check(op: OpInfo, sg: SubgraphInfo) -> str | None:
-        axes = op.options.get("axis")
-        rank = len(_in_shape(op, sg))
-        if isinstance(axes, int) and rank >= 4 and axes % rank == 0:
-            return f"{what} along the batch dimension (documented limit)"
-        return None
-    return check
-
-
-def _reduction_axes(op: OpInfo, sg: SubgraphInfo) -> list[int] | None:
-    """Reduced axes of MEAN/SUM/REDUCE_*: read from the output shape when not stored."""
-    shape_in = _in_shape(op, sg)
+def _pack(op: OpInfo, sg: SubgraphInfo) -> str | None:
     out = _t(sg, op.outputs[0])
-    if not shape_in or out is None:
-        return None
-    if len(out.shape) == len(shape_in):  # keep_dims: a reduced axis shows as 1
-        return [i for i, (a, b) in enumerate(zip(shape_in, out.shape)) if a != b]
+    axis = op.options.get("axis", 0)
+    if out is not None and len(out.shape) >= 2 and axis % len(out.shape) == 0:
+        return "packing along the batch dimension (documented limit)"
     return None
+
+
+def _values(op: OpInfo, sg: SubgraphInfo, k: int) -> list[int] | None:
+    t = _t(sg, op.inputs[k]) if len(op.inputs) > k else None
+    return t.values if t is not None else None
 
 
 def _reduce(op: OpInfo, sg: SubgraphInfo, z_multiple_of_4: bool) -> str | None:
     shape_in = _in_shape(op, sg)
-    axes = _reduction_axes(op, sg)
-    if axes is None and op.options.get("keep_dims") is False and shape_in:
-        out = _t(sg, op.outputs[0])
-        # without keep_dims the output drops reduced axes; batch must survive
-        if out is not None and out.shape and out.shape[0] != shape_in[0]:
-            return "reduction over the batch dimension (documented limit)"
-        return None
-    if not axes:
-        return None
     rank = len(shape_in)
-    if rank >= 4 and 0 in axes and shape_in[0] > 1:
+    axes = _values(op, sg, 1)
+    if not axes or not rank:
+        return None
+    axes = [a % rank for a in axes]
+    if rank >= 2 and 0 in axes:
         return "reduction over the batch dimension (documented limit)"
     if z_multiple_of_4 and rank - 1 in axes and shape_in[-1] % 4:
         return (f"reduction over z (channels={shape_in[-1]}) needs z to be a multiple of 4 "
@@ -127,9 +114,8 @@ def _reduce(op: OpInfo, sg: SubgraphInfo, z_multiple_of_4: bool) -> str | None:
 
 
 def _pad(op: OpInfo, sg: SubgraphInfo) -> str | None:
-    shape_in = _in_shape(op, sg)
-    out = _t(sg, op.outputs[0])
-    if shape_in and out and len(shape_in) >= 4 and out.shape[0] != shape_in[0]:
+    pads = _values(op, sg, 1)  # [[before, after] per dimension], flattened
+    if pads and len(pads) >= 8 and (pads[0] or pads[1]):
         return "padding along the batch dimension (documented limit)"
     return None
 
@@ -173,7 +159,9 @@ def _strided_slice(op: OpInfo, sg: SubgraphInfo) -> str | None:
     strides = _t(sg, op.inputs[3]) if len(op.inputs) > 3 else None
     if strides is not None and not strides.is_constant:
         return "strides are not compile-time constants"
-    return None  # stride values live in the buffer; the reader keeps shapes only
+    if strides is not None and strides.values and any(v != 1 for v in strides.values):
+        return f"strides {strides.values}: all must be 1 (documented limit)"
+    return None
 
 
 def _lstm(op: OpInfo, sg: SubgraphInfo) -> str | None:
@@ -188,7 +176,7 @@ SUPPORTED: dict[str, Check | None] = {
     "LSTM": _lstm, "UNIDIRECTIONAL_SEQUENCE_LSTM": _lstm, "MAXIMUM": None,
     "MAX_POOL_2D": _no_fused_activation,
     "MEAN": lambda op, sg: _reduce(op, sg, z_multiple_of_4=True),
-    "MINIMUM": None, "MUL": None, "PACK": _batch_axis_rule("packing"), "PAD": _pad,
+    "MINIMUM": None, "MUL": None, "PACK": _pack, "PAD": _pad,
     "PRELU": _prelu, "QUANTIZE": None,
     "REDUCE_MAX": lambda op, sg: _reduce(op, sg, z_multiple_of_4=False),
     "REDUCE_MIN": lambda op, sg: _reduce(op, sg, z_multiple_of_4=False),
@@ -210,7 +198,7 @@ _NOT_SUPPORTED_WHY = {
 
 # input slots that must be compile-time constants ("model parameters are constant")
 _PARAM_INPUTS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2),
-                 "TRANSPOSE_CONV": (0, 1), "RESHAPE": (1,), "PAD": (1,), "MEAN": (1,),
+                 "TRANSPOSE_CONV": (0, 1), "PAD": (1,), "MEAN": (1,),
                  "SUM": (1,), "REDUCE_MAX": (1,), "REDUCE_MIN": (1,)}
 
 
