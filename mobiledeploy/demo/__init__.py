@@ -1,0 +1,1 @@
+"""The shipped demo: a procedural, seeded dataset of printed shapes and symbols."""
