@@ -1,0 +1,262 @@
+"""Core ML backend: PyTorch reference -> ML Program (.mlpackage) with coremltools.
+
+The package takes camera pixels (an ImageType whose scale/bias are the definition's
+preprocessing), ends in softmax + a classifier (``classLabel``, ``classLabel_probs``) for iOS, and
+also outputs ``logits``, which validation compares. On macOS it runs through Core ML; elsewhere
+through ``mobiledeploy.milexec``, a NumPy executor of the same program.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import UserError
+from .base import Backend, ConvertContext, InputBatch, Runner, SkipRun
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..definition import ModelDefinition
+    from ..targets import TargetProfile
+
+IMAGE_INPUT = "image"
+TENSOR_INPUT = "x"
+LOGITS = "logits"
+PROBS = "probs"
+DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14",
+                      "macOS15")
+NOT_BYTE_STABLE = (
+    ".mlpackage bytes are not stable across conversions (metadata such as the conversion date "
+    "is embedded); content_sha256 hashes the MIL program text and weight values instead"
+)
+
+
+def _image_affine(color_order, pixel_range, mean, std) -> tuple[float, list[float], list[float]]:
+    """(scale, bias, per-channel multiplier) so that ``mult[c] * (scale * p + bias[c])`` is
+    the definition's normalisation. ImageType has ONE scale; a per-channel std is folded into
+    the graph as ``mult`` (all ones when std is uniform)."""
+    lo, hi = (float(v) for v in pixel_range)
+    if len(set(float(s) for s in std)) == 1:
+        s = float(std[0])
+        return (hi - lo) / 255.0 / s, [(lo - float(m)) / s for m in mean], [1.0] * len(std)
+    return (hi - lo) / 255.0, [lo - float(m) for m in mean], [1.0 / float(s) for s in std]
+
+
+def convert_torch_to_mlpackage(
+    module,
+    out: str | Path,
+    *,
+    height: int,
+    width: int,
+    color_order: str = "rgb",
+    pixel_range=(0.0, 1.0),
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    labels: list[str],
+    precision: str = "fp32",
+    minimum_deployment_target: str = "iOS15",
+    image_input: bool = True,
+) -> dict[str, Any]:
+    """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
+
+    The package is written to ``out`` (a directory). Returns the facts for the manifest.
+    """
+    import torch
+
+    from .._deps import require
+
+    ct = require("coremltools", "the Core ML backend")
+    if precision not in ("fp32", "fp16"):
+        raise UserError(f"Core ML precision must be fp32 or fp16, got '{precision}'")
+    if minimum_deployment_target not in DEPLOYMENT_TARGETS:
+        raise UserError(
+            f"target option minimum_deployment_target: unknown '{minimum_deployment_target}'; "
+            f"allowed: {', '.join(DEPLOYMENT_TARGETS)}"
+        )
+    channels = len(mean)
+    order = str(getattr(color_order, "value", color_order)).lower()
+    scale, bias, mult = _image_affine(order, pixel_range, mean, std)
+    per_channel = image_input and any(m != 1.0 for m in mult)
+
+    class Classifier(torch.nn.Module):
+        """logits and softmax(logits); optionally the per-channel 1/std ImageType cannot hold."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = module
+            self.register_buffer("mult", torch.tensor(mult, dtype=torch.float32).view(1, -1, 1, 1))
+
+        def forward(self, x):
+            logits = self.net(x * self.mult if per_channel else x)
+            return logits, torch.softmax(logits, dim=1)
+
+    wrapper = Classifier().eval()
+    example = torch.rand(1, channels, height, width)
+    with torch.no_grad():
+        n_out = wrapper(example)[0].shape[1]
+        traced = torch.jit.trace(wrapper, example)
+    if n_out != len(labels):
+        raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
+    # Name the two outputs so the classifier reads "probs" and "logits" stays a model output.
+    # Inline first: the converter inlines submodule calls, which would drop names set on them.
+    torch._C._jit_pass_inline(traced.graph)
+    tup = traced.graph.return_node().inputsAt(0).node()
+    for value, name in zip(tup.inputs(), (LOGITS, PROBS), strict=True):
+        value.setDebugName(name)
+
+    if image_input:
+        layout = ct.colorlayout.BGR if order == "bgr" else ct.colorlayout.RGB
+        inp = ct.ImageType(name=IMAGE_INPUT, shape=(1, channels, height, width), scale=scale,
+                           bias=bias, color_layout=layout)
+    else:
+        inp = ct.TensorType(name=TENSOR_INPUT, shape=(1, channels, height, width))
+    mlmodel = ct.convert(
+        traced,
+        inputs=[inp],
+        classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS),
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
+    )
+    mlmodel.short_description = "mobiledeploy image classifier"
+    names = [o.name for o in mlmodel.get_spec().description.output]
+    if LOGITS not in names:  # pragma: no cover - a converter change; fail loudly, not silently
+        raise RuntimeError(f"Core ML outputs {names} lack '{LOGITS}'")
+    mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)"
+    mlmodel.save(str(out))
+    if image_input:
+        desc = {"type": "image", "name": IMAGE_INPUT, "color_layout": order.upper(),
+                "height": height, "width": width, "scale": scale, "bias": bias,
+                "per_channel_multiplier_in_graph": mult if per_channel else None}
+    else:
+        desc = {"type": "tensor", "name": TENSOR_INPUT, "shape": [1, channels, height, width]}
+    return {
+        "format": "mlprogram",
+        "compute_precision": "FLOAT16" if precision == "fp16" else "FLOAT32",
+        "minimum_deployment_target": minimum_deployment_target,
+        "input": desc,
+        "outputs": ["classLabel", "classLabel_probs", LOGITS],
+        "content_sha256": content_sha256(out),
+        "note": NOT_BYTE_STABLE,
+    }
+
+
+def content_sha256(mlpackage_path: str | Path) -> str:
+    """sha256 over the MIL program text and weight values: equal for two conversions of the
+    same model (unlike the package bytes)."""
+    from ..milexec import content_sha256 as _sha
+
+    return _sha(mlpackage_path)
+
+
+def _image_input(target, definition=None) -> bool:
+    return bool((getattr(target, "options", None) or {}).get("image_input", True))
+
+
+class _MILRunner(Runner):
+    """Runs the package's ML Program with the NumPy executor (any host)."""
+
+    def __init__(self, path: Path):
+        from .. import milexec
+
+        self.executor = "mobiledeploy milexec (NumPy), float16 where the program says so"
+        self.program = milexec.MILProgram(path)
+        unknown = sorted({op.type for op in self.program.ops} - set(milexec.OPS) - {"const"})
+        if unknown:
+            raise SkipRun(f"unsupported MIL op {unknown[0]} (milexec cannot run this program)")
+        self.input_name = self.program.input_names[0]
+        self.is_image = self.input_name in self.program.images
+
+    def _feed(self, batch: InputBatch) -> dict[str, np.ndarray]:
+        return {self.input_name: batch.pixels if self.is_image else batch.x}
+
+    def run(self, batch: InputBatch) -> np.ndarray:
+        from ..milexec import UnsupportedMILOp
+
+        try:
+            out = self.program.run(self._feed(batch))
+        except UnsupportedMILOp as exc:
+            raise SkipRun(str(exc)) from exc
+        return np.asarray(out[LOGITS], dtype=np.float32).reshape(len(batch), -1)
+
+    def intermediates(self, batch: InputBatch) -> dict[str, np.ndarray]:
+        from ..milexec import UnsupportedMILOp
+
+        try:
+            return self.program.run(self._feed(batch), intermediates=True)
+        except UnsupportedMILOp:
+            return {}
+
+
+class _CoreMLRunner(Runner):
+    """Runs the package through Core ML itself (macOS)."""
+
+    def __init__(self, model, path: Path, version: str):
+        self.model = model
+        self.path = path
+        self.executor = f"coremltools {version} (Core ML)"
+        self.input_name = model.get_spec().description.input[0].name
+        self.is_image = model.get_spec().description.input[0].type.WhichOneof("Type") == "imageType"
+
+    def run(self, batch: InputBatch) -> np.ndarray:
+        from PIL import Image
+
+        rows = []
+        for i in range(len(batch)):
+            # Core ML reorders RGB pixels to BGR itself when the input's colour layout says so.
+            feed = Image.fromarray(batch.pixels[i]) if self.is_image else batch.x[i : i + 1]
+            rows.append(np.asarray(self.model.predict({self.input_name: feed})[LOGITS]))
+        return np.concatenate([r.reshape(1, -1) for r in rows]).astype(np.float32)
+
+    def intermediates(self, batch: InputBatch) -> dict[str, np.ndarray]:
+        # Core ML does not expose inner values; the program's own semantics do.
+        try:
+            return _MILRunner(self.path).intermediates(batch)
+        except SkipRun:
+            return {}
+
+
+class CoreMLBackend(Backend):
+    """coreml-fp32 / coreml-fp16: an ML Program from the PyTorch reference."""
+
+    name = "coreml"
+    requires = ("coremltools", "torch")
+    extra = "coreml"
+
+    def distributions(self) -> tuple[str, ...]:
+        return ("coremltools", "torch")
+
+    def convert(self, ctx: ConvertContext, target: TargetProfile, out: Path) -> dict[str, Any]:
+        d = ctx.definition
+        inp = d.input
+        opts = dict(target.options or {})
+        return convert_torch_to_mlpackage(
+            ctx.torch_model(),
+            out,
+            height=inp.height,
+            width=inp.width,
+            color_order=getattr(inp.color_order, "value", inp.color_order),
+            pixel_range=tuple(inp.pixel_range),
+            mean=tuple(inp.mean),
+            std=tuple(inp.std),
+            labels=d.labels_list(),
+            precision=target.precision,
+            minimum_deployment_target=str(opts.get("minimum_deployment_target", "iOS15")),
+            image_input=_image_input(target, d),
+        )
+
+    def load(self, path: Path, target: TargetProfile, definition: ModelDefinition) -> Runner:
+        """Core ML on macOS; the NumPy MIL executor elsewhere (SkipRun if it lacks an op)."""
+        path = Path(path)
+        if sys.platform == "darwin":
+            from .._deps import require, version
+
+            ct = require("coremltools", "running Core ML models")
+            try:
+                model = ct.models.MLModel(str(path))
+                return _CoreMLRunner(model, path, version("coremltools") or ct.__version__)
+            except Exception:  # noqa: BLE001 - Core ML framework unavailable: fall back
+                pass
+        return _MILRunner(path)

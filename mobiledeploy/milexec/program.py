@@ -1,0 +1,294 @@
+"""Load a Core ML ML Program (.mlpackage) into plain Python objects and run it op by op.
+
+The program is read from ``spec.mlProgram`` (protobuf) and the weights from the package's
+``weight.bin`` through coremltools' blob reader; Core ML's ``predict`` is never called, so this
+runs on Linux. Every op computes in float32 (float16 inputs are widened exactly) and its result is
+rounded to the dtype the program declares for that output: an fp16 program therefore rounds and
+overflows where Core ML's fp16 kernels would (products accumulate in fp32, outputs are fp16).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .ops import OPS, UnsupportedMILOp
+
+# MIL DataType enum name -> numpy dtype
+_DTYPES = {
+    "BOOL": np.bool_, "STRING": np.str_, "FLOAT16": np.float16, "FLOAT32": np.float32,
+    "FLOAT64": np.float64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+    "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64,
+}
+# numpy dtype -> blob reader method
+_BLOB_READERS = {
+    np.float16: "read_fp16_data", np.float32: "read_float_data", np.int8: "read_int8_data",
+    np.uint8: "read_uint8_data", np.int16: "read_int16_data", np.uint16: "read_uint16_data",
+    np.int32: "read_int32_data", np.uint32: "read_uint32_data",
+}
+
+
+@dataclass
+class Op:
+    """One MIL operation: inputs map a parameter to var names or literal values."""
+
+    type: str
+    inputs: dict[str, list[tuple[str, Any]]]  # param -> [("name", var) | ("value", ndarray)]
+    outputs: list[tuple[str, Any]]  # (var name, numpy dtype or None)
+    attrs: dict[str, Any]
+
+
+@dataclass
+class ImageInput:
+    """An image feature: Core ML turns it into a float NCHW tensor in ``color_space`` order."""
+
+    name: str
+    color_space: str  # "RGB" | "BGR" | "GRAYSCALE"
+    height: int
+    width: int
+
+
+def _load_spec(path: Path):
+    from .._deps import require
+
+    ct = require("coremltools", "reading Core ML programs")
+    return ct.utils.load_spec(str(path))
+
+
+def _weights_dir(path: Path) -> Path:
+    return path / "Data" / "com.apple.CoreML" / "weights"
+
+
+class MILProgram:
+    """A loaded ML Program: parse once, run many times.
+
+    ``run(inputs)`` takes ``{input name: array}``; an image input takes uint8 RGB pixels
+    (H, W, C) or (N, H, W, C) (or a PIL image), a tensor input its float array. Batches larger
+    than the program's (usually 1) are run sample by sample and stacked.
+    """
+
+    def __init__(self, mlpackage_path: str | Path):
+        self.path = Path(mlpackage_path)
+        spec = _load_spec(self.path)
+        if spec.WhichOneof("Type") != "mlProgram":
+            raise UnsupportedMILOp(f"{self.path} is not an ML Program (it is {spec.WhichOneof('Type')})")
+        self.spec = spec
+        self._readers: dict[str, Any] = {}
+        fn = spec.mlProgram.functions["main"]
+        block = fn.block_specializations[fn.opset]
+        self.opset = fn.opset
+        self.input_names = [i.name for i in fn.inputs]
+        self.input_shapes = {
+            i.name: tuple(d.constant.size for d in i.type.tensorType.dimensions) for i in fn.inputs
+        }
+        self.input_dtypes = {i.name: self._dtype(i.type) for i in fn.inputs}
+        self.output_names = list(block.outputs)
+        self.images = {
+            f.name: ImageInput(
+                f.name,
+                type(f.type.imageType).ColorSpace.Name(f.type.imageType.colorSpace),
+                f.type.imageType.height,
+                f.type.imageType.width,
+            )
+            for f in spec.description.input
+            if f.type.WhichOneof("Type") == "imageType"
+        }
+        self.ops = [self._parse_op(op) for op in block.operations]
+        self.consts = {}
+        for op in self.ops:
+            if op.type == "const":
+                self.consts[op.outputs[0][0]] = op.attrs["val"]
+
+    # ---------------------------------------------------------------- parsing
+    @staticmethod
+    def _dtype(vtype):
+        kind = vtype.WhichOneof("type")
+        if kind == "tensorType":
+            from coremltools.proto import MIL_pb2
+
+            return _DTYPES.get(MIL_pb2.DataType.Name(vtype.tensorType.dataType))
+        return None
+
+    def _reader(self, file_name: str):
+        rel = file_name.replace("@model_path/weights/", "")
+        if rel not in self._readers:
+            from coremltools import libmilstoragepython
+
+            self._readers[rel] = libmilstoragepython._BlobStorageReader(
+                str(_weights_dir(self.path) / rel)
+            )
+        return self._readers[rel]
+
+    def _value(self, value) -> Any:
+        """A proto ``Value`` (immediate or blob) as a numpy array, list or str."""
+        kind = value.WhichOneof("value")
+        if kind == "blobFileValue":
+            dtype = self._dtype(value.type)
+            reader = _BLOB_READERS.get(dtype)
+            if reader is None:
+                raise UnsupportedMILOp(f"unsupported MIL weight dtype {np.dtype(dtype).name}")
+            data = getattr(self._reader(value.blobFileValue.fileName), reader)(
+                value.blobFileValue.offset
+            )
+            shape = [d.constant.size for d in value.type.tensorType.dimensions]
+            data = np.asarray(data)
+            # the fp16 reader hands back the raw bits as uint16
+            data = data.view(dtype) if data.itemsize == np.dtype(dtype).itemsize else data
+            return data.astype(dtype, copy=False).reshape(shape)
+        imm = value.immediateValue
+        ikind = imm.WhichOneof("value")
+        if ikind == "tensor":
+            return self._tensor(imm.tensor, value.type)
+        if ikind in ("list", "tuple"):
+            return [self._value(v) for v in getattr(imm, ikind).values]
+        raise UnsupportedMILOp(f"unsupported MIL immediate value {ikind}")
+
+    def _tensor(self, tv, vtype) -> np.ndarray:
+        dtype = self._dtype(vtype)
+        shape = [d.constant.size for d in vtype.tensorType.dimensions]
+        kind = tv.WhichOneof("value")
+        if kind == "bytes":
+            arr = np.frombuffer(tv.bytes.values, dtype=dtype).copy()
+        elif kind == "strings":
+            arr = np.array(list(tv.strings.values), dtype=object)
+        else:
+            arr = np.array(list(getattr(tv, kind).values), dtype=dtype)
+        return arr.reshape(shape) if shape else arr.reshape(())
+
+    def _parse_op(self, op) -> Op:
+        inputs = {}
+        for key, arg in op.inputs.items():
+            binds = []
+            for b in arg.arguments:
+                if b.WhichOneof("binding") == "name":
+                    binds.append(("name", b.name))
+                else:
+                    binds.append(("value", self._value(b.value)))
+            inputs[key] = binds
+        outputs = [(o.name, self._dtype(o.type)) for o in op.outputs]
+        attrs = {}
+        if op.type == "const":
+            attrs["val"] = self._value(op.attributes["val"])
+        if op.blocks:
+            raise UnsupportedMILOp(f"unsupported MIL op {op.type} (nested blocks)")
+        return Op(op.type, inputs, outputs, attrs)
+
+    # ---------------------------------------------------------------- running
+    def _feed(self, name: str, value) -> np.ndarray:
+        """The tensor the program sees for one input, batch-first."""
+        arr = np.asarray(value)
+        img = self.images.get(name)
+        if img is None:
+            arr = arr.astype(self.input_dtypes.get(name) or np.float32, copy=False)
+            return arr[None] if arr.ndim == len(self.input_shapes[name]) - 1 else arr
+        if img.color_space == "GRAYSCALE":
+            arr = arr[..., 0] if arr.ndim in (3, 4) and arr.shape[-1] == 1 else arr
+            arr = arr[None] if arr.ndim == 2 else arr
+            return arr[:, None].astype(np.float32)
+        arr = arr[None] if arr.ndim == 3 else arr
+        if arr.shape[-1] != 3 or arr.shape[1:3] != (img.height, img.width):
+            raise ValueError(
+                f"image input {name!r} needs (N, {img.height}, {img.width}, 3) RGB pixels, "
+                f"got {arr.shape}"
+            )
+        # Core ML hands the program the pixel values (0..255) in the declared colour order;
+        # the ImageType scale/bias are ops inside an ML Program.
+        nchw = arr.astype(np.float32).transpose(0, 3, 1, 2)
+        return nchw[:, ::-1].copy() if img.color_space == "BGR" else nchw
+
+    def run(self, inputs: dict[str, Any], *, intermediates: bool = False) -> dict[str, Any]:
+        """Run the program; returns its outputs (and every op output when ``intermediates``)."""
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ValueError(f"missing program inputs {missing}; expected {self.input_names}")
+        feeds = {n: self._feed(n, inputs[n]) for n in self.input_names}
+        batches = {n: v.shape[0] for n, v in feeds.items()}
+        n = max(batches.values()) if batches else 1
+        declared = {k: (s[0] if s else 1) for k, s in self.input_shapes.items()}
+        if all(batches[k] == declared[k] for k in feeds):
+            return self._run_one(feeds, intermediates)
+        per = [self._run_one({k: v[i : i + 1] for k, v in feeds.items()}, intermediates)
+               for i in range(n)]
+        return {k: _stack([p[k] for p in per]) for k in per[0]}
+
+    def _run_one(self, feeds: dict[str, np.ndarray], intermediates: bool) -> dict[str, Any]:
+        env: dict[str, Any] = dict(feeds)
+        env.update(self.consts)
+        record: dict[str, Any] = {}
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for op in self.ops:
+                if op.type == "const":
+                    continue
+                fn = OPS.get(op.type)
+                if fn is None:
+                    raise UnsupportedMILOp(f"unsupported MIL op {op.type}")
+                args = {}
+                for key, binds in op.inputs.items():
+                    vals = [env[v] if kind == "name" else v for kind, v in binds]
+                    args[key] = vals if op.type == "concat" and key == "values" else vals[0]
+                result = fn(**args)
+                results = result if isinstance(result, tuple) else (result,)
+                for (name, dtype), val in zip(op.outputs, results, strict=True):
+                    if dtype is not None and dtype is not np.str_ and isinstance(val, np.ndarray):
+                        val = val.astype(dtype, copy=False)
+                    env[name] = val
+                    if intermediates:
+                        record[name] = val
+        out = {name: env[name] for name in self.output_names}
+        if intermediates:
+            record.update(out)
+            return record
+        return out
+
+    # ---------------------------------------------------------------- hashing
+    def content_sha256(self) -> str:
+        """sha256 over the program's structure and weight values (stable across conversions)."""
+        h = hashlib.sha256()
+        h.update(self.opset.encode())
+        for name in self.input_names:
+            h.update(f"in {name} {self.input_shapes[name]}".encode())
+        for op in self.ops:
+            h.update(f"op {op.type} ->".encode())
+            for name, dtype in op.outputs:
+                h.update(f" {name}:{np.dtype(dtype).name if dtype else '-'}".encode())
+            for key in sorted(op.inputs):
+                h.update(f" {key}=".encode())
+                for kind, v in op.inputs[key]:
+                    _hash_value(h, v) if kind == "value" else h.update(f"%{v}".encode())
+            if "val" in op.attrs:
+                _hash_value(h, op.attrs["val"])
+        h.update(("out " + ",".join(self.output_names)).encode())
+        return h.hexdigest()
+
+
+def _hash_value(h, v) -> None:
+    if isinstance(v, list):
+        for x in v:
+            _hash_value(h, x)
+        return
+    arr = np.asarray(v)
+    h.update(f"[{arr.dtype.name}{arr.shape}]".encode())
+    h.update(repr(arr.tolist()).encode() if arr.dtype == object else arr.tobytes())
+
+
+def _stack(parts: list[Any]) -> Any:
+    first = parts[0]
+    if isinstance(first, np.ndarray) and first.ndim >= 1 and first.shape[0] == 1:
+        return np.concatenate(parts, axis=0)
+    return np.stack([np.asarray(p) for p in parts])
+
+
+def execute(
+    mlpackage_path: str | Path, inputs: dict[str, Any], *, intermediates: bool = False
+) -> dict[str, Any]:
+    """Run an .mlpackage ML Program in NumPy; returns ``{var name: value}`` for its outputs.
+
+    With ``intermediates=True`` every op output is returned too (MIL var names).
+    Raises ``UnsupportedMILOp`` for an op this executor does not implement.
+    """
+    return MILProgram(mlpackage_path).run(inputs, intermediates=intermediates)
