@@ -401,9 +401,16 @@ def format_log(report: dict[str, Any]) -> str:
     """The report printed like ``edgetpu_compiler``'s stdout tail and its operation log."""
     name = Path(report["model"]).name
     stem = name.removesuffix(".tflite")
-    header = report.get("compiler_version") or "(predicted by mobiledeploy; compiler not run)"
-    lines = [f"Edge TPU Compiler version {header}", f"Input: {name}",
-             f"Output: {stem}_edgetpu.tflite", ""]
+    if report.get("compiler_version"):
+        header = report["compiler_version"]
+    elif report.get("compiled"):
+        header = "(not run: read from the compiled model)"
+    else:
+        header = "(predicted by mobiledeploy; compiler not run)"
+    lines = [f"Edge TPU Compiler version {header}", f"Input: {name}"]
+    if not report.get("compiled") or report.get("compiled_model"):
+        lines.append(f"Output: {Path(report.get('compiled_model') or stem + '_edgetpu.tflite').name}")
+    lines.append("")
     tpu = report["edgetpu_ops"]
     if tpu is None:  # a compiled file does not record how many ops each custom op absorbed
         tpu = f"all but the CPU ops, inside {report.get('edgetpu_custom_ops', 1)} {EDGETPU_CUSTOM_OP}"
