@@ -112,5 +112,5 @@ def advise(report: dict[str, Any]) -> dict[str, Any]:
     if big:
         add("kernel_5x5", f"{len(big)} 5x5 depthwise convolution(s): they map (no documented "
             "kernel-size limit) but cost 2.8x the MACs of 3x3",
-            f"the {_PRESETS} presets use 3x3 kernels only", "info")
+            f"the `{MINIMALISTIC[0]}` / `{MINIMALISTIC[1]}` presets use 3x3 kernels only", "info")
     return {"cpu_share": share, "advice": items}
