@@ -149,3 +149,32 @@ def test_xnnpack_partitions(models):
     assert hs["delegated_ops"] + len(hs["undelegated_ops"]) == n_hs
     # every op XNNPACK leaves out splits the delegated run: partitions <= undelegated + 1
     assert hs["partitions"] <= len(hs["undelegated_ops"]) + 1
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_small_minimalistic"])
+def test_project_presets(tmp_path, name):
+    """The project's own Keras builder: MobileNetV3 stops at its first h-swish; the
+    minimalistic variant (ReLU, no SE, 3x3) maps fully, as the advice promises."""
+    spec_mod = pytest.importorskip("mobiledeploy.architectures.spec")
+    builder = pytest.importorskip("mobiledeploy.architectures.keras_builder")
+    model = builder.build_keras_model(spec_mod.preset(name, num_classes=10, resolution=96))
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+    rng = np.random.default_rng(0)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = lambda: (
+        [rng.random((1, 96, 96, 3), dtype=np.float32)] for _ in range(4))
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = tf.int8
+    c.inference_output_type = tf.int8
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(c.convert())
+    ops = [op.op for op in read_tflite(path).main.operators]
+    r = analyze(path)
+    if "minimalistic" not in name:
+        assert "HARD_SWISH" in ops
+        assert r["first_cpu_op"]["index"] == ops.index("HARD_SWISH")
+        assert r["cpu_share"]["macs"] > 0.5  # the stem is tiny: most MACs fall back
+        assert any(a["kind"] == "hard_swish" for a in r["advice"])
+    else:
+        assert "HARD_SWISH" not in ops
+        assert r["edgetpu_ops"] == r["ops_total"] == len(ops)
