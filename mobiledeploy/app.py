@@ -1,0 +1,546 @@
+"""The Android camera app: a Gradle project rendered from ``templates/android`` and a typed context.
+
+The context is built only from the model definition and the bundle manifest. Everything the
+device can read from the model itself (input dtype, int8/uint8 scale and zero point) is read at
+run time in Kotlin, so the sources do not depend on a built model; the host-read values go to the
+golden test's assets, where the instrumented test checks the device reads the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import UserError
+
+# Every dependency version of the generated project, in one place. ExecuTorch's runtime must read
+# .pte files from the host exporter, so its version follows pyproject's executorch pin.
+VERSIONS: dict[str, str] = {
+    "gradle": "8.9",
+    "agp": "8.7.3",
+    "kotlin": "2.0.21",
+    "core_ktx": "1.15.0",
+    "activity": "1.9.3",
+    "camerax": "1.4.1",
+    "litert": "1.4.0",
+    "executorch": "1.4.1",
+    "junit": "4.13.2",
+    "androidx_junit": "1.2.1",
+    "androidx_test_runner": "1.6.2",
+    "compile_sdk": "35",
+    "target_sdk": "35",
+    "min_sdk": "24",
+    "jvm": "17",
+}
+
+# litert -> tflite int8 first; executorch -> xnnpack int8 first
+MODEL_TARGETS: dict[str, tuple[str, ...]] = {
+    "litert": ("tflite-int8", "tflite-fp32"),
+    "executorch": ("executorch-xnnpack-int8", "executorch-xnnpack"),
+}
+GOLDEN_SAMPLES = 16
+_KOTLIN_HARD_KEYWORDS = {
+    "as", "break", "class", "continue", "do", "else", "false", "for", "fun", "if", "in",
+    "interface", "is", "null", "object", "package", "return", "super", "this", "throw", "true",
+    "try", "typealias", "typeof", "val", "var", "when", "while",
+    # Java keywords: Android tooling rejects them in application ids
+    "abstract", "boolean", "byte", "case", "catch", "char", "const", "default", "double", "enum",
+    "extends", "final", "finally", "float", "goto", "implements", "import", "instanceof", "int",
+    "long", "native", "new", "private", "protected", "public", "short", "static", "strictfp",
+    "switch", "synchronized", "throws", "transient", "void", "volatile",
+}  # fmt: skip
+_APP_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*(\.[a-zA-Z][a-zA-Z0-9_]*)+")
+
+
+class GoldenSample(BaseModel):
+    """One validation image the instrumented test runs, with what the host expects."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    file: str  # inside androidTest assets/golden/
+    label: str | None
+    label_index: int | None
+    expected_top1: int | None  # host top-1 (or the label index when no host run was possible)
+    host_outputs: list[float] | None = None
+
+
+class AppContext(BaseModel):
+    """Everything the templates see. Built by ``context_from_definition``/``context_from_bundle``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    application_id: str
+    app_name: str = Field(min_length=1, max_length=50)
+    runtime: Literal["litert", "executorch"]
+    model_target: str
+    model_asset: str
+    labels: list[str] = Field(min_length=2)
+    input_height: int = Field(ge=1)
+    input_width: int = Field(ge=1)
+    channels: Literal[3] = 3
+    color_order: Literal["rgb", "bgr"] = "rgb"
+    scale: list[float]
+    bias: list[float]
+    layout: Literal["nhwc", "nchw"] = "nhwc"
+    resize: Literal["bilinear", "nearest"] = "bilinear"
+    # read from the bundle's model on the host (None without a model); the app reads its own copy
+    input_dtype: Literal["float32", "int8", "uint8"] | None = None
+    input_scale: float | None = None
+    input_zero_point: int | None = None
+    versions: dict[str, str] = Field(default_factory=lambda: dict(VERSIONS))
+    golden: list[GoldenSample] = []
+    golden_expected_source: Literal["host", "label", "none"] = "none"
+    golden_min_agreement: float = Field(0.9, ge=0, le=1)
+
+    @field_validator("application_id")
+    @classmethod
+    def _app_id(cls, v: str) -> str:
+        check_application_id(v)
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str]) -> list[str]:
+        # labels.txt is one label per line: a line break cannot be represented, so refuse it
+        for i, lab in enumerate(v):
+            if not lab.strip() or "\n" in lab or "\r" in lab:
+                raise ValueError(f"label {i} ({lab!r}) must be non-empty and on one line")
+        return v
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def package_path(self) -> str:
+        return self.application_id.replace(".", "/")
+
+    @property
+    def accelerators(self) -> list[str]:
+        return ["xnnpack", "gpu", "nnapi"] if self.runtime == "litert" else ["xnnpack"]
+
+
+def check_application_id(app_id: str) -> None:
+    """An Android application id usable as a Kotlin package; otherwise a one-line UserError."""
+    if not _APP_ID.fullmatch(app_id):
+        raise UserError(f"android.application_id: '{app_id}' is not a valid application id; use "
+                        "dot-separated segments of letters, digits and _, e.g. com.example.shapes")
+    bad = [s for s in app_id.split(".") if s in _KOTLIN_HARD_KEYWORDS]
+    if bad:
+        raise UserError(f"android.application_id: segment '{bad[0]}' of '{app_id}' is a Java/Kotlin "
+                        "keyword; rename it (e.g. com.example.shapes)")
+
+
+# --------------------------------------------------------------------------- escaping
+
+
+def kotlin_string(s: str) -> str:
+    """``s`` as a double-quoted Kotlin (and Gradle KTS) string literal."""
+    out = []
+    for ch in str(s):
+        if ch in '\\"$':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def android_string(s: str) -> str:
+    """Android string-resource escaping (backslash, quotes, newline, leading @ or ?).
+
+    XML's own escaping (&, <, >) is left to autoescape of the .xml templates.
+    """
+    out = []
+    for ch in str(s):
+        if ch in "\\'\"":
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    return "\\" + text if text[:1] in ("@", "?") else text
+
+
+def kotlin_float(x: float) -> str:
+    """A float32 Kotlin literal that reads back as the same float32 value."""
+    import numpy as np
+
+    v = float(np.float32(x))
+    if v != v or v in (float("inf"), float("-inf")):
+        raise UserError(f"cannot write {x!r} into the app's preprocessing")
+    return repr(v) + "f"
+
+
+# --------------------------------------------------------------------------- context
+
+
+def context_from_definition(definition, *, runtime: str | None = None,
+                            model_target: str | None = None) -> AppContext:
+    """The app context from a definition alone (no bundle: no model, no golden images)."""
+    from .targets import get_target
+
+    rt = _runtime(runtime or definition.android.runtime.value)
+    target = model_target or MODEL_TARGETS[rt][0]
+    _check_target_runtime(target, rt)
+    inp = definition.input
+    scale, bias = inp.normalise_affine()
+    return AppContext(
+        name=definition.name,
+        application_id=definition.android.application_id,
+        app_name=definition.android.app_name,
+        runtime=rt,
+        model_target=target,
+        model_asset=Path(get_target(target).artifact_path(definition.name)).name,
+        labels=definition.labels_list(),
+        input_height=inp.height,
+        input_width=inp.width,
+        channels=inp.channels,
+        color_order=inp.color_order.value,
+        scale=scale,
+        bias=bias,
+        # the .pte takes the PyTorch reference's NCHW input; TFLite follows the definition
+        layout="nchw" if rt == "executorch" else inp.layout.value,
+        resize=inp.resize,
+    )
+
+
+def context_from_bundle(bundle_dir: str | Path, runtime: str | None = None,
+                        model_target: str | None = None, *, definition=None) -> AppContext:
+    """The app context for a built bundle: its definition, its model and golden inputs.
+
+    ``definition`` (the loaded source definition) helps find the validation images when the
+    bundle's ``model/definition.yaml`` names them relative to a folder that is elsewhere.
+    """
+    bundle = Path(bundle_dir)
+    manifest = read_manifest(bundle)
+    if definition is None:
+        definition = _bundle_definition(bundle)
+    rt = _runtime(runtime or definition.android.runtime.value)
+    by_target = {a.get("target"): a for a in manifest.get("artifacts", [])}
+    if model_target is None:
+        model_target = next((t for t in MODEL_TARGETS[rt] if t in by_target), None)
+        if model_target is None:
+            raise UserError(f"{bundle / 'manifest.json'}: no {' or '.join(MODEL_TARGETS[rt])} artifact "
+                            f"for runtime {rt}; build one (--target {MODEL_TARGETS[rt][-1]}) or pick "
+                            "the other --runtime")
+    elif model_target not in by_target:
+        raise UserError(f"{bundle / 'manifest.json'}: no artifact for target '{model_target}'; "
+                        f"present: {', '.join(sorted(t for t in by_target if t))}")
+    ctx = context_from_definition(definition, runtime=rt, model_target=model_target)
+    model_path = bundle / by_target[model_target]["path"]
+    if not model_path.is_file():
+        raise UserError(f"{model_path}: listed in the manifest but missing; rebuild the bundle")
+    updates: dict = {"model_asset": model_path.name}
+    if rt == "litert":
+        updates.update(_tflite_input(model_path))
+    ctx = ctx.model_copy(update=updates)
+    golden, source, min_agree = _golden_samples(ctx, definition, model_path, bundle)
+    return AppContext.model_validate({**ctx.model_dump(), "golden": golden,
+                                      "golden_expected_source": source,
+                                      "golden_min_agreement": min_agree})
+
+
+def read_manifest(bundle: Path) -> dict:
+    """The bundle's manifest.json, or a one-line UserError."""
+    if not bundle.is_dir():
+        raise UserError(f"{bundle}: bundle directory not found; build one with mobiledeploy build")
+    path = bundle / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; is {bundle} a finished bundle (mobiledeploy build)?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); rebuild the bundle") from None
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
+        raise UserError(f"{path}: no 'artifacts' list; rebuild the bundle")
+    return data
+
+
+def _runtime(rt: str) -> str:
+    if rt not in MODEL_TARGETS:
+        raise UserError(f"unknown runtime '{rt}'; allowed: {', '.join(MODEL_TARGETS)}")
+    return rt
+
+
+def _check_target_runtime(target: str, rt: str) -> None:
+    backend = "tflite" if rt == "litert" else "executorch"
+    if not target.startswith(backend + "-"):
+        raise UserError(f"target '{target}' cannot run on runtime {rt}; use one of "
+                        f"{', '.join(MODEL_TARGETS[rt])}")
+
+
+def _bundle_definition(bundle: Path):
+    from .definition import load_definition
+
+    path = bundle / "model" / "definition.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; is {bundle} a finished bundle (mobiledeploy build)?")
+    d = load_definition(path, check_files=False)
+    if not d.path(d.labels).is_file():
+        # labels travel in the bundle next to the definition when the original folder is gone
+        for cand in (bundle / "model" / "labels.txt", bundle / "labels.txt"):
+            if cand.is_file():
+                return d.model_copy(update={"labels": str(cand.resolve())})
+    return d
+
+
+def _tflite_input(model_path: Path) -> dict:
+    """dtype, scale and zero point of the .tflite model's first input, read on the host."""
+    from ._deps import require
+
+    interp_mod = require("ai_edge_litert.interpreter", "reading the app model's input tensor")
+    det = interp_mod.Interpreter(model_path=str(model_path)).get_input_details()[0]
+    import numpy as np
+
+    dtype = np.dtype(det["dtype"]).name
+    if dtype not in ("float32", "int8", "uint8"):
+        raise UserError(f"{model_path}: input dtype {dtype} is not supported by the app "
+                        "(float32, int8, uint8)")
+    scale, zp = det.get("quantization", (0.0, 0))
+    shape = [int(s) for s in det["shape"]]
+    layout = "nchw" if len(shape) == 4 and shape[1] == 3 and shape[3] != 3 else "nhwc"
+    out = {"input_dtype": dtype, "layout": layout}
+    if dtype != "float32":
+        out.update(input_scale=float(scale), input_zero_point=int(zp))
+    return out
+
+
+# --------------------------------------------------------------------------- preprocessing (host)
+
+
+def preprocess(ctx: AppContext, rgb: "np.ndarray") -> "np.ndarray":  # noqa: F821
+    """RGB uint8 (H, W, 3), already resized -> the model's input (1, ...) exactly as the app does.
+
+    Same float32 arithmetic as Preprocessor.kt: colour order, y = scale * p + bias, layout, then
+    round-half-even quantization with the model's input scale and zero point.
+    """
+    import numpy as np
+
+    p = rgb.astype(np.float32)
+    if ctx.color_order == "bgr":
+        p = p[..., ::-1]
+    x = p * np.asarray(ctx.scale, np.float32) + np.asarray(ctx.bias, np.float32)
+    if ctx.layout == "nchw":
+        x = x.transpose(2, 0, 1)
+    x = np.ascontiguousarray(x[None], dtype=np.float32)
+    if ctx.input_dtype in ("int8", "uint8"):
+        lo, hi = (-128, 127) if ctx.input_dtype == "int8" else (0, 255)
+        q = np.rint(x / np.float32(ctx.input_scale)) + ctx.input_zero_point
+        return np.clip(q, lo, hi).astype(ctx.input_dtype)
+    return x
+
+
+def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path):
+    """A spread of validation images with host top-1 (host run of the same model) or labels."""
+    from .validate.inputs import decode_resized, list_images
+
+    try:
+        src = definition.path(definition.validation.source)
+        items = list_images(src, ctx.labels)
+    except UserError:
+        return [], "none", 0.0
+    if len(items) > GOLDEN_SAMPLES:
+        step = len(items) / GOLDEN_SAMPLES
+        items = [items[int(i * step)] for i in range(GOLDEN_SAMPLES)]
+    outputs = _host_outputs(ctx, model_path, [
+        decode_resized(p, ctx.input_height, ctx.input_width, ctx.resize) for p, _ in items])
+    golden = []
+    for i, (p, lab) in enumerate(items):
+        out = outputs[i] if outputs is not None else None
+        golden.append(GoldenSample(
+            file=f"{i:02d}_{p.name}", label=ctx.labels[lab] if lab is not None else None,
+            label_index=lab, expected_top1=int(max(range(len(out)), key=out.__getitem__))
+            if out is not None else lab, host_outputs=out))
+    golden = [g for g in golden if g.expected_top1 is not None]
+    if outputs is not None:
+        # the same model on the same pixels: only near-ties may flip between CPU kernels
+        return golden, "host", 0.9
+    acc = _reported_accuracy(bundle, ctx.model_target)
+    return golden, "label", max(0.0, round((acc if acc is not None else 0.7) - 0.2, 3))
+
+
+def _host_outputs(ctx: AppContext, model_path: Path, images: list) -> list[list[float]] | None:
+    """The model's outputs on the host (LiteRT only), dequantized; None when it cannot run here."""
+    if ctx.runtime != "litert":
+        return None
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    import numpy as np
+
+    interp = Interpreter(model_path=str(model_path))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    results = []
+    for rgb in images:
+        interp.set_tensor(inp["index"], preprocess(ctx, rgb))
+        interp.invoke()
+        y = interp.get_tensor(out["index"]).reshape(-1).astype(np.float32)
+        scale, zp = out.get("quantization", (0.0, 0))
+        if out["dtype"] != np.float32 and scale:
+            y = (y - zp) * np.float32(scale)
+        results.append([float(v) for v in y])
+    return results
+
+
+def _reported_accuracy(bundle: Path, target: str) -> float | None:
+    try:
+        report = json.loads((bundle / "report" / "validation.json").read_text(encoding="utf-8"))
+        row = next(r for r in report.get("results", []) if r.get("target") == target)
+        return float(row["metrics"]["top1_accuracy"])
+    except (OSError, ValueError, StopIteration, KeyError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- rendering
+
+_RUNTIME_ONLY = {"LiteRtClassifier.kt.j2": "litert", "ExecuTorchClassifier.kt.j2": "executorch"}
+
+
+def _environment(template_dir: Path):
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=lambda name: bool(name) and name.endswith(".xml.j2"),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(kotlin_string=kotlin_string, android_string=android_string,
+                       kotlin_float=kotlin_float, json=lambda v: json.dumps(v))
+    return env
+
+
+def template_dir() -> Path:
+    """The shipped ``templates/android`` folder."""
+    from .resources import resource_dir
+
+    return resource_dir("templates") / "android"
+
+
+def render_android_app(ctx: AppContext, out_dir: str | Path, *, bundle_dir: str | Path | None = None,
+                       copy_models: bool = True, definition=None) -> Path:
+    """Render the Gradle project for ``ctx`` into ``out_dir`` (replaced atomically).
+
+    With ``bundle_dir`` and ``copy_models`` the model goes to ``app/src/main/assets`` and the golden
+    images with ``golden_inputs.json`` to ``app/src/androidTest/assets/golden``; ``labels.txt`` is
+    always written. An existing ``out_dir`` is replaced only when it is a generated project.
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                              and not (out / "settings.gradle.kts").is_file())):
+        raise UserError(f"{out}: exists and is not a generated Android project; choose an empty "
+                        "or new directory")
+    src = template_dir()
+    env = _environment(src)
+    values = {**ctx.model_dump(), "ctx": ctx, "package": ctx.application_id,
+              "num_classes": ctx.num_classes, "accelerators": ctx.accelerators,
+              "unit_fixtures": _unit_fixtures(ctx)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            rel = path.relative_to(src).as_posix()
+            if _RUNTIME_ONLY.get(path.name, ctx.runtime) != ctx.runtime or "__pycache__" in rel:
+                continue
+            dest = tmp / rel.replace("__package__", ctx.package_path).removesuffix(".j2")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if rel.endswith(".j2"):
+                dest.write_text(env.get_template(rel).render(values), encoding="utf-8")
+            else:
+                shutil.copyfile(path, dest)
+            if os.access(path, os.X_OK) or dest.name == "gradlew":
+                dest.chmod(0o755)
+        assets = tmp / "app/src/main/assets"
+        assets.mkdir(parents=True, exist_ok=True)
+        (assets / "labels.txt").write_text("".join(lab + "\n" for lab in ctx.labels), encoding="utf-8")
+        if copy_models and bundle_dir is not None:
+            _copy_models(ctx, Path(bundle_dir), tmp, definition)
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _copy_models(ctx: AppContext, bundle: Path, tmp: Path, definition) -> None:
+    manifest = read_manifest(bundle)
+    art = next(a for a in manifest["artifacts"] if a.get("target") == ctx.model_target)
+    shutil.copyfile(bundle / art["path"], tmp / "app/src/main/assets" / ctx.model_asset)
+    if not ctx.golden:
+        return
+    from .validate.inputs import list_images
+
+    definition = definition or _bundle_definition(bundle)
+    items = list_images(definition.path(definition.validation.source), ctx.labels)
+    by_name = {f"{p.name}": p for p, _ in items}
+    gdir = tmp / "app/src/androidTest/assets/golden"
+    gdir.mkdir(parents=True, exist_ok=True)
+    for g in ctx.golden:
+        shutil.copyfile(by_name[g.file.split("_", 1)[1]], gdir / g.file)
+    doc = {
+        "name": ctx.name, "target": ctx.model_target, "runtime": ctx.runtime,
+        "expected_source": ctx.golden_expected_source, "min_agreement": ctx.golden_min_agreement,
+        "input": {"dtype": ctx.input_dtype, "scale": ctx.input_scale,
+                  "zero_point": ctx.input_zero_point},
+        "samples": [g.model_dump() for g in ctx.golden],
+    }
+    (gdir / "golden_inputs.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def _unit_fixtures(ctx: AppContext) -> dict:
+    """Small images and their host-resized pixels, for the JVM unit test of Preprocessor.kt."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1234)
+    method = Image.Resampling.BILINEAR if ctx.resize == "bilinear" else Image.Resampling.NEAREST
+    cases = []
+    for (w, h), (ow, oh) in (((13, 9), (5, 4)), ((4, 3), (7, 6)), ((10, 10), (10, 3))):
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        resized = np.asarray(Image.fromarray(rgb).resize((ow, oh), method))
+        argb = (0xFF << 24) | (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        argb = [int(v) - (1 << 32) if v >= 1 << 31 else int(v) for v in argb.reshape(-1)]
+        cases.append({"w": w, "h": h, "ow": ow, "oh": oh, "argb": argb,
+                      "rgb": [int(v) for v in resized.reshape(-1)]})
+    # normalisation of the first case's resized pixels, in the model's layout
+    first = np.asarray(cases[0]["rgb"], np.uint8).reshape(cases[0]["oh"], cases[0]["ow"], 3)
+    p = first.astype(np.float32)[..., ::-1] if ctx.color_order == "bgr" else first.astype(np.float32)
+    x = p * np.asarray(ctx.scale, np.float32) + np.asarray(ctx.bias, np.float32)
+    if ctx.layout == "nchw":
+        x = x.transpose(2, 0, 1)
+    qscale, qzp = 0.0187, -3
+    q = np.clip(np.rint(x / np.float32(qscale)) + qzp, -128, 127).astype(int)
+    return {"cases": cases, "normalised": [float(v) for v in x.reshape(-1)],
+            "qscale": qscale, "qzp": qzp, "quantized": [int(v) for v in q.reshape(-1)]}

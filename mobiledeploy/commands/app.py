@@ -1,0 +1,25 @@
+"""`mobiledeploy app BUNDLE_DIR -o DIR`: the Android camera app for a built bundle."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command(name="app")
+@click.argument("bundle_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Directory for the Gradle project (replaced if it is a generated project).")
+@click.option("--runtime", type=click.Choice(["litert", "executorch"]), default=None,
+              help="On-device runtime (default: the definition's android.runtime).")
+@click.option("--no-models", is_flag=True,
+              help="Leave the model and golden images out (for a copy kept in git).")
+def command(bundle_dir: str, output: str, runtime: str | None, no_models: bool) -> None:
+    """Generate the Android camera app (CameraX + LiteRT or ExecuTorch) from BUNDLE_DIR."""
+    from ..app import context_from_bundle, render_android_app
+
+    ctx = context_from_bundle(bundle_dir, runtime=runtime)
+    out = render_android_app(ctx, output, bundle_dir=bundle_dir, copy_models=not no_models)
+    what = "without models" if no_models else f"with {ctx.model_asset}, {len(ctx.golden)} golden images"
+    click.echo(f"wrote {out} ({ctx.runtime}, {ctx.model_target}, {what})")
+    click.echo(f"next: cd {out} && gradle wrapper --gradle-version {ctx.versions['gradle']} "
+               "&& ./gradlew assembleDebug")
