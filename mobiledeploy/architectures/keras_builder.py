@@ -22,8 +22,11 @@ def _keras():
     return require("keras", "the Keras reference model")
 
 
-def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused"):
-    """A functional Keras model: NHWC float input (normalised) -> logits."""
+def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_size: int | None = None):
+    """A functional Keras model: NHWC float input (normalised) -> logits.
+
+    ``batch_size=1`` gives the static shapes that converters (and the Edge TPU) want.
+    """
     keras = _keras()
     layers, ops = keras.layers, keras.ops
     if hswish not in ("fused", "lowered"):
@@ -74,7 +77,7 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused"):
         return layers.Multiply(name=n + "_mul")([x, s])
 
     h, w = spec.resolution
-    inp = keras.Input((h, w, spec.in_channels), name="input")
+    inp = keras.Input((h, w, spec.in_channels), name="input", batch_size=batch_size)
     x = conv_bn(inp, "stem", spec.stem_out, spec.stem_kernel, spec.stem_stride, False, spec.stem_activation)
     if lowered and spec.stem_activation == "hswish" and _stem_kept(spec):
         x = layers.Rescaling(1.0 / 6.0, name="stem_act_scale")(x)

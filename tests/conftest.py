@@ -1,0 +1,41 @@
+"""Shared fixtures: the shipped example, a CLI runner, tiny definitions written on the fly."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "shapes"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900):
+    """Run the real CLI in a subprocess (exit codes and stderr as a user sees them)."""
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mobiledeploy", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def example_copy(tmp_path: Path) -> Path:
+    """A private copy of the shipped example folder (tests may edit it)."""
+    dest = tmp_path / "shapes"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def write_definition(folder: Path, data: dict, name: str = "model.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def example_data() -> dict:
+    return yaml.safe_load((EXAMPLE / "shapes.yaml").read_text())
