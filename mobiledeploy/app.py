@@ -14,11 +14,14 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 # Every dependency version of the generated project, in one place. ExecuTorch's runtime must read
 # .pte files from the host exporter, so its version follows pyproject's executorch pin.
@@ -68,6 +71,7 @@ class GoldenSample(BaseModel):
     label_index: int | None
     expected_top1: int | None  # host top-1 (or the label index when no host run was possible)
     host_outputs: list[float] | None = None
+    source: str = Field("", exclude=True)  # the image on the host, copied as ``file``
 
 
 class AppContext(BaseModel):
@@ -97,6 +101,7 @@ class AppContext(BaseModel):
     golden: list[GoldenSample] = []
     golden_expected_source: Literal["host", "label", "none"] = "none"
     golden_min_agreement: float = Field(0.9, ge=0, le=1)
+    model_path: str = Field("", exclude=True)  # the model file on the host, when there is one
 
     @field_validator("application_id")
     @classmethod
@@ -225,7 +230,7 @@ def context_from_definition(definition, *, runtime: str | None = None,
 
 def context_from_bundle(bundle_dir: str | Path, runtime: str | None = None,
                         model_target: str | None = None, *, definition=None) -> AppContext:
-    """The app context for a built bundle: its definition, its model and golden inputs.
+    """The app context for a finished bundle (its manifest, definition, model, golden inputs).
 
     ``definition`` (the loaded source definition) helps find the validation images when the
     bundle's ``model/definition.yaml`` names them relative to a folder that is elsewhere.
@@ -234,29 +239,40 @@ def context_from_bundle(bundle_dir: str | Path, runtime: str | None = None,
     manifest = read_manifest(bundle)
     if definition is None:
         definition = _bundle_definition(bundle)
+    artifacts = {a["target"]: bundle / a["path"] for a in manifest["artifacts"]
+                 if isinstance(a, dict) and a.get("target") and a.get("path")}
+    return context_from_artifacts(definition, artifacts, runtime=runtime, model_target=model_target,
+                                  bundle_dir=bundle, where=str(bundle / "manifest.json"))
+
+
+def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runtime: str | None = None,
+                           model_target: str | None = None, bundle_dir: str | Path | None = None,
+                           where: str = "build") -> AppContext:
+    """The app context from a definition and built artifacts ({target: file}), before any manifest.
+
+    This is what the build graph calls: the manifest is written last, after the app.
+    """
     rt = _runtime(runtime or definition.android.runtime.value)
-    by_target = {a.get("target"): a for a in manifest.get("artifacts", [])}
     if model_target is None:
-        model_target = next((t for t in MODEL_TARGETS[rt] if t in by_target), None)
+        model_target = next((t for t in MODEL_TARGETS[rt] if t in artifacts), None)
         if model_target is None:
-            raise UserError(f"{bundle / 'manifest.json'}: no {' or '.join(MODEL_TARGETS[rt])} artifact "
-                            f"for runtime {rt}; build one (--target {MODEL_TARGETS[rt][-1]}) or pick "
-                            "the other --runtime")
-    elif model_target not in by_target:
-        raise UserError(f"{bundle / 'manifest.json'}: no artifact for target '{model_target}'; "
-                        f"present: {', '.join(sorted(t for t in by_target if t))}")
+            raise UserError(f"{where}: no {' or '.join(MODEL_TARGETS[rt])} artifact for runtime {rt}; "
+                            f"build one (--target {MODEL_TARGETS[rt][-1]}) or pick the other --runtime")
+    elif model_target not in artifacts:
+        raise UserError(f"{where}: no artifact for target '{model_target}'; "
+                        f"present: {', '.join(sorted(artifacts))}")
     ctx = context_from_definition(definition, runtime=rt, model_target=model_target)
-    model_path = bundle / by_target[model_target]["path"]
+    model_path = Path(artifacts[model_target])
     if not model_path.is_file():
-        raise UserError(f"{model_path}: listed in the manifest but missing; rebuild the bundle")
-    updates: dict = {"model_asset": model_path.name}
+        raise UserError(f"{model_path}: listed for {model_target} but missing; rebuild the bundle")
+    updates: dict = {"model_asset": model_path.name, "model_path": str(model_path.resolve())}
     if rt == "litert":
         updates.update(_tflite_input(model_path))
     ctx = ctx.model_copy(update=updates)
-    golden, source, min_agree = _golden_samples(ctx, definition, model_path, bundle)
-    return AppContext.model_validate({**ctx.model_dump(), "golden": golden,
-                                      "golden_expected_source": source,
-                                      "golden_min_agreement": min_agree})
+    golden, source, min_agree = _golden_samples(ctx, definition, model_path,
+                                                Path(bundle_dir) if bundle_dir else None)
+    return ctx.model_copy(update={"golden": golden, "golden_expected_source": source,
+                                  "golden_min_agreement": min_agree})
 
 
 def read_manifest(bundle: Path) -> dict:
@@ -327,7 +343,7 @@ def _tflite_input(model_path: Path) -> dict:
 # --------------------------------------------------------------------------- preprocessing (host)
 
 
-def preprocess(ctx: AppContext, rgb: "np.ndarray") -> "np.ndarray":  # noqa: F821
+def preprocess(ctx: AppContext, rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3), already resized -> the model's input (1, ...) exactly as the app does.
 
     Same float32 arithmetic as Preprocessor.kt: colour order, y = scale * p + bias, layout, then
@@ -349,7 +365,7 @@ def preprocess(ctx: AppContext, rgb: "np.ndarray") -> "np.ndarray":  # noqa: F82
     return x
 
 
-def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path):
+def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path | None):
     """A spread of validation images with host top-1 (host run of the same model) or labels."""
     from .validate.inputs import decode_resized, list_images
 
@@ -369,12 +385,12 @@ def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path)
         golden.append(GoldenSample(
             file=f"{i:02d}_{p.name}", label=ctx.labels[lab] if lab is not None else None,
             label_index=lab, expected_top1=int(max(range(len(out)), key=out.__getitem__))
-            if out is not None else lab, host_outputs=out))
+            if out is not None else lab, host_outputs=out, source=str(p)))
     golden = [g for g in golden if g.expected_top1 is not None]
     if outputs is not None:
         # the same model on the same pixels: only near-ties may flip between CPU kernels
         return golden, "host", 0.9
-    acc = _reported_accuracy(bundle, ctx.model_target)
+    acc = _reported_accuracy(bundle, ctx.model_target) if bundle else None
     return golden, "label", max(0.0, round((acc if acc is not None else 0.7) - 0.2, 3))
 
 
@@ -440,13 +456,13 @@ def template_dir() -> Path:
     return resource_dir("templates") / "android"
 
 
-def render_android_app(ctx: AppContext, out_dir: str | Path, *, bundle_dir: str | Path | None = None,
-                       copy_models: bool = True, definition=None) -> Path:
+def render_android_app(ctx: AppContext, out_dir: str | Path, *, copy_models: bool = True) -> Path:
     """Render the Gradle project for ``ctx`` into ``out_dir`` (replaced atomically).
 
-    With ``bundle_dir`` and ``copy_models`` the model goes to ``app/src/main/assets`` and the golden
-    images with ``golden_inputs.json`` to ``app/src/androidTest/assets/golden``; ``labels.txt`` is
-    always written. An existing ``out_dir`` is replaced only when it is a generated project.
+    With ``copy_models`` and a context built from a model (``context_from_bundle`` /
+    ``context_from_artifacts``) the model goes to ``app/src/main/assets`` and the golden images with
+    ``golden_inputs.json`` to ``app/src/androidTest/assets/golden``; ``labels.txt`` is always
+    written. An existing ``out_dir`` is replaced only when it is a generated project.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir())
@@ -476,29 +492,24 @@ def render_android_app(ctx: AppContext, out_dir: str | Path, *, bundle_dir: str 
         assets = tmp / "app/src/main/assets"
         assets.mkdir(parents=True, exist_ok=True)
         (assets / "labels.txt").write_text("".join(lab + "\n" for lab in ctx.labels), encoding="utf-8")
-        if copy_models and bundle_dir is not None:
-            _copy_models(ctx, Path(bundle_dir), tmp, definition)
+        if copy_models and ctx.model_path:
+            _copy_models(ctx, tmp)
         _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def _copy_models(ctx: AppContext, bundle: Path, tmp: Path, definition) -> None:
-    manifest = read_manifest(bundle)
-    art = next(a for a in manifest["artifacts"] if a.get("target") == ctx.model_target)
-    shutil.copyfile(bundle / art["path"], tmp / "app/src/main/assets" / ctx.model_asset)
+def _copy_models(ctx: AppContext, tmp: Path) -> None:
+    shutil.copyfile(ctx.model_path, tmp / "app/src/main/assets" / ctx.model_asset)
     if not ctx.golden:
         return
-    from .validate.inputs import list_images
-
-    definition = definition or _bundle_definition(bundle)
-    items = list_images(definition.path(definition.validation.source), ctx.labels)
-    by_name = {f"{p.name}": p for p, _ in items}
     gdir = tmp / "app/src/androidTest/assets/golden"
     gdir.mkdir(parents=True, exist_ok=True)
     for g in ctx.golden:
-        shutil.copyfile(by_name[g.file.split("_", 1)[1]], gdir / g.file)
+        if not Path(g.source).is_file():
+            raise UserError(f"{g.source}: golden image missing; rebuild the app context")
+        shutil.copyfile(g.source, gdir / g.file)
     doc = {
         "name": ctx.name, "target": ctx.model_target, "runtime": ctx.runtime,
         "expected_source": ctx.golden_expected_source, "min_agreement": ctx.golden_min_agreement,

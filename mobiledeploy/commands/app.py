@@ -18,7 +18,7 @@ def command(bundle_dir: str, output: str, runtime: str | None, no_models: bool) 
     from ..app import context_from_bundle, render_android_app
 
     ctx = context_from_bundle(bundle_dir, runtime=runtime)
-    out = render_android_app(ctx, output, bundle_dir=bundle_dir, copy_models=not no_models)
+    out = render_android_app(ctx, output, copy_models=not no_models)
     what = "without models" if no_models else f"with {ctx.model_asset}, {len(ctx.golden)} golden images"
     click.echo(f"wrote {out} ({ctx.runtime}, {ctx.model_target}, {what})")
     click.echo(f"next: cd {out} && gradle wrapper --gradle-version {ctx.versions['gradle']} "
