@@ -1,7 +1,8 @@
 """NumPy kernels for MIL ops, with MIL's parameter names and semantics.
 
-Kernels compute in float32 (or the input's integer dtype); the executor rounds each result to
-the dtype the program declares, which is where fp16 rounding and overflow happen.
+Kernels compute in float64 (or the input's integer dtype) and the executor rounds each result to
+the dtype the program declares: every op is correctly rounded, so what remains is the program's
+own rounding (fp32 or fp16 intermediates), including fp16 overflow to inf.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def op(*names):
 
 
 def _f(x) -> np.ndarray:
-    """Widen to float32 (exact for fp16); leave integer and bool tensors alone."""
+    """Widen floats to float64 (exact); leave integer and bool tensors alone."""
     x = np.asarray(x)
-    return x.astype(np.float32) if x.dtype == np.float16 else x
+    return x.astype(np.float64) if x.dtype.kind == "f" else x
 
 
 def _ints(v) -> list[int]:
@@ -250,7 +251,8 @@ def _slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None,
 @op("slice_by_size")
 def _slice_by_size(x, begin, size):
     x = np.asarray(x)
-    idx = tuple(slice(b, None if s == -1 else b + s) for b, s in zip(_ints(begin), _ints(size), strict=True))
+    pairs = zip(_ints(begin), _ints(size), strict=True)
+    idx = tuple(slice(b, None if s == -1 else b + s) for b, s in pairs)
     return x[idx]
 
 
@@ -344,7 +346,7 @@ def _conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilati
                       optimize=True).reshape(n, cout, ho, wo)
     if bias is not None:
         y = y + _f(bias).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray(y, dtype=np.float32)
+    return y
 
 
 def _pool(reduce):
@@ -362,7 +364,7 @@ def _pool(reduce):
             return _windows(x, k, st, [1, 1], pads, -np.inf).max(axis=(4, 5))
         total = _windows(x, k, st, [1, 1], pads).sum(axis=(4, 5))
         if bool(exclude_padding_from_average):
-            ones = np.ones((1, 1) + x.shape[2:], np.float32)
+            ones = np.ones((1, 1) + x.shape[2:])
             return total / _windows(ones, k, st, [1, 1], pads).sum(axis=(4, 5))
         return total / float(k[0] * k[1])
 
@@ -382,4 +384,4 @@ def _classify(probabilities, classes):
               (classes if isinstance(classes, list) else list(np.asarray(classes).reshape(-1)))]
     flat = p.reshape(-1, p.shape[-1])
     top = [labels[i] for i in flat.argmax(axis=-1)]
-    return np.array(top if len(top) > 1 else top[0], dtype=object), p
+    return np.array(top if len(top) > 1 else top[0], dtype=object), p.astype(np.float32)

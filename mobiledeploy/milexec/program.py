@@ -2,9 +2,9 @@
 
 The program is read from ``spec.mlProgram`` (protobuf) and the weights from the package's
 ``weight.bin`` through coremltools' blob reader; Core ML's ``predict`` is never called, so this
-runs on Linux. Every op computes in float32 (float16 inputs are widened exactly) and its result is
-rounded to the dtype the program declares for that output: an fp16 program therefore rounds and
-overflows where Core ML's fp16 kernels would (products accumulate in fp32, outputs are fp16).
+runs on Linux. Every op computes in float64 and its result is rounded to the dtype the program
+declares for that output: an fp16 program therefore rounds and overflows where Core ML's fp16
+kernels would (outputs are fp16; accumulation is wider, as on the GPU and Neural Engine).
 """
 
 from __future__ import annotations
