@@ -213,15 +213,18 @@ def test_content_hash_stable_across_conversions(opsnet, tmp_path):
 
 
 def _definition(size=48, labels=LABELS):
-    inp = SimpleNamespace(height=size, width=size, channels=3, color_order="rgb",
-                          pixel_range=(0.0, 1.0), mean=MEAN, std=STD)
+    from mobiledeploy.definition import InputSpec
+
+    inp = InputSpec(height=size, width=size, color_order="rgb", pixel_range=(0.0, 1.0),
+                    mean=MEAN, std=STD)
     return SimpleNamespace(name="t", input=inp, labels_list=lambda: list(labels))
 
 
 def _target(precision="fp32", **options):
-    return SimpleNamespace(name=f"coreml-{precision}", precision=precision,
-                           options={"minimum_deployment_target": "iOS15", "image_input": True,
-                                    **options})
+    """The shipped target profile (targets/coreml-*.yaml), with option overrides."""
+    from mobiledeploy.targets import get_target
+
+    return get_target(f"coreml-{precision}").with_overrides(options)
 
 
 def test_backend_convert_load_run(opsnet, images, tmp_path):
