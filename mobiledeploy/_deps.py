@@ -5,6 +5,7 @@ Nothing on the CLI's start-up path may import them; code that needs one calls ``
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 from types import ModuleType
@@ -46,6 +47,7 @@ def available(module: str) -> bool:
         return False
 
 
+@functools.cache
 def version(dist: str) -> str | None:
     """Installed version of a distribution, or None."""
     try:

@@ -39,3 +39,24 @@ def write_definition(folder: Path, data: dict, name: str = "model.yaml") -> Path
 
 def example_data() -> dict:
     return yaml.safe_load((EXAMPLE / "shapes.yaml").read_text())
+
+
+TINY_ARCH = {
+    "stem": {"out": 8, "kernel": 3, "stride": 2, "activation": "hswish"},
+    "blocks": [[3, 16, 8, True, "hswish", 2], [3, 24, 16, False, "relu", 2], [3, 32, 16, True, "hswish", 1]],
+    "last_stage": {"conv": 32, "activation": "hswish"},
+    "head": {"hidden": 32, "activation": "hswish", "dropout": 0.0},
+}
+
+
+@pytest.fixture
+def tiny_definition(example_copy: Path) -> Path:
+    """The example's labels and images with a tiny custom network at 32x32 and seeded weights
+    (fast conversions; near-constant outputs, so judge plumbing with it, not numerics)."""
+    data = example_data()
+    data["input"]["height"] = data["input"]["width"] = 32
+    data["architecture"] = TINY_ARCH
+    data.pop("weights", None)
+    data["calibration"] = {"source": "calibration", "max_images": 20}
+    data["validation"] = {"source": "validation", "max_images": 20}
+    return write_definition(example_copy, data, "tiny.yaml")

@@ -42,13 +42,73 @@ def build_torch_reference(definition, state: dict[str, np.ndarray] | None = None
 def build_keras_reference(definition, state: dict[str, np.ndarray] | None = None, **options):
     """The Keras reference built from the same spec, with the same weights transposed."""
     from .keras_builder import build_keras_model
-    from .weights import check_state, load_keras_weights, state_dict_numpy
-    from .torch_builder import build_torch_model
+    from .weights import check_state, load_keras_weights
 
     spec = definition.architecture_spec()
     state = state if state is not None else canonical_state(definition)
-    expected = {k: v.shape for k, v in state_dict_numpy(build_torch_model(spec)).items()}
-    check_state(state, expected, f"{definition.source_path}: weights")
+    check_state(state, expected_shapes(spec), f"{definition.source_path}: weights")
     model = build_keras_model(spec, **options)
     load_keras_weights(model, state, spec)
     return model
+
+
+def expected_shapes(spec) -> dict[str, tuple]:
+    """Canonical tensor names and shapes of an architecture, without importing PyTorch.
+
+    Mirrors ``torch_builder`` (a test holds the two to the same names and shapes), so that a
+    build can refuse mismatched weights before writing anything and without a heavy import.
+    """
+    shapes: dict[str, tuple] = {}
+
+    def conv_bn(prefix: str, cin: int, cout: int, k: int, groups: int = 1) -> None:
+        shapes[f"{prefix}.conv.weight"] = (cout, cin // groups, k, k)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{prefix}.bn.{name}"] = (cout,)
+
+    conv_bn("stem", spec.in_channels, spec.stem_out, spec.stem_kernel)
+    cin = spec.stem_out
+    for i, b in enumerate(spec.blocks):
+        p = f"blocks.{i}"
+        if b.has_expand(cin):
+            conv_bn(f"{p}.expand", cin, b.exp, b.kernel if b.fused else 1)
+        if not b.fused:
+            conv_bn(f"{p}.dw", b.exp, b.exp, b.kernel, groups=b.exp)
+        if b.se:
+            shapes[f"{p}.se.fc1.weight"] = (b.se_channels, b.exp, 1, 1)
+            shapes[f"{p}.se.fc1.bias"] = (b.se_channels,)
+            shapes[f"{p}.se.fc2.weight"] = (b.exp, b.se_channels, 1, 1)
+            shapes[f"{p}.se.fc2.bias"] = (b.exp,)
+        conv_bn(f"{p}.project", b.exp, b.out, 1)
+        cin = b.out
+    conv_bn("last", cin, spec.last_conv, 1)
+    feat = spec.last_conv
+    if spec.head_hidden:
+        shapes["head.fc1.weight"] = (spec.head_hidden, feat)
+        shapes["head.fc1.bias"] = (spec.head_hidden,)
+        feat = spec.head_hidden
+    shapes["head.classifier.weight"] = (spec.num_classes, feat)
+    shapes["head.classifier.bias"] = (spec.num_classes,)
+    return shapes
+
+
+def check_weights_file(definition) -> None:
+    """The definition's weights file has exactly the architecture's tensors (header only)."""
+    from safetensors import safe_open
+
+    from ..errors import UserError
+    from .weights import check_state
+
+    path = definition.path(definition.weights)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:
+        raise UserError(f"{definition.source_path}: weights: {path.name} is not a readable safetensors "
+                        f"file ({exc})") from None
+
+    class _Shape:
+        def __init__(self, s):
+            self.shape = s
+
+    check_state({k: _Shape(v) for k, v in shapes.items()}, expected_shapes(definition.architecture_spec()),
+                f"{definition.source_path}: weights")

@@ -99,6 +99,10 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     targets = resolve_targets(d, opts.targets)
     for t in targets:  # a missing extra is a user error before anything is written
         entry(t.backend).check()
+    if d.weights:  # weights that do not fit the architecture: refuse before writing anything
+        from ..architectures.reference import check_weights_file
+
+        check_weights_file(d)
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory; choose another -o")
@@ -145,8 +149,10 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
         for t in targets:
             rel = t.artifact_path(d.name)
             inputs = {
-                "definition": digest(_resolved_definition(d, weights_name) | {"targets": None,
-                                                                              "android": None}),
+                # what shapes every artifact; per-target options and tolerances are keyed apart
+                "definition": digest(_resolved_definition(d, weights_name) | {
+                    "targets": None, "android": None, "tolerances": None, "target_options": None,
+                    "validation": None}),
                 "weights": weights_sha,
                 "target": digest(asdict(t)),
                 "options": json.dumps(t.options, sort_keys=True),
@@ -327,11 +333,8 @@ def _validate_step(out: Path, d, manifest: dict, targets, cache: Cache, opts: Bu
 
 
 def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, say) -> dict:
-    try:
-        from ..app import render_bundle_app
-    except ImportError:
-        result.explain.append(("app", "skipped", "Android app generator not available"))
-        return {"generated": False, "reason": "generator not available in this version"}
+    from ..app import context_from_artifacts, render_android_app
+
     step = Step("app", {
         "artifacts": digest([(a["target"], a["sha256"]) for a in manifest["artifacts"]]),
         "android": digest(d.android.model_dump(mode="json")),
@@ -342,9 +345,12 @@ def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, s
     fresh, why = cache.check(step)
     result.explain.append(("app", "skipped" if fresh else "ran", why))
     if not fresh:
-        info = render_bundle_app(out, out / "android", manifest=manifest)
-        cache.record(step, facts=info)
-        say(f"[bold]android[/] app generated in {out / 'android'}")
+        arts = {a["target"]: out / a["path"] for a in manifest["artifacts"]}
+        ctx = context_from_artifacts(d, arts, bundle_dir=out)
+        render_android_app(ctx, out / "android")
+        cache.record(step, facts={"runtime": ctx.runtime, "model": ctx.model_target,
+                                  "application_id": ctx.application_id})
+        say(f"[bold]android[/] app generated in {out / 'android'} ({ctx.runtime}, {ctx.model_target})")
     return {"path": "android", **cache.facts("app")}
 
 

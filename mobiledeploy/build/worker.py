@@ -37,6 +37,11 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     req = json.loads(Path(sys.argv[1]).read_text())
     result_path = Path(req["result"])
+    if os.environ.get("MOBILEDEPLOY_FAULT_CRASH") == req["target"]["name"]:
+        # fault injection for tests: a real native crash of this converter process
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
     try:
         facts = convert_one(req)
         result = {"ok": True, "facts": facts}

@@ -112,6 +112,9 @@ def main(argv=None) -> None:
             step += 1
             seen += len(idx)
             correct += int((logits.argmax(1) == y).sum())
+            if step % 50 == 0:
+                print(f"  step {step}/{steps} loss {loss.item():.3f} "
+                      f"{seen / (time.time() - t_ep):.0f} img/s", flush=True)
         model.eval()
         acc = evaluate(model, val)
         print(f"epoch {epoch + 1}/{args.epochs}: train acc {correct / seen:.3f}, val acc {acc:.4f}, "
