@@ -1,0 +1,105 @@
+"""`mobiledeploy bench` on a real tiny bundle: JSON keys, ordered statistics, reference rows,
+Core ML skipped (never passed), exit 2 on a missing bundle. No timing thresholds."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """tflite-fp32 + tflite-int8 of the tiny network, built by the real CLI."""
+    import shutil
+
+    import yaml
+
+    for mod in ("tensorflow", "ai_edge_litert", "torch"):
+        pytest.importorskip(mod)
+    from tests.conftest import EXAMPLE, TINY_ARCH, example_data
+
+    root = tmp_path_factory.mktemp("bench")
+    shutil.copytree(EXAMPLE, root / "shapes", ignore=shutil.ignore_patterns("__pycache__", "*.safetensors"))
+    data = example_data()
+    data["input"]["height"] = data["input"]["width"] = 32
+    data["architecture"] = TINY_ARCH
+    data.pop("weights", None)
+    data["calibration"] = {"source": "calibration", "max_images": 20}
+    data["validation"] = {"source": "validation", "max_images": 10}
+    (root / "shapes" / "tiny.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    out = root / "bundle"
+    r = run_cli("build", str(root / "shapes" / "tiny.yaml"), "-o", str(out), "--target", "tflite-fp32",
+                "--target", "tflite-int8", "--no-app", "--no-validate", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_bench_json_keys_and_rows(tiny_bundle: Path, tmp_path: Path):
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", str(tiny_bundle), "--json", str(out), "--runs", "20", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    m = rep["machine"]
+    assert {"cpu", "threads", "cores", "isa", "python", "os"} <= set(m)
+    assert m["threads"] == 1 and m["cores"] >= 1 and m["python"] == platform.python_version()
+    rows = {row["target"]: row for row in rep["results"]}
+    assert {"reference-pytorch", "reference-keras", "tflite-fp32", "tflite-int8"} <= set(rows)
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    for row in rep["results"]:
+        assert {"target", "latency_ms", "bytes", "runs", "xnnpack_partitions", "peak_rss_mb",
+                "status", "reason"} <= set(row)
+        assert row["status"] == "ok", row
+        lat = row["latency_ms"]
+        assert lat["median"] > 0 and lat["p90"] >= lat["median"] >= lat["min"] > 0
+        assert row["runs"] == 20 and row["threads"] == 1 and row["peak_rss_mb"] > 0
+    for art in manifest["artifacts"]:
+        row = rows[art["target"]]
+        assert row["bytes"] == art["bytes"] == (tiny_bundle / art["path"]).stat().st_size
+        assert row["xnnpack_partitions"] >= 1  # LiteRT's default delegate took part of the graph
+    assert rep["model"]["macs"] > 0
+    assert "tflite-int8" in r.stdout  # the rich table
+
+
+@pytest.mark.slow
+def test_coreml_rows_are_skipped_not_passed(tiny_bundle: Path, tmp_path: Path):
+    """A Core ML artifact in the manifest is reported, never timed as if it ran (Linux)."""
+    if platform.system() == "Darwin":
+        pytest.skip("Core ML can run on macOS")
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    fake = bundle / "coreml" / "shapes_fp32.mlpackage"
+    fake.mkdir(parents=True)
+    manifest["artifacts"].append({"target": "coreml-fp32", "backend": "coreml", "precision": "fp32",
+                                  "path": "coreml/shapes_fp32.mlpackage", "bytes": 1, "sha256": "x"})
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", str(bundle), "--json", str(out), "--runs", "5", "--no-references",
+                "--target", "coreml-fp32", "--target", "tflite-fp32")
+    assert r.returncode == 0, r.stderr
+    rows = {row["target"]: row for row in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"coreml-fp32", "tflite-fp32"}
+    assert rows["coreml-fp32"]["status"] == "skipped"
+    assert "not run on this OS" in rows["coreml-fp32"]["reason"]
+    assert rows["coreml-fp32"]["latency_ms"] is None
+    assert rows["tflite-fp32"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("make", ["missing", "no_manifest"])
+def test_missing_bundle_exits_2(tmp_path: Path, make: str):
+    target = tmp_path / "nothing"
+    if make == "no_manifest":
+        target.mkdir()
+    r = run_cli("bench", str(target))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(target) in lines[0]
+    assert "Traceback" not in r.stderr
