@@ -1,0 +1,242 @@
+"""Failure localisation: the first layer where an artifact departs from the PyTorch reference.
+
+The reference's intermediate outputs come from forward hooks on its named modules (``stem``,
+``blocks.N.expand|dw|se|project``, ``blocks.N`` where a residual add ends the block, ``last``,
+``head``; NCHW). The candidate's come from the runtime:
+
+* TFLite (and Edge TPU .tflite): every tensor, kept by ``experimental_preserve_all_tensors``,
+  int8 ones dequantized, NHWC -> NCHW. Tensor names carry the Keras layer names (the torch names
+  with ``_``), so each module is matched to the last op output that its layers produced.
+* any runner whose ``intermediates(batch)`` returns values (Core ML through milexec): names are
+  the converter's own, so each module is matched to the same-shaped value that agrees with it best.
+
+A layer diverges when its SNR falls below the target's ``min_snr_db`` (or 60 dB for targets judged
+by ``max_abs``, whose healthy layers sit near 100 dB).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_THRESHOLD_DB = 60.0
+# The lowered h-swish graph (int8 / Edge TPU) computes 6*hswish and 6*hsigmoid and folds the 1/6
+# into the next op's weights, so healthy tensors there are 1x, 6x or 36x the reference.
+LOWERED_SCALES = (1.0, 6.0, 36.0)
+OUTPUT = "<output>"  # the layer set of a graph output tensor (its name is the converter's)
+
+
+def module_points(model) -> list[tuple[str, set[str]]]:
+    """(torch module name, Keras layer names whose output is that module's output), in order."""
+    points: list[tuple[str, set[str]]] = []
+
+    def conv_bn(name: str) -> set[str]:
+        n = name.replace(".", "_")
+        return {n + "_act", n + "_act_scale", n + "_bn", n + "_conv"}
+
+    points.append(("stem", conv_bn("stem")))
+    for i, block in enumerate(model.blocks):
+        for part in ("expand", "dw", "se", "project"):
+            if hasattr(block, part):
+                name = f"blocks.{i}.{part}"
+                points.append((name, {f"blocks_{i}_se_mul"} if part == "se" else conv_bn(name)))
+        if block.use_res:
+            points.append((f"blocks.{i}", {f"blocks_{i}_add"}))
+    points.append(("last", conv_bn("last")))
+    points.append(("head", {"head_classifier", OUTPUT}))
+    return points
+
+
+def reference_intermediates(model, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs of the reference's named modules for input ``x`` (NCHW float), in forward order."""
+    import torch
+
+    mods = dict(model.named_modules())
+    out: dict[str, np.ndarray] = {}
+    hooks = [mods[name].register_forward_hook(
+        lambda _m, _i, o, name=name: out.__setitem__(name, o.detach().numpy().copy()))
+        for name, _ in module_points(model)]
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: out[name] for name, _ in module_points(model) if name in out}
+
+
+def _layers_of(tensor_name: str) -> set[str]:
+    """Keras layer names in a TFLite tensor name ('model_1/stem_act_1/Mul;model_1/...')."""
+    layers = set()
+    for part in tensor_name.split(";"):
+        bits = part.split("/")
+        if len(bits) > 1:
+            name = bits[1]
+            layers.add(name[:-2] if name.endswith("_1") else name)
+    return layers
+
+
+def tflite_intermediates(path: Path, x_nhwc: np.ndarray) -> tuple[list[tuple[str, set, np.ndarray]], str]:
+    """Every op output of a .tflite for each sample: (tensor name, Keras layers, NCHW float32).
+
+    Runs LiteRT's builtin kernels without the XNNPACK delegate, whose fused partitions would hide
+    the intermediate tensors. Returns the values in op order and a description of the executor.
+    """
+    from .._deps import require, version
+    from ..backends.tflite import dequantize, quantize
+
+    litert = require("ai_edge_litert.interpreter", "running .tflite files")
+    import warnings
+
+    with warnings.catch_warnings():  # the debugging-only notice is exactly what this is for
+        warnings.simplefilter("ignore")
+        interp = litert.Interpreter(
+            model_path=str(path), experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    outputs = {d["index"] for d in interp.get_output_details()}
+    details = {t["index"]: t for t in interp.get_tensor_details()}
+    order = [i for op in interp._get_ops_details() for i in op["outputs"] if i >= 0]
+    values: dict[int, list[np.ndarray]] = {i: [] for i in order}
+    for n in range(len(x_nhwc)):
+        interp.set_tensor(inp["index"], quantize(x_nhwc[n:n + 1], inp))
+        interp.invoke()
+        for i in order:
+            values[i].append(dequantize(interp.get_tensor(i), details[i]))
+    out = []
+    for i in order:
+        v = np.concatenate(values[i])
+        if v.ndim == 4:
+            v = v.transpose(0, 3, 1, 2)
+        layers = _layers_of(details[i]["name"]) | ({OUTPUT} if i in outputs else set())
+        out.append((details[i]["name"], layers, v))
+    return out, f"ai-edge-litert {version('ai-edge-litert')} (builtin kernels, all tensors kept)"
+
+
+def _snr(ref: np.ndarray, out: np.ndarray) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - out) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    if not np.isfinite(noise):
+        return float("-inf")
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+
+
+def _best(ref: np.ndarray, cands: list[tuple[str, np.ndarray]], scales) -> tuple[str, float, float]:
+    """(name, snr, scale) of the candidate (and legitimate scale) that agrees best with ref."""
+    best = ("", float("-inf"), 1.0)
+    for name, v in cands:
+        v = v.reshape(ref.shape).astype(np.float64)
+        for s in scales:
+            snr = _snr(ref, v / s)
+            if snr > best[1] or not best[0]:
+                best = (name, snr, s)
+    return best
+
+
+def compare_layers(ref: dict[str, np.ndarray], cands: list[tuple[str, set, np.ndarray]], *,
+                   points: list[tuple[str, set[str]]], threshold: float, scales=(1.0,)) -> dict:
+    """Match each reference point to a candidate value and find the first divergent layer.
+
+    With layer names (TFLite), a point matches the last value produced by its Keras layers;
+    without (``layers`` empty), any value of the same shape may match and the best one is taken.
+    """
+    layers: list[dict[str, Any]] = []
+    named = any(c[1] for c in cands)
+    for name, keys in points:
+        r = ref.get(name)
+        if r is None:
+            continue
+        if named:
+            hits = [(n, v) for n, ls, v in cands if ls & keys and v.size == r.size]
+            hits = hits[-1:]
+        else:
+            hits = [(n, v) for n, _, v in cands if v.shape == r.shape]
+            if not hits and r.ndim == 4:  # an NHWC runtime without names
+                hits = [(n, v.transpose(0, 3, 1, 2)) for n, _, v in cands
+                        if v.shape == (r.shape[0], *r.shape[2:], r.shape[1])]
+        if not hits:
+            layers.append({"layer": name, "shape": list(r.shape[1:]), "snr_db": None,
+                           "matched": None})
+            continue
+        tensor, snr, scale = _best(r, hits, scales)
+        row = {"layer": name, "shape": list(r.shape[1:]), "snr_db": round(snr, 2),
+               "matched": tensor[:120]}
+        if scale != 1.0:
+            row["scale"] = scale
+        layers.append(row)
+    judged = [x for x in layers if x["snr_db"] is not None]
+    first = next((x for x in judged if x["snr_db"] < threshold), None)
+    drop, prev = None, None
+    for x in judged:
+        if prev is not None and np.isfinite(prev["snr_db"]):
+            d = prev["snr_db"] - x["snr_db"]
+            if drop is None or d > drop["db"]:
+                drop = {"layer": x["layer"], "from_layer": prev["layer"], "db": round(d, 2)}
+        prev = x
+    return {
+        "first_divergent_layer": first["layer"] if first else None,
+        "metric": "snr_db",
+        "value": first["snr_db"] if first else None,
+        "threshold_db": threshold,
+        "largest_drop": drop,
+        "matched_layers": len(judged),
+        "layers": layers,
+    }
+
+
+def localize_artifact(path: Path, art: dict, tolerance: dict, definition, torch_model, batch, *,
+                      samples: int = 4) -> dict:
+    """Localise a failed artifact's divergence; never raises (a problem becomes ``error``)."""
+    threshold = float(tolerance.get("min_snr_db") or DEFAULT_THRESHOLD_DB)
+    small = batch.subset(min(samples, len(batch)))
+    try:
+        ref = reference_intermediates(torch_model, small.x)
+        points = module_points(torch_model)
+        if Path(path).suffix == ".tflite":
+            cands, executor = tflite_intermediates(Path(path), small.nhwc())
+            scales = LOWERED_SCALES
+        else:
+            from ..backends.registry import get_backend
+            from ..targets import all_targets
+
+            prof = all_targets()[art["target"]].with_overrides(art.get("options"), None)
+            runner = get_backend(prof.backend).load(Path(path), prof, definition)
+            values = runner.intermediates(small)
+            if not values:
+                return {"first_divergent_layer": None, "samples": len(small),
+                        "error": f"{runner.executor} exposes no intermediate values"}
+            cands = [(k, set(), np.asarray(v, np.float32)) for k, v in values.items()
+                     if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                     and v.ndim >= 2 and v.shape[0] == len(small)]
+            executor, scales = runner.executor, (1.0,)
+        result = compare_layers(ref, cands, points=points, threshold=threshold, scales=scales)
+    except Exception as exc:  # localisation explains a failure; it must never hide it
+        return {"first_divergent_layer": None, "samples": len(small),
+                "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    result.update(samples=len(small), executor=executor)
+    return result
+
+
+def localize_keras(keras_model, torch_model, batch, tolerance: dict, *, samples: int = 4) -> dict:
+    """The same for the Keras twin (layer outputs by name), when reference-keras fails."""
+    try:
+        import keras
+
+        small = batch.subset(min(samples, len(batch)))
+        ref = reference_intermediates(torch_model, small.x)
+        names = [layer.name for layer in keras_model.layers]
+        probe = keras.Model(keras_model.inputs, [keras_model.get_layer(n).output for n in names])
+        outs = probe.predict(small.nhwc(), verbose=0)
+        cands = [(n, {n}, np.asarray(v).transpose(0, 3, 1, 2) if np.ndim(v) == 4 else np.asarray(v))
+                 for n, v in zip(names, outs, strict=True)]
+        result = compare_layers(ref, cands, points=module_points(torch_model),
+                                threshold=float(tolerance.get("min_snr_db") or DEFAULT_THRESHOLD_DB))
+        result.update(samples=len(small), executor="keras")
+        return result
+    except Exception as exc:
+        return {"first_divergent_layer": None, "error": f"{type(exc).__name__}: {exc}"}
