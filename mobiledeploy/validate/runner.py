@@ -101,6 +101,10 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         row = _row("reference-keras", "pass", f"keras {version('keras')} (TensorFlow {version('tensorflow-cpu') or version('tensorflow')})",
                    tolerance=dict(KERAS_TOLERANCE))
         rows.append(_finish(row, ref, out, batch, ref_acc))
+        if rows[-1]["status"] == "fail":
+            from .localize import localize_keras
+
+            rows[-1]["localization"] = localize_keras(keras_model, torch_model, batch, row["tolerance"])
     except MissingDependencyError as exc:
         rows.append(_row("reference-keras", "skipped", reason=str(exc)))
     rows[-1]["seconds"] = round(time.monotonic() - t0, 3)
@@ -110,6 +114,11 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     for art in manifest["artifacts"]:
         t0 = time.monotonic()
         rows.append(_validate_artifact(bundle, art, profiles, d, batch, ref, ref_acc))
+        if rows[-1]["status"] == "fail" and rows[-1]["metrics"]:  # numbers differ: find where
+            from .localize import localize_artifact
+
+            rows[-1]["localization"] = localize_artifact(bundle / art["path"], art, rows[-1]["tolerance"],
+                                                         d, torch_model, batch)
         rows[-1]["seconds"] = round(time.monotonic() - t0, 3)
         r = rows[-1]
         say(f"  {r['target']}: {r['status']} {r['reason']}")
