@@ -25,28 +25,27 @@ def _aten():
     return torch.ops.aten
 
 
-def _const(gm, graph, value: float, cache: dict):
-    """A (1, 1, 1, 1) float constant as a graph input.
+def _hardsigmoid_nodes(gm, graph, x, tag: str):
+    """hardtanh(dwconv1x1(x, w=1/6, b=0.5), 0, 1), i.e. relu6(x + 3) / 6.
 
-    Not a Python scalar: XNNPACK's channels-last pass runs a binary op in NCHW, with transposes
-    of the full activation around it, when one input is not 4-D. A 4-D constant is converted to
-    NHWC for free, so the op stays in the delegate's channels-last layout.
+    A 1x1 depthwise conv carries the affine part in its own weights: XNNPACK fuses the clamp
+    into it and, in int8, its per-channel weight 1/6 is exact. The alternative ``add``/``mul``
+    with scalar constants costs two more ops, and XNNPACK's channels-last pass wraps every
+    (1, 1, 1, 1) constant in a copy op, which made int8 slower than fp32.
     """
     import torch
 
-    if value not in cache:
-        name = f"_md_const_{len(cache)}"
-        gm.register_buffer(name, torch.full((1, 1, 1, 1), value, dtype=torch.float32))
-        cache[value] = graph.get_attr(name)
-    return cache[value]
-
-
-def _hardsigmoid_nodes(gm, graph, x, cache):
-    """hardtanh(x + 3, 0, 6) * (1/6): add/hardtanh/mul all have int8 XNNPACK kernels."""
     aten = _aten()
-    shifted = graph.call_function(aten.add.Tensor, (x, _const(gm, graph, 3.0, cache)))
-    clipped = graph.call_function(aten.hardtanh.default, (shifted, 0.0, 6.0))
-    return graph.call_function(aten.mul.Tensor, (clipped, _const(gm, graph, 1.0 / 6.0, cache)))
+    shape = list(x.meta["val"].shape)
+    channels = shape[1]
+    if len(shape) == 2:  # the head's h-swish after a linear: run it as (N, C, 1, 1)
+        x = graph.call_function(aten.view.default, (x, [*shape, 1, 1]))
+    gm.register_buffer(f"{tag}_w", torch.full((channels, 1, 1, 1), 1.0 / 6.0))
+    gm.register_buffer(f"{tag}_b", torch.full((channels,), 0.5))
+    w, b = graph.get_attr(f"{tag}_w"), graph.get_attr(f"{tag}_b")
+    affine = graph.call_function(aten.conv2d.default, (x, w, b, [1, 1], [0, 0], [1, 1], channels))
+    gate = graph.call_function(aten.hardtanh.default, (affine, 0.0, 1.0))
+    return graph.call_function(aten.view.default, (gate, shape)) if len(shape) == 2 else gate
 
 
 def rewrite_graph(gm, *, hardswish: bool = False, hardsigmoid: bool = False) -> dict[str, int]:
@@ -55,16 +54,15 @@ def rewrite_graph(gm, *, hardswish: bool = False, hardsigmoid: bool = False) -> 
     - ``mean(x, [2, 3], keepdim=False)`` becomes ``mean(keepdim=True)`` + ``view``: XNNPACK
       only takes the 4-D keepdim form, and the head's global pool would otherwise split the
       program into two delegates around a portable-kernel mean.
-    - ``hardsigmoid``: ``hardsigmoid(x)`` -> ``hardtanh(x + 3, 0, 6) * (1/6)`` (int8 annotators
-      cover it; in fp32 it also avoids the edge decomposition's constant copies that run
-      outside the delegate).
-    - ``hardswish``: ``hardswish(x)`` -> ``x * hardtanh(x + 3, 0, 6) * (1/6)`` (for int8 only:
-      XNNPACK has a native fp32 h-swish kernel, but no int8 one in ExecuTorch's partitioner).
+    - ``hardsigmoid``: ``hardsigmoid(x)`` -> ``hardtanh(x/6 + 1/2, 0, 1)`` as a 1x1 depthwise
+      conv + clamp (int8 annotators cover it; in fp32 it also avoids the edge decomposition's
+      scalar-constant copies that would run outside the delegate).
+    - ``hardswish``: ``hardswish(x)`` -> ``x * hardsigmoid'(x)`` (for int8 only: XNNPACK has a
+      native fp32 h-swish kernel, but no int8 one in ExecuTorch's partitioner).
     """
     aten = _aten()
     graph = gm.graph
     counts = {"mean_keepdim": 0, "hardswish": 0, "hardsigmoid": 0}
-    consts: dict[float, Any] = {}
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
@@ -84,7 +82,7 @@ def rewrite_graph(gm, *, hardswish: bool = False, hardsigmoid: bool = False) -> 
                 hardsigmoid and node.target == aten.hardsigmoid.default):
             x = node.args[0]
             with graph.inserting_before(node):
-                gate = _hardsigmoid_nodes(gm, graph, x, consts)
+                gate = _hardsigmoid_nodes(gm, graph, x, f"_md_hsig{sum(counts.values())}")
                 is_swish = node.target == aten.hardswish.default
                 out = graph.call_function(aten.mul.Tensor, (x, gate)) if is_swish else gate
             node.replace_all_uses_with(out)
