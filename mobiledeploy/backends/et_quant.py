@@ -116,9 +116,70 @@ def quantize_int8(gm, calibration: np.ndarray, *, per_channel: bool = True):
     return convert_pt2e(prepared)
 
 
-def quant_summary(gm) -> dict[str, Any]:
-    """How many quantize/dequantize pairs the converted module carries (a quick sanity figure)."""
-    q = sum(1 for n in gm.graph.nodes if n.op == "call_function" and "quantize_per" in str(n.target)
-            and "dequantize" not in str(n.target))
-    dq = sum(1 for n in gm.graph.nodes if n.op == "call_function" and "dequantize" in str(n.target))
-    return {"quantize_nodes": q, "dequantize_nodes": dq}
+_COMPUTE = ("conv2d", "linear", "add", "mul", "hardtanh", "mean", "relu", "clamp")
+# no int8 kernel in ExecuTorch's XNNPACK partitioner: between dequantize/quantize they run in fp32
+_FLOAT_ONLY = ("hardswish", "hardsigmoid", "div")
+
+
+def float_compute_ops(gm) -> list[str]:
+    """Compute ops of a converted PT2E module that run in float: a float activation input (not
+    a dequantize) or a float output (not consumed by quantize nodes only).
+
+    Empty means every activation entering a compute op is int8 (weights and constants may be
+    dequantized constants; they count as quantized). A relu/hardtanh straight after a conv,
+    linear, add or mul is that op's fused activation (quantized at its output) and counts too.
+    """
+    def name_of(n) -> str:
+        return getattr(n.target, "__name__", str(n.target)).split(".")[0]
+
+    def quantized(arg, user) -> bool:
+        if not hasattr(arg, "op") or arg.op == "get_attr" or "dequantize" in str(arg.target):
+            return True
+        return (name_of(user) in ("relu", "hardtanh") and arg.op == "call_function"
+                and name_of(arg) in ("conv2d", "linear", "add", "mul") and len(arg.users) == 1)
+
+    out = []
+    for n in gm.graph.nodes:
+        if n.op != "call_function":
+            continue
+        name = name_of(n)
+        fused = name in ("conv2d", "linear", "add", "mul") and len(n.users) == 1 and name_of(
+            next(iter(n.users))) in ("relu", "hardtanh")
+        out_q = fused or all("quantize_per" in str(u.target) and "dequantize" not in str(u.target)
+                             for u in n.users)
+        if name in _FLOAT_ONLY or (name in _COMPUTE and not (
+                out_q and all(quantized(a, n) for a in n.all_input_nodes))):
+            out.append(f"{name}:{n.name}")
+    return out
+
+
+def prepare_module(model, input_shape, *, precision: str, calibration: np.ndarray | None = None,
+                   quantize_activations: bool = True):
+    """The exported, rewritten (and for int8, quantized) GraphModule, and its facts.
+
+    ``input_shape`` is (C, H, W). Raises UserError when int8 has no calibration images.
+    """
+    import torch
+
+    from ..errors import UserError
+
+    example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
+    with torch.no_grad():
+        gm = torch.export.export(model, example).module()
+        # stock int8 (quantize_activations off) keeps the graph the XNNPACKQuantizer expects
+        stock = precision == "int8" and not quantize_activations
+        rewrites = rewrite_graph(gm, hardsigmoid=not stock,
+                                 hardswish=precision == "int8" and not stock)
+        facts: dict[str, Any] = {"precision": precision, "graph_rewrites": rewrites}
+        if precision != "int8":
+            return gm, facts
+        if calibration is None or len(calibration) == 0:
+            raise UserError("int8 ExecuTorch conversion needs calibration images (definition field "
+                            "'calibration.source')")
+        # re-export so the rewritten nodes carry the shape/dtype metadata the quantizer reads
+        gm = torch.export.export(gm, example).module()
+        gm = quantize_int8(gm, np.asarray(calibration, np.float32))
+    facts.update({"quantization": SCHEME, "quantize_activations": bool(quantize_activations),
+                  "calibration_samples": int(len(calibration)),
+                  "float_compute_ops": len(float_compute_ops(gm))})
+    return gm, facts

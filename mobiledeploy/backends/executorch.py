@@ -85,26 +85,13 @@ def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "
 
     if precision not in ("fp32", "int8"):
         raise UserError(f"ExecuTorch precision must be fp32 or int8, got '{precision}'")
+    gm, facts = et_quant.prepare_module(model, input_shape, precision=precision,
+                                        calibration=calibration,
+                                        quantize_activations=quantize_activations)
     example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
     with torch.no_grad():
-        gm = torch.export.export(model, example).module()
-        # stock int8 (quantize_activations off) keeps the graph as the XNNPACKQuantizer expects it
-        stock = precision == "int8" and not quantize_activations
-        rewrites = et_quant.rewrite_graph(gm, hardsigmoid=not stock,
-                                          hardswish=precision == "int8" and not stock)
-        facts: dict[str, Any] = {"precision": precision, "graph_rewrites": rewrites}
-        if precision == "int8":
-            if calibration is None or len(calibration) == 0:
-                raise UserError("int8 ExecuTorch conversion needs calibration images (definition field "
-                                "'calibration.source')")
-            # re-export so the rewritten nodes carry shape/dtype metadata the quantizer reads
-            gm = torch.export.export(gm, example).module()
-            gm = et_quant.quantize_int8(gm, np.asarray(calibration, np.float32))
-            facts.update({"quantization": et_quant.SCHEME,
-                          "quantize_activations": bool(quantize_activations),
-                          "calibration_samples": int(len(calibration))})
-        ep = torch.export.export(gm, example)
-        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        edge = to_edge_transform_and_lower(torch.export.export(gm, example),
+                                           partitioner=[XnnpackPartitioner()])
     facts.update(delegation_report(edge))
     return edge.to_executorch().buffer, facts
 
