@@ -16,6 +16,7 @@ by ``max_abs``, whose healthy layers sit near 100 dB).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,16 @@ def reference_intermediates(model, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _layers_of(tensor_name: str) -> set[str]:
-    """Keras layer names in a TFLite tensor name ('model_1/stem_act_1/Mul;model_1/...')."""
+    """Keras layer names in a TFLite tensor name ('model_1/stem_act_1/Mul;model_1/...').
+
+    Every path segment counts (a model nested in another adds a level), with and without the
+    ``_N`` suffix Keras appends to the names of layers it has built before.
+    """
     layers = set()
     for part in tensor_name.split(";"):
-        bits = part.split("/")
-        if len(bits) > 1:
-            name = bits[1]
-            layers.add(name[:-2] if name.endswith("_1") else name)
+        for seg in part.split("/")[:-1]:
+            layers.add(seg)
+            layers.add(re.sub(r"_\d+$", "", seg))
     return layers
 
 
@@ -199,7 +203,8 @@ def localize_artifact(path: Path, art: dict, tolerance: dict, definition, torch_
         points = module_points(torch_model)
         if Path(path).suffix == ".tflite":
             cands, executor = tflite_intermediates(Path(path), small.nhwc())
-            scales = LOWERED_SCALES
+            lowered = any(layer.endswith("_add3") for _, layers, _ in cands for layer in layers)
+            scales = LOWERED_SCALES if lowered else (1.0,)
         else:
             from ..backends.registry import get_backend
             from ..targets import all_targets

@@ -29,7 +29,11 @@ def fmt(v) -> str:
         return "∞" if v > 0 else "−∞"
     if isinstance(v, float) and math.isnan(v):
         return "NaN"
-    return _fmt(v)
+    s = _fmt(v)
+    # 4 digits print a cosine of 0.99999 as "1": never round a non-integer to an integer
+    if isinstance(v, float) and float(s) == round(float(s)) and float(s) != v:
+        s = f"{v:.7g}"
+    return s
 
 
 def human_bytes(n: int | None) -> str:
