@@ -42,7 +42,12 @@ def convert_keras_to_tflite(model, precision: str, *, calibration: np.ndarray | 
         conv.inference_output_type = dt
     elif precision != "fp32":
         raise ValueError(f"unknown precision {precision!r}")
-    return conv.convert()
+    import contextlib
+    import io
+
+    # the Keras export prints every captured variable to stdout; keep build output readable
+    with contextlib.redirect_stdout(io.StringIO()):
+        return conv.convert()
 
 
 def model_facts(data_or_path) -> dict[str, Any]:
