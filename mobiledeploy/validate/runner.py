@@ -14,9 +14,11 @@ import numpy as np
 
 from .. import __version__
 from ..build.bundle import sha256_path, write_bytes_atomic, write_json_atomic
+from .._quiet import native_quiet
 from ..errors import MissingDependencyError, UserError
 from . import metrics as M
 
+STATE_LOG = ".mobiledeploy/logs/validate.log"  # native library output during validation
 KERAS_TOLERANCE = {"max_abs": 1e-4, "min_top1_agreement": 1.0}
 
 
@@ -82,8 +84,10 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     batch = load_batch(d, "validation", limit=samples)
     state = read_weights(bundle / manifest["reference"]["weights"])
     t0 = time.monotonic()
-    torch_model = build_torch_reference(d, state)
-    ref = _torch_logits(torch_model, batch.x)
+    quiet_log = bundle / STATE_LOG
+    with native_quiet(quiet_log):
+        torch_model = build_torch_reference(d, state)
+        ref = _torch_logits(torch_model, batch.x)
     ref_acc = M.top1_accuracy(ref, batch.labels)
     from .._deps import version
 
@@ -96,8 +100,9 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     try:
         from ..architectures.reference import build_keras_reference
 
-        keras_model = build_keras_reference(d, state)
-        out = np.asarray(keras_model.predict(batch.nhwc(), batch_size=32, verbose=0))
+        with native_quiet(quiet_log):
+            keras_model = build_keras_reference(d, state)
+            out = np.asarray(keras_model.predict(batch.nhwc(), batch_size=32, verbose=0))
         row = _row("reference-keras", "pass", f"keras {version('keras')} (TensorFlow {version('tensorflow-cpu') or version('tensorflow')})",
                    tolerance=dict(KERAS_TOLERANCE))
         rows.append(_finish(row, ref, out, batch, ref_acc))
@@ -113,7 +118,8 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     profiles = all_targets()
     for art in manifest["artifacts"]:
         t0 = time.monotonic()
-        rows.append(_validate_artifact(bundle, art, profiles, d, batch, ref, ref_acc))
+        with native_quiet(quiet_log):
+            rows.append(_validate_artifact(bundle, art, profiles, d, batch, ref, ref_acc))
         if rows[-1]["status"] == "fail" and rows[-1]["metrics"]:  # numbers differ: find where
             from .localize import localize_artifact
 
