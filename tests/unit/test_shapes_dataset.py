@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -142,14 +141,6 @@ def test_images_vary_within_a_class():
     assert len({a.tobytes() for a in arrays}) == 6
 
 
-def test_in_memory_generation_is_fast_enough():
-    list(iterate(10, seed=0, size=128))  # warm caches
-    start = time.perf_counter()
-    n = sum(1 for _ in iterate(200, seed=1, size=128))
-    rate = n / (time.perf_counter() - start)
-    assert rate > 150, f"{rate:.0f} images/s"  # ~400/s measured; slack for loaded CI hosts
-
-
 def test_cli_writes_split_and_labels(tmp_path):
     out, labels = tmp_path / "val", tmp_path / "labels.txt"
     cmd = [
@@ -198,5 +189,5 @@ def test_shipped_examples_match_the_generator():
             np.testing.assert_array_equal(
                 on_disk, np.asarray(render(label, sample_rng(seed, label, 9), 128))
             )
-    total = sum(f.stat().st_size for f in EXAMPLES.rglob("*") if f.is_file())
-    assert total < 3_000_000
+    images = [f for split in ("calibration", "validation") for f in (EXAMPLES / split).rglob("*.*")]
+    assert sum(f.stat().st_size for f in images) < 3_000_000
