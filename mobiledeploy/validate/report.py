@@ -31,7 +31,7 @@ def fmt(v) -> str:
         return "NaN"
     s = _fmt(v)
     # 4 digits print a cosine of 0.99999 as "1": never round a non-integer to an integer
-    if isinstance(v, float) and float(s) == round(float(s)) and float(s) != v:
+    if isinstance(v, float) and abs(v) < 2 and float(s) == round(float(s)) and float(s) != v:
         s = f"{v:.7g}"
     return s
 

@@ -128,3 +128,12 @@ def test_report_renders_in_headless_chromium(tmp_path, status):
     # text and plots below the banner: many dark pixels, not just background
     body = im[200:1400]
     assert ((body.sum(-1) < 300).mean()) > 0.005
+
+
+def test_numbers_are_never_rounded_into_a_lie():
+    from mobiledeploy.validate.report import fmt
+
+    # .4g would print the fp32 cosine limit 0.99999 as "1", hiding why 0.99998 fails
+    assert fmt(0.99999) == "0.99999" and fmt(0.99998) == "0.99998"
+    assert fmt(123.96224) == "124" and fmt(1e-4) == "1.000e-04" and fmt(12.0) == "12"
+    assert fmt(float("inf")) == "∞" and fmt(float("-inf")) == "−∞" and fmt(None) == "—"
