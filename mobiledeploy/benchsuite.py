@@ -116,6 +116,7 @@ def timed_build(definition: Path, out: Path, targets: tuple[str, ...] = (), jobs
     conv: dict[str, float] = {}
     failed: dict[str, float] = {}
     marks: dict[str, float] = {}
+    steps_ran = None
     for ts, line in lines:
         if m := _DONE.search(line):
             conv[m[1]] = float(m[2])
@@ -131,6 +132,8 @@ def timed_build(definition: Path, out: Path, targets: tuple[str, ...] = (), jobs
             marks["android"] = ts
         elif line.startswith("bundle ") and " written in " in line:
             marks["written"] = ts
+            if m := re.search(r"\((\d+) step\(s\) ran", line):
+                steps_ran = int(m[1])
     end = marks.get("written", total)
     start_conv = marks.get("convert", 0.0)
     phases = {"start-up and model/": round(start_conv, 2)}
@@ -142,7 +145,7 @@ def timed_build(definition: Path, out: Path, targets: tuple[str, ...] = (), jobs
         phases["android app"] = round(marks["android"] - marks.get("validate_end", marks.get("validate", start_conv)), 2)
     phases["manifest and exit"] = round(total - end, 2)
     return {"command": " ".join(cmd), "returncode": rc, "wall_s": round(total, 2), "phases": phases,
-            "conversion_s": conv, "conversion_failed_s": failed,
+            "steps_ran": steps_ran, "conversion_s": conv, "conversion_failed_s": failed,
             "log_tail": [ln for _, ln in lines[-5:]] if rc not in (0, 1) else []}
 
 
@@ -415,7 +418,8 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         f"{demo['model']['params'] / 1e6:.2f} M params, input {demo['model']['input']}), {demo['weights']}",
         "",
         f"Cold build `--jobs {res['jobs']}`: **{cold['wall_s']:.1f} s** (exit {cold['returncode']}); "
-        f"no-op rebuild: **{noop['wall_s']:.2f} s** (exit {noop['returncode']}).",
+        f"no-op rebuild: **{noop['wall_s']:.2f} s** (exit {noop['returncode']}, "
+        f"{noop.get('steps_ran')} step(s) ran).",
         "",
         "| build phase | seconds |", "|---|---:|",
         *[f"| {k} | {v:.2f} |" for k, v in cold["phases"].items()],
