@@ -148,9 +148,9 @@ def test_int8_pte_agrees_with_torch(demo, built):
     want = _torch_logits(model, valid.x)
     agree = float((got.argmax(1) == want.argmax(1)).mean())
     snr = metrics.snr_db(want, got)
-    assert agree >= target.tolerance["min_top1_agreement"], agree
     assert snr >= target.tolerance["min_snr_db"], snr
-    if trained:
+    if trained:  # an untrained classifier's top-1 margins are too thin for agreement to mean much
+        assert agree >= target.tolerance["min_top1_agreement"], agree
         labels = np.asarray(valid.labels)
         drop = float((want.argmax(1) == labels).mean() - (got.argmax(1) == labels).mean())
         assert drop <= target.tolerance["max_accuracy_drop"], drop
