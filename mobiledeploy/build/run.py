@@ -283,6 +283,8 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
             dt = time.monotonic() - t0
             res_path = Path(req["result"])
             res = json.loads(res_path.read_text()) if res_path.exists() else None
+            res_path.unlink(missing_ok=True)
+            Path(str(tmp) + ".request.json").unlink(missing_ok=True)
             if proc.returncode < 0 or res is None:
                 why = (f"converter process crashed ({_signal_name(proc.returncode)})" if proc.returncode < 0
                        else f"converter process exited {proc.returncode} without a result")
