@@ -101,6 +101,6 @@ def judge(metrics: dict, tolerance: dict) -> list[str]:
 def _fmt(v) -> str:
     if isinstance(v, float):
         if v == 0 or 1e-3 <= abs(v) < 1e4:
-            return f"{v:.4g}"
+            return f"{v:.6g}"  # a 0.99999 limit must not print as 1
         return f"{v:.3e}"
     return str(v)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import EXAMPLE, run_cli
+from tests.conftest import EXAMPLE, example_data, run_cli, write_definition
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +48,17 @@ def good(tmp_path_factory) -> Path:
     targets = ["tflite-fp32", "tflite-int8"]
     targets += ["coreml-fp16"] if _available("coreml") else []
     targets += ["executorch-xnnpack"] if _available("executorch") else []
-    out = tmp_path_factory.mktemp("faults") / "good"
-    args = ["build", str(EXAMPLE / "shapes.yaml"), "-o", str(out), "--samples", "64", "--jobs", "2",
-            "--no-app", "-q"]
+    root = tmp_path_factory.mktemp("faults")
+    # 64 validation images spread over the classes travel with the bundle, so that plain
+    # `mobiledeploy validate` on every faulty copy stays quick
+    data = example_data()
+    data["validation"] = {"source": str(EXAMPLE / "validation"), "max_images": 64}
+    for key in ("labels", "weights"):
+        data[key] = str(EXAMPLE / data[key])
+    data["calibration"]["source"] = str(EXAMPLE / data["calibration"]["source"])
+    definition = write_definition(root, data, "shapes.yaml")
+    out = root / "good"
+    args = ["build", str(definition), "-o", str(out), "--jobs", "2", "--no-app", "-q"]
     for t in targets:
         args += ["--target", t]
     res = run_cli(*args)
