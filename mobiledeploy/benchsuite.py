@@ -356,11 +356,13 @@ def _xnnpack_fix(left: set[str]) -> str:
 def _int8_fix(rt: str, r: dict) -> str:
     if r["meets_goal"]:
         return "none needed"
-    if rt == "tflite":
-        return ("one XNNPACK partition for the whole int8 graph (the undelegated ops split it); "
-                "int8 input/output so no float QUANTIZE/DEQUANTIZE run outside the delegate")
-    return ("quantize every op XNNPACK can take (h-swish / hard-sigmoid decomposed into int8 ops, "
-            "the SE's mean and multiply) so no float islands split the int8 graph")
+    if (r.get("int8_partitions") or 1) > 1:
+        return ("one XNNPACK partition for the whole int8 graph: the undelegated ops "
+                f"({', '.join(sorted(set(r.get('int8_undelegated_ops') or [])))}) split it")
+    return ("one partition already: the int8 kernels gain little at this size (depthwise convs and "
+            "SE blocks are memory/overhead-bound); check that no float islands remain "
+            + ("(h-swish/hard-sigmoid decomposed into int8 ops, the SE mean and multiply quantized)"
+               if rt == "executorch" else "(HARD_SWISH fused, int8 I/O)") + ", then profile per op")
 
 
 # -- writing -------------------------------------------------------------------------------------
