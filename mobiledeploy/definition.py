@@ -82,7 +82,7 @@ class InputSpec(BaseModel):
         """Per-channel (scale, bias) with y = scale * p + bias for p in [0, 255]."""
         lo, hi = self.pixel_range
         scale = [(hi - lo) / 255.0 / s for s in self.std]
-        bias = [(lo - m) / s for m, s in zip(self.mean, self.std)]
+        bias = [(lo - m) / s for m, s in zip(self.mean, self.std, strict=True)]
         return scale, bias
 
 

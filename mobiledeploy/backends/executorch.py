@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UserError
-from .base import Backend, ConvertContext, InputBatch, Runner, SkipRun
+from .base import Backend, ConvertContext, InputBatch, Runner
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..definition import ModelDefinition
@@ -121,7 +121,7 @@ class ExecuTorchBackend(Backend):
         return facts
 
     def load(self, path: Path, target: TargetProfile, definition: ModelDefinition) -> Runner:
-        """A runner on ExecuTorch's Python runtime; SkipRun when it cannot load the program."""
+        """A runner on ExecuTorch's Python runtime; a program it cannot load is an error (the row fails)."""
         return PteRunner(path)
 
 
@@ -134,11 +134,13 @@ def _load_method(path: Path):
     try:
         program = Runtime.get().load_program(Path(path).read_bytes())
         method = program.load_method("forward")
-    except Exception as exc:  # the runtime raises RuntimeError/ValueError with its error code
-        raise SkipRun(f"ExecuTorch {version('executorch')} runtime cannot load {Path(path).name}: "
-                      f"{str(exc).strip() or type(exc).__name__}") from exc
+    except Exception as exc:
+        # the runtime is here and works: a program it cannot load is a broken artifact (fail),
+        # never "cannot run on this host" (skip)
+        raise RuntimeError(f"ExecuTorch {version('executorch')} runtime cannot load {Path(path).name}: "
+                           f"{str(exc).strip() or type(exc).__name__}") from None
     if method is None:
-        raise SkipRun(f"{Path(path).name} has no 'forward' method")
+        raise RuntimeError(f"{Path(path).name} has no 'forward' method")
     return program, method
 
 

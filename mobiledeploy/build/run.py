@@ -19,7 +19,14 @@ from ..backends.registry import entry
 from ..errors import UserError
 from ..targets import TargetProfile, resolve_targets
 from .bundle import (
-    STATE_DIR, bundle_lock, clean_stale, install, sha256_file, sha256_path, size_of, tmp_path,
+    STATE_DIR,
+    bundle_lock,
+    clean_stale,
+    install,
+    sha256_file,
+    sha256_path,
+    size_of,
+    tmp_path,
     write_json_atomic,
 )
 from .graph import Cache, Step, digest

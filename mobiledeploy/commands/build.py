@@ -57,7 +57,7 @@ def _print_summary(report: dict) -> None:
     for r in report["results"]:
         m = r["metrics"]
 
-        def f(k, fmt="{:.4g}"):
+        def f(k, fmt="{:.4g}", m=m):
             v = m.get(k)
             return "" if v is None else fmt.format(v)
 

@@ -43,11 +43,11 @@ def top5_agreement(ref: np.ndarray, out: np.ndarray) -> float:
     """Fraction of samples whose reference top-1 is among the candidate's top 5."""
     k = min(5, out.shape[1])
     top = np.argsort(-out, axis=1)[:, :k]
-    return float(np.mean([r in t for r, t in zip(ref.argmax(1), top)]))
+    return float(np.mean([r in t for r, t in zip(ref.argmax(1), top, strict=True)]))
 
 
 def top1_accuracy(out: np.ndarray, labels: list[int | None]) -> float | None:
-    pairs = [(o, lab) for o, lab in zip(out, labels) if lab is not None]
+    pairs = [(o, lab) for o, lab in zip(out, labels, strict=True) if lab is not None]
     if not pairs:
         return None
     return float(np.mean([int(np.argmax(o)) == lab for o, lab in pairs]))

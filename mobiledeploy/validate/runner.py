@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..build.bundle import sha256_path, write_bytes_atomic, write_json_atomic
 from .._quiet import native_quiet
+from ..build.bundle import sha256_path, write_bytes_atomic, write_json_atomic
 from ..errors import MissingDependencyError, UserError
 from . import metrics as M
 

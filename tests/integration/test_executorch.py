@@ -18,7 +18,7 @@ pytest.importorskip("executorch")
 
 from mobiledeploy.architectures.reference import SeededWeightsWarning  # noqa: E402
 from mobiledeploy.backends import et_quant  # noqa: E402
-from mobiledeploy.backends.base import ConvertContext, SkipRun  # noqa: E402
+from mobiledeploy.backends.base import ConvertContext  # noqa: E402
 from mobiledeploy.backends.executorch import (  # noqa: E402
     ExecuTorchBackend,
     bench_pte,
@@ -180,16 +180,16 @@ def test_conversion_is_byte_identical(demo, built, tmp_path):
         assert again.read_bytes() == path.read_bytes(), name
 
 
-def test_corrupt_pte_is_skiprun_not_a_crash(demo, built, tmp_path):
+def test_corrupt_pte_is_an_error_not_a_skip_or_a_crash(demo, built, tmp_path):
     ctx = demo[0]
     target, path, _ = built["executorch-xnnpack"]
     bad = tmp_path / "garbage.pte"
     bad.write_bytes(b"not a flatbuffer at all" * 10)
-    with pytest.raises(SkipRun, match="cannot load garbage.pte"):
+    with pytest.raises(RuntimeError, match="cannot load garbage.pte"):
         ExecuTorchBackend().load(bad, target, ctx.definition)
     cut = tmp_path / "truncated.pte"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-    with pytest.raises(SkipRun, match="truncated.pte"):
+    with pytest.raises(RuntimeError, match="truncated.pte"):
         ExecuTorchBackend().load(cut, target, ctx.definition)
 
 

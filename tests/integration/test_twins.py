@@ -12,7 +12,12 @@ from mobiledeploy.architectures.keras_builder import build_keras_model  # noqa: 
 from mobiledeploy.architectures.spec import PRESETS, preset  # noqa: E402
 from mobiledeploy.architectures.torch_builder import build_torch_model  # noqa: E402
 from mobiledeploy.architectures.weights import (  # noqa: E402
-    load_keras_weights, load_torch_weights, read_weights, save_weights, sixth_folds, state_dict_numpy,
+    load_keras_weights,
+    load_torch_weights,
+    read_weights,
+    save_weights,
+    sixth_folds,
+    state_dict_numpy,
 )
 from tests.conftest import EXAMPLE  # noqa: E402
 
