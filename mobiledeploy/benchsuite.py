@@ -182,9 +182,9 @@ def recalibrated_weights(definition: Path, out: Path, images: int = 100) -> Path
     not the model. One pass in train mode with cumulative BN averages restores unit-scale
     activations, as trained weights have.
     """
-    import torch
 
     from .architectures.reference import build_torch_reference
+    from .architectures.torch_builder import recalibrate_bn
     from .architectures.weights import save_weights
     from .definition import load_definition
     from .validate.inputs import load_batch
@@ -195,16 +195,8 @@ def recalibrated_weights(definition: Path, out: Path, images: int = 100) -> Path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_torch_reference(d)
-    x = torch.from_numpy(load_batch(d, "calibration", limit=images).x)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the whole pass
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(x), 25):
-            model(x[i:i + 25])
-    model.eval()
+    x = load_batch(d, "calibration", limit=images).x
+    recalibrate_bn(model, (x[i:i + 25] for i in range(0, len(x), 25)))
     save_weights(model, out, metadata={"seeded": str(d.seed), "bn_recalibrated": str(len(x))})
     return out
 

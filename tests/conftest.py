@@ -60,3 +60,13 @@ def tiny_definition(example_copy: Path) -> Path:
     data["calibration"] = {"source": "calibration", "max_images": 20}
     data["validation"] = {"source": "validation", "max_images": 20}
     return write_definition(example_copy, data, "tiny.yaml")
+
+
+def edgetpu_reference_dir() -> Path:
+    """shared/edgetpu-reference (real Edge TPU compiler inputs and outputs), or skip."""
+    import os
+
+    for cand in (os.environ.get("MOBILEDEPLOY_SHARED"), ROOT.parent / "shared", "/work/shared"):
+        if cand and (Path(cand) / "edgetpu-reference").is_dir():
+            return Path(cand) / "edgetpu-reference"
+    pytest.skip("shared/edgetpu-reference not found beside the repository")

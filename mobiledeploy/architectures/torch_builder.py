@@ -128,3 +128,23 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
         torch.random.set_rng_state(gen_state)
     model.spec = spec
     return model.eval()
+
+
+def recalibrate_bn(model, batches) -> None:
+    """Re-estimate every BatchNorm's statistics as exact averages over ``batches``.
+
+    ``batches`` yields normalised float NCHW arrays (or is one array). Used after a short
+    training schedule, whose running averages lag, and to give seeded models real statistics.
+    """
+    import numpy as np
+
+    torch = _torch()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: the exact mean over every batch
+    model.train()
+    with torch.no_grad():
+        for x in [batches] if isinstance(batches, np.ndarray) else batches:
+            model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    model.eval()

@@ -47,27 +47,6 @@ def render_dataset(n: int, seed: int, size: int, height: int, width: int, worker
     return imgs, labels
 
 
-def recalibrate_bn(model, images: np.ndarray, input_spec, batch: int = 100) -> None:
-    """Re-estimate BatchNorm statistics as exact averages over ``images`` (no gradient).
-
-    The running averages lag behind a short, high-learning-rate schedule; exact statistics of
-    the final weights make eval-mode outputs match what the network learned.
-    """
-    import torch
-
-    from ..validate.inputs import normalise
-
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average = exact mean over all batches
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            model(torch.from_numpy(normalise(images[i:i + batch], input_spec)))
-    model.eval()
-
-
 def evaluate(model, batch) -> float:
     import torch
 
@@ -92,7 +71,7 @@ def main(argv=None) -> None:
     import torch
     import torch.nn.functional as F
 
-    from ..architectures.torch_builder import build_torch_model
+    from ..architectures.torch_builder import build_torch_model, recalibrate_bn
     from ..architectures.weights import save_weights
     from ..definition import load_definition
     from ..validate.inputs import load_batch, normalise
@@ -143,7 +122,8 @@ def main(argv=None) -> None:
         acc = evaluate(model, val)
         print(f"epoch {epoch + 1}/{args.epochs}: train acc {correct / seen:.3f}, val acc {acc:.4f}, "
               f"{seen / (time.time() - t_ep):.0f} img/s, {time.time() - t0:.0f}s total", flush=True)
-    recalibrate_bn(model, imgs[: min(len(imgs), 3000)], d.input)
+    calib = imgs[: min(len(imgs), 3000)]
+    recalibrate_bn(model, (normalise(calib[i:i + 100], d.input) for i in range(0, len(calib), 100)))
     acc = evaluate(model, val)
     print(f"after BN recalibration: val acc {acc:.4f}", flush=True)
     weights = out / (d.weights or "shapes.safetensors")

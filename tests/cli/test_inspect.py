@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from mobiledeploy.cli import main
+from tests.conftest import edgetpu_reference_dir  # noqa: E402
 
 pytest.importorskip("flatbuffers")
 
 
 def _reference_dir() -> Path:
-    here = Path(__file__).resolve().parents[2]
-    for cand in (os.environ.get("MOBILEDEPLOY_SHARED"), here.parent / "shared", "/work/shared"):
-        if cand and (Path(cand) / "edgetpu-reference").is_dir():
-            return Path(cand) / "edgetpu-reference"
-    pytest.skip("shared/edgetpu-reference not found beside the repository")
+    return edgetpu_reference_dir()
 
 
 def _run(*args):

@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("coremltools")
 
+from mobiledeploy.architectures.torch_builder import recalibrate_bn  # noqa: E402
 from mobiledeploy.backends.base import ConvertContext, InputBatch, SkipRun  # noqa: E402
 from mobiledeploy.backends.coreml import (  # noqa: E402
     CoreMLBackend,
@@ -43,15 +44,9 @@ def normalise(pixels, color_order="rgb", pixel_range=(0.0, 1.0), mean=MEAN, std=
 
 
 def recalibrate(model, x: np.ndarray):
-    """BatchNorm statistics from real-looking images, so activations are not degenerate."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    return model.eval()
+    """BatchNorm statistics from real images, so activations are not degenerate."""
+    recalibrate_bn(model, x)
+    return model
 
 
 def torch_logits(model, x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ Parsing, the command line, log keeping and the compiled-file ground truth are al
 
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 import sys
@@ -22,6 +21,7 @@ pytest.importorskip("flatbuffers")
 from mobiledeploy.edgetpu import analyze, compare, compiler_command, parse_log  # noqa: E402
 from mobiledeploy.edgetpu.compiler import ENV_VAR, find_compiler, run_compiler  # noqa: E402
 from mobiledeploy.errors import UserError  # noqa: E402
+from tests.conftest import edgetpu_reference_dir  # noqa: E402
 
 STEM = "posenet_mobilenet_v1_075_353_481_quant_decoder"
 LOG = """\
@@ -54,11 +54,7 @@ Number of operations that will run on CPU: 1
 
 
 def _reference_dir() -> Path:
-    here = Path(__file__).resolve().parents[2]
-    for cand in (os.environ.get("MOBILEDEPLOY_SHARED"), here.parent / "shared", "/work/shared"):
-        if cand and (Path(cand) / "edgetpu-reference").is_dir():
-            return Path(cand) / "edgetpu-reference"
-    pytest.skip("shared/edgetpu-reference not found beside the repository")
+    return edgetpu_reference_dir()
 
 
 def _stand_in(tmp_path: Path, ref: Path, fail: bool = False) -> Path:

@@ -4,19 +4,16 @@ preprocessing on Coral's reference model."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import example_data, run_cli, write_definition
+from tests.conftest import edgetpu_reference_dir, example_data, run_cli, write_definition
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
-SHARED = Path(os.environ.get("MOBILEDEPLOY_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-REF = SHARED / "edgetpu-reference"
 
 
 def _edgetpu_report(definition: Path, out: Path) -> dict:
@@ -59,7 +56,6 @@ def test_example_hswish_fallback_unless_lowered_and_minimalistic_maps_fully(exam
     assert minimal["edgetpu_ops"] == minimal["ops_total"] and minimal["first_cpu_op"] is None
 
 
-@pytest.mark.skipif(not REF.is_dir(), reason="shared/edgetpu-reference not present")
 def test_coral_reference_model_through_our_preprocessing(tmp_path):
     """Coral's uint8 MobileNetV2 on its own test images, decoded, resized and quantized by
     mobiledeploy (input spec: pixels to [-1, 1], the model's quantization)."""
@@ -67,6 +63,7 @@ def test_coral_reference_model_through_our_preprocessing(tmp_path):
     from mobiledeploy.definition import load_definition
     from mobiledeploy.validate.inputs import load_batch
 
+    REF = edgetpu_reference_dir()
     labels = [line.split(None, 1)[1].strip() for line in (REF / "imagenet_labels.txt").read_text().splitlines()
               if line.strip()]
     (tmp_path / "labels.txt").write_text("\n".join(f"{i}:{x}" for i, x in enumerate(labels)) + "\n")

@@ -6,7 +6,6 @@ Also runs Coral's classification cases on the CPU (LiteRT) to prove the inputs a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,11 @@ pytest.importorskip("flatbuffers")
 
 from mobiledeploy.edgetpu import analyze, analyze_compiled, compare, format_log  # noqa: E402
 from mobiledeploy.tflite_reader import read_tflite  # noqa: E402
+from tests.conftest import edgetpu_reference_dir  # noqa: E402
 
 
 def _reference_dir() -> Path:
-    here = Path(__file__).resolve().parents[2]
-    for cand in (os.environ.get("MOBILEDEPLOY_SHARED"), here.parent / "shared", "/work/shared"):
-        if cand and (Path(cand) / "edgetpu-reference").is_dir():
-            return Path(cand) / "edgetpu-reference"
-    pytest.skip("shared/edgetpu-reference not found beside the repository")
+    return edgetpu_reference_dir()
 
 
 

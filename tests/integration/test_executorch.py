@@ -17,6 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("executorch")
 
 from mobiledeploy.architectures.reference import SeededWeightsWarning  # noqa: E402
+from mobiledeploy.architectures.torch_builder import recalibrate_bn  # noqa: E402
 from mobiledeploy.backends import et_quant  # noqa: E402
 from mobiledeploy.backends.base import ConvertContext  # noqa: E402
 from mobiledeploy.backends.executorch import (  # noqa: E402
@@ -33,17 +34,9 @@ pytestmark = pytest.mark.slow
 
 
 def _recalibrate_bn(model, x: np.ndarray):
-    """Re-estimate BatchNorm running statistics on real images (cumulative average)."""
-    import torch
-
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    return model.eval()
+    """BatchNorm statistics from real images, so activations are not degenerate."""
+    recalibrate_bn(model, x)
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,9 @@ def _real_images(res: int, n: int = 12) -> np.ndarray:
 
 def _realistic(model, x: np.ndarray) -> None:
     """Recalibrate BN on real images and give the classifier a real spread (not near-constant)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    model.eval()
+    from mobiledeploy.architectures.torch_builder import recalibrate_bn
+
+    recalibrate_bn(model, x)
     with torch.no_grad():
         for lin in (m for m in model.modules() if isinstance(m, torch.nn.Linear)):
             lin.weight.normal_(0, 1.0 / np.sqrt(lin.in_features))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,11 @@ pytest.importorskip("flatbuffers")
 
 from mobiledeploy.errors import UserError  # noqa: E402
 from mobiledeploy.tflite_reader import parse, read_tflite  # noqa: E402
+from tests.conftest import edgetpu_reference_dir  # noqa: E402
 
 
 def _reference_dir() -> Path:
-    here = Path(__file__).resolve().parents[2]
-    for cand in (os.environ.get("MOBILEDEPLOY_SHARED"), here.parent / "shared", "/work/shared"):
-        if cand and (Path(cand) / "edgetpu-reference").is_dir():
-            return Path(cand) / "edgetpu-reference"
-    pytest.skip("shared/edgetpu-reference not found beside the repository")
+    return edgetpu_reference_dir()
 
 
 @pytest.fixture(scope="module")
