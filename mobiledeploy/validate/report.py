@@ -29,7 +29,7 @@ def fmt(v) -> str:
         return "∞" if v > 0 else "−∞"
     if isinstance(v, float) and math.isnan(v):
         return "NaN"
-    s = _fmt(v)
+    s = f"{v:.4g}" if isinstance(v, float) and (v == 0 or 1e-3 <= abs(v) < 1e4) else _fmt(v)
     # 4 digits print a cosine of 0.99999 as "1": never round a non-integer to an integer
     if isinstance(v, float) and abs(v) < 2 and float(s) == round(float(s)) and float(s) != v:
         s = f"{v:.7g}"
