@@ -30,11 +30,7 @@ def require(module: str, purpose: str = "") -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on environment
         top = module.split(".")[0]
-        extra = KNOWN.get(top, ("all", top))[0]
-        if exc.name and exc.name.split(".")[0] != top:
-            # the module exists but one of ITS dependencies is missing: still a user fix
-            pass
-        raise MissingDependencyError(top, extra, purpose) from exc
+        raise MissingDependencyError(top, KNOWN.get(top, ("all", top))[0], purpose) from exc
 
 
 def available(module: str) -> bool:

@@ -104,7 +104,7 @@ class ExecuTorchBackend(Backend):
     extra = "executorch"
 
     def distributions(self) -> tuple[str, ...]:
-        return ("executorch", "torch")
+        return ("executorch", "torch", "torchao")  # torchao's PT2E shapes the int8 program
 
     def convert(self, ctx: ConvertContext, target: TargetProfile, out: Path) -> dict[str, Any]:
         """Write the .pte to ``out``; return the delegation report and quantization facts."""

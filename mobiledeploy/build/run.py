@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
-from ..backends.registry import entry
+from ..backends.registry import entry, get_backend
 from ..errors import UserError
 from ..targets import TargetProfile, resolve_targets
 from .bundle import (
@@ -72,18 +72,6 @@ class Reporter:
 
 def _files_digest(paths: list[Path]) -> str:
     return digest([(p.name, sha256_file(p)) for p in paths])
-
-
-def _toolchain(backend_name: str) -> dict[str, str]:
-    from .._deps import version
-
-    dists = {
-        "tflite": ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert"),
-        "edgetpu": ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert"),
-        "coreml": ("coremltools", "torch"),
-        "executorch": ("executorch", "torch", "torchao"),
-    }[backend_name]
-    return {d: v for d in dists if (v := version(d))}
 
 
 def _resolved_definition(d, weights_name: str) -> dict:
@@ -163,7 +151,7 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
                 "weights": weights_sha,
                 "target": digest(asdict(t)),
                 "options": json.dumps(t.options, sort_keys=True),
-                "toolchain": json.dumps(_toolchain(t.backend), sort_keys=True),
+                "toolchain": json.dumps(get_backend(t.backend).toolchain(), sort_keys=True),
                 "mobiledeploy": __version__,
             }
             if t.precision == "int8":
