@@ -92,8 +92,6 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     say = Reporter(opts.quiet)
     d = load_definition(definition_path)
     targets = resolve_targets(d, opts.targets)
-    for t in targets:  # a missing extra is a user error before anything is written
-        entry(t.backend).check()
     if d.weights:  # weights that do not fit the architecture: refuse before writing anything
         from ..architectures.reference import check_weights_file
 
@@ -109,6 +107,8 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
         from ..validate.inputs import _spread
 
         val_items = _spread(val_items, d.validation.max_images)
+    for t in targets:  # the definition is sound; a missing extra is a user error before any write
+        entry(t.backend).check()
 
     out.mkdir(parents=True, exist_ok=True)
     result = BuildResult(manifest={})
