@@ -236,7 +236,9 @@ def context_from_bundle(bundle_dir: str | Path, runtime: str | None = None,
     bundle's ``model/definition.yaml`` names them relative to a folder that is elsewhere.
     """
     bundle = Path(bundle_dir)
-    manifest = read_manifest(bundle)
+    from .build.bundle import load_manifest
+
+    manifest = load_manifest(bundle)
     if definition is None:
         definition = _bundle_definition(bundle)
     artifacts = {a["target"]: bundle / a["path"] for a in manifest["artifacts"]
@@ -273,22 +275,6 @@ def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runt
                                                 Path(bundle_dir) if bundle_dir else None)
     return ctx.model_copy(update={"golden": golden, "golden_expected_source": source,
                                   "golden_min_agreement": min_agree})
-
-
-def read_manifest(bundle: Path) -> dict:
-    """The bundle's manifest.json, or a one-line UserError."""
-    if not bundle.is_dir():
-        raise UserError(f"{bundle}: bundle directory not found; build one with mobiledeploy build")
-    path = bundle / "manifest.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; is {bundle} a finished bundle (mobiledeploy build)?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); rebuild the bundle") from None
-    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
-        raise UserError(f"{path}: no 'artifacts' list; rebuild the bundle")
-    return data
 
 
 def _runtime(rt: str) -> str:

@@ -171,7 +171,7 @@ def bench_bundle(bundle: str | Path, *, runs: int = 300, threads: int = 2, warmu
     ``xnnpack_partitions``, ``peak_rss_mb``, ``rss_delta_mb``, ``bound_ms``, ``device``,
     ``executor``, ``status`` (ok | skipped | failed) and ``reason``.
     """
-    from .validate.runner import load_manifest
+    from .build.bundle import load_manifest
 
     bundle = Path(bundle)
     manifest = load_manifest(bundle)  # UserError (exit 2) when the bundle or manifest is missing
@@ -290,7 +290,8 @@ def _engine_pytorch(bundle: Path, x, runs: int, threads: int, warmup: int, base:
     torch = require("torch", "the PyTorch reference")
     from .architectures.reference import build_torch_reference
     from .architectures.weights import read_weights
-    from .validate.runner import bundle_definition, load_manifest
+    from .build.bundle import load_manifest
+    from .validate.runner import bundle_definition
 
     torch.set_num_threads(threads)
     base[0] = _rss_mb()
@@ -310,7 +311,8 @@ def _engine_keras(bundle: Path, x, runs: int, threads: int, warmup: int, base: l
     tf = require("tensorflow", "the Keras reference")
     from .architectures.reference import build_keras_reference
     from .architectures.weights import read_weights
-    from .validate.runner import bundle_definition, load_manifest
+    from .build.bundle import load_manifest
+    from .validate.runner import bundle_definition
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)

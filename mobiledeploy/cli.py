@@ -36,13 +36,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        try:
-            mod = importlib.import_module(f"mobiledeploy.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"mobiledeploy.commands.{name}":
-                return _not_yet(name)
-            raise
-        return mod.command
+        return importlib.import_module(f"mobiledeploy.commands.{name}").command
 
     def format_commands(self, ctx, formatter):
         # short help from the table above: listing must not import command modules
@@ -76,16 +70,6 @@ class LazyGroup(click.Group):
                 err=True,
             )
             sys.exit(3)
-
-
-def _not_yet(name: str) -> click.Command:
-    @click.command(name=name, help=COMMANDS[name] + " (not available in this version)")
-    def _cmd():
-        from .errors import UserError
-
-        raise UserError(f"'{name}' is not available in this version of mobiledeploy")
-
-    return _cmd
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -391,6 +391,3 @@ def check_definition_files(d: ModelDefinition) -> None:
         known[t].check_options(opts, src, f"target_options.{t}")
     d.architecture_spec()
 
-
-def definition_hash(d: ModelDefinition) -> str:
-    return d.sha256()

@@ -83,11 +83,6 @@ class TensorInfo:
         """True when the tensor carries affine quantization parameters."""
         return bool(self.scale)
 
-    @property
-    def dynamic(self) -> bool:
-        """True when some dimension is unknown until run time (-1 in the shape signature)."""
-        return any(d < 0 for d in self.shape_signature)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; per-channel scales are summarised beyond 4 values."""
         q = None
@@ -127,15 +122,6 @@ class SubgraphInfo:
     def producers(self) -> dict[int, int]:
         """Tensor index -> index of the operator that writes it."""
         return {t: op.index for op in self.operators for t in op.outputs if t >= 0}
-
-    def consumers(self) -> dict[int, list[int]]:
-        """Tensor index -> indices of the operators that read it."""
-        out: dict[int, list[int]] = {}
-        for op in self.operators:
-            for t in op.inputs:
-                if t >= 0:
-                    out.setdefault(t, []).append(op.index)
-        return out
 
 
 @dataclass

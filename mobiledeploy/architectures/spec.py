@@ -11,11 +11,10 @@ Channel counts are rounded to multiples of 8 as in the reference implementation
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Activation = Literal["relu", "relu6", "hswish", "none"]
-ACTIVATIONS = ("relu", "relu6", "hswish", "none")
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -270,6 +269,3 @@ def preset(
         resolution=res,
     )
 
-
-def with_classes(spec: ArchitectureSpec, num_classes: int) -> ArchitectureSpec:
-    return replace(spec, num_classes=num_classes)

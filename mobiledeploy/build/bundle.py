@@ -126,3 +126,23 @@ def bundle_lock(out_dir: Path, wait: float = 0.0):
         f.truncate()
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
         f.close()
+
+
+def load_manifest(bundle: Path) -> dict:
+    """A built bundle's manifest.json, or a one-line UserError saying what to do."""
+    import json
+
+    bundle = Path(bundle)
+    path = bundle / "manifest.json"
+    if not bundle.is_dir():
+        raise UserError(f"{bundle}: bundle directory not found; give the -o folder of a mobiledeploy build")
+    if not path.is_file():
+        raise UserError(f"{path}: missing: the bundle is incomplete (an interrupted build?); "
+                        "rerun mobiledeploy build")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); rerun mobiledeploy build") from None
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
+        raise UserError(f"{path}: no 'artifacts' list; rerun mobiledeploy build")
+    return data

@@ -38,7 +38,6 @@ class BuildOptions:
     targets: tuple[str, ...] = ()
     jobs: int = 1
     cache: bool = True
-    explain: bool = False
     quiet: bool = False
     wait: float = 0.0
     validate: bool = True

@@ -28,7 +28,7 @@ def command(model, out, targets, jobs, no_cache, explain, samples, no_validate, 
     from ..validate.runner import failure_summary
 
     res = build(model, BuildOptions(out=Path(out), targets=tuple(targets), jobs=jobs, cache=not no_cache,
-                                    explain=explain, quiet=quiet, wait=wait, validate=not no_validate,
+                                    quiet=quiet, wait=wait, validate=not no_validate,
                                     app=not no_app, samples=samples))
     if explain:
         for step, what, why in res.explain:

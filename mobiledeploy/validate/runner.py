@@ -6,7 +6,6 @@ its reason, never "pass"; a changed or missing artifact fails, naming the file.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,25 +13,12 @@ import numpy as np
 
 from .. import __version__
 from .._quiet import native_quiet
-from ..build.bundle import sha256_path, write_bytes_atomic, write_json_atomic
+from ..build.bundle import load_manifest, sha256_path, write_bytes_atomic, write_json_atomic
 from ..errors import MissingDependencyError, UserError
 from . import metrics as M
 
 STATE_LOG = ".mobiledeploy/logs/validate.log"  # native library output during validation
 KERAS_TOLERANCE = {"max_abs": 1e-4, "min_top1_agreement": 1.0}
-
-
-def load_manifest(bundle: Path) -> dict:
-    path = Path(bundle) / "manifest.json"
-    if not Path(bundle).is_dir():
-        raise UserError(f"{bundle}: not a directory; give the -o folder of a mobiledeploy build")
-    if not path.is_file():
-        raise UserError(f"{path}: missing: the bundle is incomplete (an interrupted build?); "
-                        "rerun mobiledeploy build")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); rerun mobiledeploy build") from None
 
 
 def bundle_definition(bundle: Path):

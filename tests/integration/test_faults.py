@@ -72,8 +72,9 @@ class Maker:
 
     def __init__(self, bundle: Path):
         from mobiledeploy.architectures.weights import read_weights
+        from mobiledeploy.build.bundle import load_manifest
         from mobiledeploy.validate.inputs import load_batch
-        from mobiledeploy.validate.runner import bundle_definition, load_manifest
+        from mobiledeploy.validate.runner import bundle_definition
 
         self.bundle = bundle
         self.manifest = load_manifest(bundle)
