@@ -384,24 +384,18 @@ def _host_outputs(ctx: AppContext, model_path: Path, images: list) -> list[list[
     """The model's outputs on the host (LiteRT only), dequantized; None when it cannot run here."""
     if ctx.runtime != "litert":
         return None
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return None
-    import numpy as np
+    from ._deps import available
+    from .backends.tflite import dequantize, make_interpreter
 
-    interp = Interpreter(model_path=str(model_path))
-    interp.allocate_tensors()
+    if not available("ai_edge_litert"):
+        return None
+    interp = make_interpreter(model_path)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     results = []
-    for rgb in images:
+    for rgb in images:  # the app's own preprocessing, not validation's: that is what is golden
         interp.set_tensor(inp["index"], preprocess(ctx, rgb))
         interp.invoke()
-        y = interp.get_tensor(out["index"]).reshape(-1).astype(np.float32)
-        scale, zp = out.get("quantization", (0.0, 0))
-        if out["dtype"] != np.float32 and scale:
-            y = (y - zp) * np.float32(scale)
-        results.append([float(v) for v in y])
+        results.append([float(v) for v in dequantize(interp.get_tensor(out["index"]), out).reshape(-1)])
     return results
 
 

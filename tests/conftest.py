@@ -49,8 +49,7 @@ TINY_ARCH = {
 }
 
 
-@pytest.fixture
-def tiny_definition(example_copy: Path) -> Path:
+def tiny_data(validation_images: int = 20) -> dict:
     """The example's labels and images with a tiny custom network at 32x32 and seeded weights
     (fast conversions; near-constant outputs, so judge plumbing with it, not numerics)."""
     data = example_data()
@@ -58,8 +57,13 @@ def tiny_definition(example_copy: Path) -> Path:
     data["architecture"] = TINY_ARCH
     data.pop("weights", None)
     data["calibration"] = {"source": "calibration", "max_images": 20}
-    data["validation"] = {"source": "validation", "max_images": 20}
-    return write_definition(example_copy, data, "tiny.yaml")
+    data["validation"] = {"source": "validation", "max_images": validation_images}
+    return data
+
+
+@pytest.fixture
+def tiny_definition(example_copy: Path) -> Path:
+    return write_definition(example_copy, tiny_data(), "tiny.yaml")
 
 
 def edgetpu_reference_dir() -> Path:

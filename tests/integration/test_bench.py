@@ -17,21 +17,14 @@ def tiny_bundle(tmp_path_factory) -> Path:
     """tflite-fp32 + tflite-int8 of the tiny network, built by the real CLI."""
     import shutil
 
-    import yaml
 
     for mod in ("tensorflow", "ai_edge_litert", "torch"):
         pytest.importorskip(mod)
-    from tests.conftest import EXAMPLE, TINY_ARCH, example_data
+    from tests.conftest import EXAMPLE, tiny_data, write_definition
 
     root = tmp_path_factory.mktemp("bench")
     shutil.copytree(EXAMPLE, root / "shapes", ignore=shutil.ignore_patterns("__pycache__", "*.safetensors"))
-    data = example_data()
-    data["input"]["height"] = data["input"]["width"] = 32
-    data["architecture"] = TINY_ARCH
-    data.pop("weights", None)
-    data["calibration"] = {"source": "calibration", "max_images": 20}
-    data["validation"] = {"source": "validation", "max_images": 10}
-    (root / "shapes" / "tiny.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    write_definition(root / "shapes", tiny_data(validation_images=10), "tiny.yaml")
     out = root / "bundle"
     r = run_cli("build", str(root / "shapes" / "tiny.yaml"), "-o", str(out), "--target", "tflite-fp32",
                 "--target", "tflite-int8", "--no-app", "--no-validate", "--quiet")

@@ -97,7 +97,7 @@ def _cases():
         ref = _reference_dir()
     except pytest.skip.Exception:
         return []
-    from mobiledeploy.edgetpu.reference_cases import read_cases
+    from tests.coral_cases import read_cases
 
     return [c for c in read_cases(ref / "classification_test_cases.csv")
             if (ref / c.model).is_file() and not c.model.endswith("_edgetpu.tflite")]
@@ -108,7 +108,7 @@ def _cases():
 def test_classification_case_top1(ref, case):
     pytest.importorskip("ai_edge_litert")
     pytest.importorskip("PIL")
-    from mobiledeploy.edgetpu.reference_cases import classify
+    from tests.coral_cases import classify
 
     top = classify(ref / case.model, ref / case.image, case, top=case.k)
     assert top[0][0] == case.expected_label, top
@@ -120,7 +120,7 @@ def test_mobilenet_v2_on_the_three_images(ref):
     confident top-1 that the smaller v1 model, where confident, agrees with."""
     pytest.importorskip("ai_edge_litert")
     pytest.importorskip("PIL")
-    from mobiledeploy.edgetpu.reference_cases import classify, read_cases
+    from tests.coral_cases import classify, read_cases
 
     cases = {(c.model, c.image): c for c in read_cases(ref / "classification_test_cases.csv")}
     v2 = "mobilenet_v2_1.0_224_quant.tflite"

@@ -58,16 +58,16 @@ def test_twins_agree_on_every_preset_and_graph_variant(name, width, tmp_path):
     # through the canonical file, as users get it
     save_weights(tm, tmp_path / "w.safetensors")
     state = read_weights(tmp_path / "w.safetensors")
-    # float32's own error on this network, measured against the same model in float64: the
-    # deepest preset (MobileNetEdgeTPU, 2304-term dot products) is ~2e-5 from float64 itself,
-    # so there the twins are held to twice that floor instead of 1e-5
+    # 1e-5, unless float32 itself cannot reach it on this network: the PyTorch reference's own
+    # distance to the same model in float64 (MobileNetEdgeTPU's 2304-term dot products: ~2e-5)
+    # then sets the bound at twice that floor
     with torch.no_grad():
         exact = tm.double()(torch.from_numpy(x).double()).numpy()
     tm.float()
     floor = float(np.abs(ref - exact).max())
     bound = 1e-5 * max(1.0, float(np.abs(ref).max()))
-    if name == "mobilenet_edgetpu":
-        bound = max(bound, 2 * floor)
+    if floor > bound:
+        bound = 2 * floor
     for variant in ("fused", "lowered"):
         km = build_keras_model(spec, hswish=variant)
         load_keras_weights(km, state, spec)

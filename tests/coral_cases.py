@@ -1,16 +1,16 @@
-"""Coral's classification test cases (classification_test_cases.csv) run on the CPU with LiteRT.
-
-Interim home for the image preprocessing until the shared ``validate/inputs.py`` replaces it.
-"""
+"""Coral's classification test cases (classification_test_cases.csv) run on the CPU with LiteRT,
+decoded and resized by mobiledeploy's own ``validate.inputs``."""
 
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .._deps import require
+import numpy as np
+
+from mobiledeploy.backends.tflite import dequantize, make_interpreter
+from mobiledeploy.validate.inputs import decode_resized
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,9 @@ def read_cases(csv_path: str | Path) -> list[ClassificationCase]:
 
 
 def prepare_image(path: str | Path, width: int, height: int, means=(0.0, 0.0, 0.0),
-                  scale: float = 1.0, rgb2bgr: bool = False, dtype: str = "uint8") -> Any:
-    """Decode, resize (bilinear) to width x height, apply (x - mean) * scale, batch of 1."""
-    np = require("numpy")
-    image_mod = require("PIL.Image", "decoding images")
-    with image_mod.open(path) as im:
-        arr = np.asarray(im.convert("RGB").resize((width, height), image_mod.BILINEAR),
-                         dtype=np.float32)
+                  scale: float = 1.0, rgb2bgr: bool = False, dtype: str = "uint8") -> np.ndarray:
+    """Coral's convention on top of mobiledeploy's decode/resize: (p - mean) * scale, fed raw."""
+    arr = decode_resized(Path(path), height, width).astype(np.float32)
     if rgb2bgr:
         arr = arr[..., ::-1]
     arr = (arr - np.asarray(means, dtype=np.float32)) * scale
@@ -64,21 +60,13 @@ def prepare_image(path: str | Path, width: int, height: int, means=(0.0, 0.0, 0.
 def classify(model_path: str | Path, image_path: str | Path, case: ClassificationCase | None = None,
              top: int = 5) -> list[tuple[int, float]]:
     """Top ``top`` (label, score) pairs of a classification .tflite on the CPU (LiteRT)."""
-    np = require("numpy")
-    interpreter_mod = require("ai_edge_litert.interpreter", "running .tflite models")
-    interp = interpreter_mod.Interpreter(model_path=str(model_path))
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
+    interp = make_interpreter(model_path)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     _, h, w, _ = inp["shape"]
-    c = case or ClassificationCase(str(model_path), str(image_path), 1.0, (0, 0, 0), False, 0, 1,
-                                   -1)
-    x = prepare_image(image_path, int(w), int(h), c.means, c.scale, c.rgb2bgr,
-                      np.dtype(inp["dtype"]).name)
-    interp.set_tensor(inp["index"], x)
+    c = case or ClassificationCase(str(model_path), str(image_path), 1.0, (0, 0, 0), False, 0, 1, -1)
+    interp.set_tensor(inp["index"], prepare_image(image_path, int(w), int(h), c.means, c.scale, c.rgb2bgr,
+                                                  np.dtype(inp["dtype"]).name))
     interp.invoke()
-    out = interp.get_output_details()[0]
-    raw = interp.get_tensor(out["index"]).reshape(-1).astype(np.float32)
-    scale, zero = out["quantization"]
-    scores = (raw - zero) * scale if scale else raw
+    scores = dequantize(interp.get_tensor(out["index"]), out).reshape(-1)
     order = np.argsort(-scores)[:top]
     return [(int(i), float(scores[i])) for i in order]
