@@ -50,7 +50,7 @@ class ConvertContext:
     workdir: Path
     calibration: InputBatch  # real images, never noise
     _torch_model: Any = None
-    _keras_model: Any = None
+    _keras_models: dict = field(default_factory=dict)
 
     def torch_model(self):
         """The PyTorch reference (eval mode, canonical weights loaded)."""
@@ -68,11 +68,9 @@ class ConvertContext:
         from ..architectures.reference import build_keras_reference
 
         key = tuple(sorted(options.items()))
-        if self._keras_model is None:
-            self._keras_model = {}
-        if key not in self._keras_model:
-            self._keras_model[key] = build_keras_reference(self.definition, **options)
-        return self._keras_model[key]
+        if key not in self._keras_models:
+            self._keras_models[key] = build_keras_reference(self.definition, **options)
+        return self._keras_models[key]
 
 
 class Runner(ABC):
