@@ -105,6 +105,8 @@ def resolve_targets(definition, selected: tuple[str, ...] | list[str] = ()) -> l
     names = list(selected) or definition.targets or list(all_targets())
     out = []
     for n in names:
+        if n not in all_targets():  # the definition's own list is checked when it is loaded
+            raise UserError(f"--target: unknown target '{n}'; allowed: {', '.join(all_targets())}")
         prof = get_target(n)
         tol = definition.tolerances.get(n)
         out.append(prof.with_overrides(definition.target_options.get(n),

@@ -106,3 +106,11 @@ def test_weights_of_another_architecture(example_copy):
     r = run_cli("build", str(example_copy / "shapes.yaml"), "-o", str(example_copy / "out"), "--quiet")
     assert r.returncode == 2 and "weights do not match the architecture" in r.stderr
     assert not (example_copy / "out").exists()
+
+
+def test_unknown_target_option_names_the_flag(example_copy):
+    r = run_cli("build", str(example_copy / "shapes.yaml"), "-o", str(example_copy / "out"),
+                "--target", "tflite-int4")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: --target: unknown target 'tflite-int4'; allowed: tflite-fp32")
+    assert not (example_copy / "out").exists()
