@@ -86,7 +86,7 @@ def _resolved_definition(d, weights_name: str) -> dict:
 def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     """Build the whole bundle for a definition into ``opts.out``."""
     from ..definition import load_definition
-    from ..validate.inputs import list_images
+    from ..validate.inputs import select_images
 
     say = Reporter(opts.quiet)
     d = load_definition(definition_path)
@@ -99,13 +99,8 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory; choose another -o")
     labels = d.labels_list()
-    calib_files = [p for p, _ in list_images(d.path(d.calibration.source), labels,
-                                              where=f"{d.source_path}: calibration")]
-    val_items = list_images(d.path(d.validation.source), labels, where=f"{d.source_path}: validation")
-    if d.validation.max_images:
-        from ..validate.inputs import _spread
-
-        val_items = _spread(val_items, d.validation.max_images)
+    calib_files = [p for p, _ in select_images(d, "calibration")]
+    val_items = select_images(d, "validation")
     for t in targets:  # the definition is sound; a missing extra is a user error before any write
         entry(t.backend).check()
 

@@ -88,13 +88,19 @@ def normalise(pixels: np.ndarray, input_spec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
+def select_images(definition, which: str, limit: int | None = None) -> list[tuple[Path, int | None]]:
+    """The calibration or validation images a definition uses: its source, capped by
+    ``max_images`` (and ``limit``), spread evenly so that a cap keeps every class."""
+    src = getattr(definition, which)
+    items = list_images(definition.path(src.source), definition.labels_list(),
+                        where=f"{definition.source_path}: {which}")
+    cap = min(x for x in (limit, src.max_images, len(items)) if x is not None)
+    return _spread(items, cap)
+
+
 def load_batch(definition, which: str = "validation", limit: int | None = None) -> InputBatch:
     """Decode and preprocess the definition's calibration or validation images once."""
-    src = getattr(definition, which)
-    labels = definition.labels_list()
-    items = list_images(definition.path(src.source), labels, where=f"{definition.source_path}: {which}")
-    cap = min(x for x in (limit, src.max_images, len(items)) if x is not None)
-    items = _spread(items, cap)
+    items = select_images(definition, which, limit)
     inp = definition.input
     pixels = np.stack([decode_resized(p, inp.height, inp.width, inp.resize) for p, _ in items])
     return InputBatch(
