@@ -39,4 +39,4 @@ app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
 	$(PY) -m mobiledeploy.app_sync
 
 clean:
-	rm -rf $(OUT) .pytest_cache .ruff_cache build-out
+	rm -rf $(OUT) .pytest_cache .ruff_cache
