@@ -58,16 +58,14 @@ def test_twins_agree_on_every_preset_and_graph_variant(name, width, tmp_path):
     # through the canonical file, as users get it
     save_weights(tm, tmp_path / "w.safetensors")
     state = read_weights(tmp_path / "w.safetensors")
-    # 1e-5, unless float32 itself cannot reach it on this network: the PyTorch reference's own
-    # distance to the same model in float64 (MobileNetEdgeTPU's 2304-term dot products: ~2e-5)
-    # then sets the bound at twice that floor
+    # 1e-5, or twice float32's own error where that is larger: the PyTorch reference's distance
+    # to the same model in float64 (~9e-6 on Large, ~2e-5 on MobileNetEdgeTPU, and it varies
+    # run to run with thread scheduling); two float32 twins may each be that far from exact
     with torch.no_grad():
         exact = tm.double()(torch.from_numpy(x).double()).numpy()
     tm.float()
     floor = float(np.abs(ref - exact).max())
-    bound = 1e-5 * max(1.0, float(np.abs(ref).max()))
-    if floor > bound:
-        bound = 2 * floor
+    bound = max(1e-5 * max(1.0, float(np.abs(ref).max())), 2 * floor)
     for variant in ("fused", "lowered"):
         km = build_keras_model(spec, hswish=variant)
         load_keras_weights(km, state, spec)
