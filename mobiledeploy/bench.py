@@ -4,6 +4,11 @@ Every engine (LiteRT, ExecuTorch, the eager PyTorch and Keras references) runs i
 subprocess (``python -m mobiledeploy.bench``), so engines share neither memory nor thread pools
 and ``ru_maxrss`` is that engine's own peak. Latency: warm-up, then the median and p90 of
 ``runs`` single-sample invocations on a real validation image, ``threads`` threads.
+
+``no_amx`` denies every engine Intel AMX (see ``mobiledeploy.amx``): on a Xeon with AMX, LiteRT's
+XNNPACK runs int8 convolutions on AMX tiles, which pad narrow layers to 64 channels; without it
+the int8 figures are those of the AVX512-VNNI kernels, as on x86 CPUs without AMX. Every row
+records what happened (``amx``: granted, denied, not requested, n/a).
 """
 
 from __future__ import annotations
@@ -140,13 +145,16 @@ def _model_stats(d) -> dict[str, Any]:
 
 
 def run_engine(engine: str, *, path: Path | None, bundle: Path, input_path: Path, runs: int,
-               threads: int, warmup: int, timeout: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
+               threads: int, warmup: int, no_amx: bool = False, timeout: float = CHILD_TIMEOUT_S
+               ) -> dict[str, Any]:
     """Run one engine in a fresh subprocess; its JSON result (status ok/skipped/failed)."""
     cmd = [sys.executable, "-m", "mobiledeploy.bench", "--engine", engine, "--bundle", str(bundle),
            "--input", str(input_path), "--runs", str(runs), "--threads", str(threads),
            "--warmup", str(warmup)]
     if path is not None:
         cmd += ["--path", str(path)]
+    if no_amx:
+        cmd.append("--no-amx")
     # one thread pool per process, sized by --threads; quiet TensorFlow
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore",
            "OMP_NUM_THREADS": str(threads)}
@@ -162,17 +170,23 @@ def run_engine(engine: str, *, path: Path | None, bundle: Path, input_path: Path
 
 
 def bench_bundle(bundle: str | Path, *, runs: int = 300, threads: int = 2, warmup: int | None = None,
-                 references: bool = True, targets: tuple[str, ...] = (), say=lambda m: None
-                 ) -> dict[str, Any]:
+                 references: bool = True, targets: tuple[str, ...] = (), no_amx: bool = False,
+                 say=lambda m: None) -> dict[str, Any]:
     """Benchmark every artifact of a built bundle (and the eager references) on this host.
 
     Returns ``{"machine", "model", "bundle", "results": [row]}``; each row has ``target``,
     ``latency_ms`` ({median, p90, mean, min} or None), ``bytes``, ``runs``, ``threads``,
     ``xnnpack_partitions``, ``peak_rss_mb``, ``rss_delta_mb``, ``bound_ms``, ``device``,
-    ``executor``, ``status`` (ok | skipped | failed) and ``reason``.
+    ``executor``, ``amx``, ``status`` (ok | skipped | failed) and ``reason``. ``no_amx`` denies
+    the engines AMX (UserError where that cannot be done: not x86-64 Linux).
     """
+    from . import amx
     from .build.bundle import load_manifest
+    from .errors import UserError
 
+    if no_amx and not amx.supported():
+        raise UserError(f"--no-amx: AMX can only be denied on x86-64 Linux (this is "
+                        f"{platform.system()} {platform.machine()}); drop the flag")
     bundle = Path(bundle)
     manifest = load_manifest(bundle)  # UserError (exit 2) when the bundle or manifest is missing
     warmup = warmup if warmup is not None else max(5, min(50, runs // 10))
@@ -182,7 +196,7 @@ def bench_bundle(bundle: str | Path, *, runs: int = 300, threads: int = 2, warmu
         input_path, d = _write_input(bundle, Path(tmp))
         model = _model_stats(d)
         common = {"bundle": bundle, "input_path": input_path, "runs": runs, "threads": threads,
-                  "warmup": warmup}
+                  "warmup": warmup, "no_amx": no_amx}
         jobs: list[tuple[dict[str, Any], str | None, Path | None]] = []
         if references:
             for ref in ("reference-pytorch", "reference-keras"):
@@ -215,7 +229,7 @@ def bench_bundle(bundle: str | Path, *, runs: int = 300, threads: int = 2, warmu
             row["bound_ms"] = bound_ms(model["macs"], machine["peak"], row.get("precision", "fp32"))
             rows.append(row)
     return {"machine": machine, "model": model, "bundle": str(bundle), "warmup": warmup,
-            "results": rows}
+            "no_amx": no_amx, "results": rows}
 
 
 # -- child: one engine, one process --------------------------------------------------------------
@@ -345,14 +359,19 @@ def _child(argv: list[str]) -> int:
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--no-amx", action="store_true")
     a = p.parse_args(argv)
+    from . import amx
+
+    if a.no_amx and amx.cpu_has_amx():
+        amx.deny()  # before any runtime is imported: XNNPACK asks once, at initialisation
     x = np.load(a.input)
     base = [_rss_mb()]
     try:
         target = a.bundle if a.engine.startswith("reference") else a.path
         out = _ENGINES[a.engine](target, x, a.runs, a.threads, a.warmup, base)
         out.update(status="ok", reason="", runs=a.runs, peak_rss_mb=round(_maxrss_mb(), 1),
-                   rss_delta_mb=round(_maxrss_mb() - base[0], 1))
+                   rss_delta_mb=round(_maxrss_mb() - base[0], 1), amx=amx.state())
         if a.engine == "tflite":  # after the peak is read: this loads a second interpreter
             from .tflite_reader import xnnpack_partitions
 
@@ -379,10 +398,13 @@ def print_table(report: dict[str, Any], console=None) -> None:
     peak = m["peak"]
     title = (f"{report['model']['name']}: {report['model']['macs'] / 1e6:.1f} M MACs on {m['cpu']} "
              f"({m['threads']} threads of {m['cores']} cores, {m['isa']})")
+    amx_col = any(r.get("amx") not in (None, "n/a") for r in report["results"])
+    if report.get("no_amx"):
+        title += ", AMX denied"
     t = Table(title=title, caption=("bound = MACs / peak: " + peak["assumption"])
               if peak.get("available") else None)
     for col in ("target", "device", "median ms", "p90 ms", "bound ms", "MB", "XNNPACK parts",
-                "peak RSS MB", "status"):
+                "peak RSS MB", *(["AMX"] if amx_col else []), "status"):
         t.add_column(col, justify="right" if "ms" in col or "MB" in col or "parts" in col else "left")
     for r in report["results"]:
         lat = r.get("latency_ms") or {}
@@ -394,7 +416,8 @@ def print_table(report: dict[str, Any], console=None) -> None:
         status = f"[{color}]{r['status']}[/]" + (f" {r['reason'][:60]}" if r.get("reason") else "")
         t.add_row(r["target"], r.get("device", ""), f(lat.get("median")), f(lat.get("p90")),
                   f(r.get("bound_ms"), "{:.3f}"), f((r.get("bytes") or None) and r["bytes"] / 1e6, "{:.2f}"),
-                  f(r.get("xnnpack_partitions"), "{}"), f(r.get("peak_rss_mb"), "{:.0f}"), status)
+                  f(r.get("xnnpack_partitions"), "{}"), f(r.get("peak_rss_mb"), "{:.0f}"),
+                  *([r.get("amx") or ""] if amx_col else []), status)
     (console or Console(width=160)).print(t)
 
 

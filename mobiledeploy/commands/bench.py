@@ -15,8 +15,11 @@ import click
               help="Threads of every engine (LiteRT num_threads, ExecuTorch pool, torch, TF).")
 @click.option("--target", "targets", multiple=True, help="Only this target (repeatable).")
 @click.option("--no-references", is_flag=True, help="Skip the eager PyTorch and Keras rows.")
+@click.option("--no-amx", is_flag=True,
+              help="Deny the engines Intel AMX (x86-64 Linux): int8 then runs on the AVX512-VNNI/AVX2 "
+                   "kernels of CPUs without AMX, closer to what phones and most hosts run.")
 @click.option("--quiet", "-q", is_flag=True, help="No table (with --json).")
-def command(bundle, json_path, runs, threads, targets, no_references, quiet):
+def command(bundle, json_path, runs, threads, targets, no_references, no_amx, quiet):
     """Benchmark every artifact of BUNDLE on this host, each engine in its own process."""
     import json
     from pathlib import Path
@@ -25,7 +28,7 @@ def command(bundle, json_path, runs, threads, targets, no_references, quiet):
 
     say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     report = bench_bundle(Path(bundle), runs=runs, threads=threads, references=not no_references,
-                          targets=tuple(targets), say=say)
+                          targets=tuple(targets), no_amx=no_amx, say=say)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n")

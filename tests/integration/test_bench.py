@@ -86,6 +86,30 @@ def test_coreml_rows_are_skipped_not_passed(tiny_bundle: Path, tmp_path: Path):
     assert rows["tflite-fp32"]["status"] == "ok"
 
 
+@pytest.mark.slow
+def test_no_amx_rows_say_denied(tiny_bundle: Path, tmp_path: Path):
+    """--no-amx runs every engine under the filter and says so per row; by default LiteRT is granted
+    AMX where the CPU has it."""
+    from mobiledeploy import amx
+
+    if not amx.supported():
+        pytest.skip("x86-64 Linux only")
+    reports = {}
+    for flag in ((), ("--no-amx",)):
+        out = tmp_path / f"bench{len(flag)}.json"
+        r = run_cli("bench", str(tiny_bundle), "--json", str(out), "--runs", "5", "--threads", "1",
+                    "--no-references", *flag)
+        assert r.returncode == 0, r.stderr
+        reports[flag] = json.loads(out.read_text())
+    denied = reports[("--no-amx",)]
+    assert denied["no_amx"] is True and reports[()]["no_amx"] is False
+    for row in denied["results"]:
+        assert row["status"] == "ok", row
+        assert row["amx"] == ("denied" if amx.cpu_has_amx() else "n/a")
+    for row in reports[()]["results"]:
+        assert row["amx"] == ("granted" if amx.cpu_has_amx() else "n/a")
+
+
 @pytest.mark.parametrize("make", ["missing", "no_manifest"])
 def test_missing_bundle_exits_2(tmp_path: Path, make: str):
     target = tmp_path / "nothing"
