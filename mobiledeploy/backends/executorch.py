@@ -3,7 +3,8 @@
 ``torch.export`` -> graph rewrites (``et_quant.rewrite_graph``) -> [int8: XNNPACKQuantizer,
 calibrated on the definition's real calibration images] -> ``to_edge_transform_and_lower`` with
 the ``XnnpackPartitioner`` -> ``.to_executorch()``. The manifest gets the delegation report:
-how many ops XNNPACK took and which ops run on ExecuTorch's portable kernels.
+how many ops XNNPACK took, which ops run on ExecuTorch's portable kernels, and how many
+int8<->fp32 converts run inside the delegate.
 """
 
 from __future__ import annotations
@@ -37,11 +38,20 @@ def delegation_report(edge_program) -> dict[str, Any]:
 
     ``edge_program`` is an ``EdgeProgramManager`` after ``to_edge_transform_and_lower`` (or its
     ``exported_program()``). Ops inside a delegate are counted from the lowered modules' graphs.
+    ``xnnpack_converts``: the quantize/dequantize ops XNNPACK runs as separate convert ops (a
+    float<->int8 boundary: the program's input and output, or a float op inside an int8 graph);
+    the others are folded into the int8 op they belong to.
     """
+    from executorch.backends.xnnpack.utils.quant_utils import (
+        is_dequant,
+        is_quant,
+        is_tagged_as_implicit_q_dq,
+    )
+
     ep = edge_program.exported_program() if hasattr(edge_program, "exported_program") else edge_program
     outside: Counter[str] = Counter()
     inside: Counter[str] = Counter()
-    partitions = 0
+    partitions = converts = 0
     for node in ep.graph.nodes:
         if node.op != "call_function":
             continue
@@ -52,6 +62,7 @@ def delegation_report(edge_program) -> dict[str, Any]:
             for n in lowered.original_module.graph.nodes:
                 if n.op == "call_function" and _op_name(n.target) not in _NOT_OPS:
                     inside[_op_name(n.target)] += 1
+                    converts += (is_quant(n) or is_dequant(n)) and not is_tagged_as_implicit_q_dq(n)
         elif name not in _NOT_OPS:
             outside[name] += 1
     return {
@@ -61,6 +72,7 @@ def delegation_report(edge_program) -> dict[str, Any]:
         "delegated_op_types": dict(sorted(inside.items())),
         "non_delegated_ops": sum(outside.values()),
         "non_delegated_op_types": dict(sorted(outside.items())),
+        "xnnpack_converts": int(converts),
     }
 
 
@@ -70,7 +82,7 @@ def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "
     """Export an eval-mode ``model`` (NCHW float -> logits) to .pte bytes delegated to XNNPACK.
 
     ``precision`` is "fp32" or "int8"; int8 needs ``calibration`` (N, C, H, W) float32 real
-    images. ``quantize_activations`` decomposes h-swish/hard-sigmoid so they run in int8 too.
+    images. ``quantize_activations`` runs h-swish and the SE gates in int8 too (see ``et_quant``).
     Returns (pte bytes, facts for the manifest).
     """
     import torch
@@ -78,7 +90,6 @@ def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "
     from .._deps import require
 
     require("executorch", "the ExecuTorch backend")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     from . import et_quant
@@ -91,7 +102,8 @@ def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "
     example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
     with torch.no_grad():
         edge = to_edge_transform_and_lower(torch.export.export(gm, example),
-                                           partitioner=[XnnpackPartitioner()])
+                                           partitioner=[et_quant.partitioner(
+                                               int8_hardswish=facts["int8_hardswish"])])
     facts.update(delegation_report(edge))
     return edge.to_executorch().buffer, facts
 

@@ -90,20 +90,59 @@ def built(demo, tmp_path_factory):
 
 
 def test_rewrites_keep_the_float_function(demo):
-    """Every graph rewrite (mean keepdim, h-swish, h-sigmoid) is the same function to 1e-5."""
+    """Every graph rewrite (mean keepdim, SE gate folded into fc2 and the projection) is the same
+    function to 1e-5 of the logit scale, and the reference's weights are left untouched."""
     import torch
 
     ctx, model, _, valid, _ = demo
     x = valid.x[:8]
     want = _torch_logits(model, x)
     gm = torch.export.export(model, (torch.from_numpy(x[:1]),)).module()
-    counts = et_quant.rewrite_graph(gm, hardswish=True, hardsigmoid=True)
-    assert counts["hardswish"] > 0 and counts["hardsigmoid"] > 0 and counts["mean_keepdim"] == 1
-    names = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
-    assert not any("hardswish" in n or "hardsigmoid" in n for n in names)
+    counts = et_quant.rewrite_graph(gm)
+    # every SE gate of MobileNetV3-Small folds (no 1x1 depthwise fallback); h-swish stays one op
+    assert counts == {"mean_keepdim": 1, "gate_folded": 9, "hardsigmoid": 0}, counts
+    names = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert not any("hardsigmoid" in n for n in names)
+    assert sum("hardswish" in n for n in names) == 19
     with torch.no_grad():
         got = np.concatenate([gm(torch.from_numpy(x[i:i + 1])).numpy() for i in range(len(x))])
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, want, atol=1e-5 * float(np.abs(want).max()), rtol=0)
+    np.testing.assert_array_equal(_torch_logits(model, x), want)  # weights folded into copies
+
+
+def test_unfoldable_hardsigmoid_falls_back_to_a_depthwise_affine():
+    """A hard-sigmoid whose 1/6 has no conv to go into (here: an add follows) becomes
+    clamp(dwconv1x1(x)); one that feeds a conv through a multiply is folded (its conv given a
+    bias if it had none). Same function."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Conv2d(4, 4, 1)
+            self.proj = torch.nn.Conv2d(4, 3, 1, bias=False)
+            self.other = torch.nn.Conv2d(4, 4, 1)
+            self.nobias = torch.nn.Conv2d(4, 4, 1, bias=False)
+            self.proj2 = torch.nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            hsig = torch.nn.functional.hardsigmoid
+            folded = self.proj(x * hsig(self.fc(x)))
+            kept = hsig(self.other(x)) + 1.0
+            folded2 = self.proj2(x * hsig(self.nobias(x)))
+            return folded, kept, folded2
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(1, 4, 5, 5) * 4
+    with torch.no_grad():
+        want = net(x)
+        gm = torch.export.export(net, (x,)).module()
+        counts = et_quant.rewrite_graph(gm)
+        got = gm(x)
+    assert counts["gate_folded"] == 2 and counts["hardsigmoid"] == 1, counts
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), atol=1e-6, rtol=0)
 
 
 def test_fp32_pte_matches_torch_on_real_images(demo, built):
@@ -127,7 +166,14 @@ def test_delegation_report_counts_ops(built):
         assert facts["delegated_ops"] == sum(facts["delegated_op_types"].values()) > 50
         assert facts["delegated_op_types"]["convolution.default"] >= 52
     fp32 = built["executorch-xnnpack"][2]["delegated_op_types"]
-    assert fp32["hardswish.default"] > 0  # fp32 keeps XNNPACK's native h-swish kernel
+    int8 = built["executorch-xnnpack-int8"][2]
+    # both keep XNNPACK's native h-swish (int8: its int8 kernel) and add no op to the network's
+    # convs; the int8 graph converts float<->int8 only at its edges (input, output, and around
+    # the head's 1x1 layout copy before the flatten)
+    assert int8["delegated_op_types"]["hardswish.default"] == fp32["hardswish.default"] == 19
+    assert int8["delegated_op_types"]["convolution.default"] == fp32["convolution.default"] == 52
+    assert int8["xnnpack_converts"] <= 4, int8["xnnpack_converts"]
+    assert built["executorch-xnnpack"][2]["xnnpack_converts"] == 0
 
 
 def test_int8_pte_agrees_with_torch(demo, built):
@@ -150,18 +196,55 @@ def test_int8_pte_agrees_with_torch(demo, built):
 
 
 def test_quantize_activations_leaves_no_float_compute(demo):
-    """With the option on, every activation entering a compute op is int8; stock leaves
-    h-swish/h-sigmoid (and the ops around them) in float."""
+    """With the option on, every activation entering a compute op is int8 and XNNPACK runs
+    h-swish as an int8 op (no converts around it); stock leaves h-swish/h-sigmoid (and the ops
+    around them) in float between int8<->fp32 converts."""
+    import torch
+    from executorch.exir import to_edge_transform_and_lower
+
+    from mobiledeploy.backends.executorch import delegation_report
+
     ctx, model, calib, _, _ = demo
     shape = tuple(calib.x.shape[1:])
     full, facts = et_quant.prepare_module(model, shape, precision="int8", calibration=calib.x[:4])
-    stock, _ = et_quant.prepare_module(model, shape, precision="int8", calibration=calib.x[:4],
-                                       quantize_activations=False)
+    stock, stock_facts = et_quant.prepare_module(model, shape, precision="int8",
+                                                 calibration=calib.x[:4],
+                                                 quantize_activations=False)
     assert et_quant.float_compute_ops(full) == []
     left = et_quant.float_compute_ops(stock)
     assert any(op.startswith("hardswish") for op in left), left
     assert any(op.startswith("hardsigmoid") for op in left), left
     assert facts["float_compute_ops"] == 0
+    assert facts["int8_hardswish"] is True and stock_facts["int8_hardswish"] is False
+    assert stock_facts["graph_rewrites"]["gate_folded"] == 0  # stock: the quantizer's own graph
+    converts = {}
+    for name, gm, f in (("full", full, facts), ("stock", stock, stock_facts)):
+        example = (torch.zeros((1, *shape)),)
+        edge = to_edge_transform_and_lower(
+            torch.export.export(gm, example),
+            partitioner=[et_quant.partitioner(int8_hardswish=f["int8_hardswish"])])
+        converts[name] = delegation_report(edge)["xnnpack_converts"]
+    assert converts["full"] <= 4 < 2 * 19 <= converts["stock"], converts
+
+
+def test_int8_pte_computes_the_quantized_graph(demo, built):
+    """XNNPACK's int8 kernels (h-swish included) compute what the converted PT2E graph means:
+    the .pte agrees with its fake-quantized PyTorch twin as closely as int8 rounding allows."""
+    import torch
+
+    from mobiledeploy.validate import metrics
+
+    ctx, model, calib, valid, trained = demo
+    target, path, _ = built["executorch-xnnpack-int8"]
+    gm, _ = et_quant.prepare_module(model, tuple(calib.x.shape[1:]), precision="int8",
+                                    calibration=calib.x[:target.options["calibration_samples"]])
+    with torch.no_grad():
+        sim = np.concatenate([gm(torch.from_numpy(valid.x[i:i + 1])).numpy()
+                              for i in range(len(valid))])
+    got = ExecuTorchBackend().load(path, target, ctx.definition).run(valid)
+    assert metrics.snr_db(sim, got) >= 25.0, metrics.snr_db(sim, got)
+    if trained:
+        assert float((got.argmax(1) == sim.argmax(1)).mean()) >= 0.95
 
 
 def test_conversion_is_byte_identical(demo, built, tmp_path):
