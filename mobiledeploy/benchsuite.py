@@ -6,6 +6,12 @@ heavy imports a conversion process pays, validation per sample per target, then 
 demo bundle and a MobileNetV3-Small 1.0 @224 bundle (int8 vs fp32, TFLite and ExecuTorch side
 by side), each latency read against the compute bound of this CPU.
 
+int8 at 224 is measured three ways in the same run: the default (lowered) int8 graphs, the stock
+converters' graphs (``lowering: none`` / ``quantize_activations: false``), and a control network
+(the same table with ReLU instead of h-swish: what int8 gains on this CPU when activations cost
+nothing); on a CPU with AMX each with AMX allowed (LiteRT asks for it and gets it) and denied. The stock
+graphs are also validated on the demo's held-out images next to the lowered ones.
+
     python -m mobiledeploy.benchsuite --out bench [--runs 300] [--threads 2] [--keep DIR]
 """
 
@@ -30,6 +36,10 @@ DEMO = ROOT / "examples" / "shapes" / "shapes.yaml"
 BIG_TARGETS = ("tflite-fp32", "tflite-int8", "executorch-xnnpack", "executorch-xnnpack-int8")
 # what issue 10 asks of the int8 artifacts at 224 (median latency, int8 / fp32)
 RATIO_GOALS = {"tflite": 0.6, "executorch": 0.75}
+# the stock converters' int8 graphs, the baseline of the lowering
+STOCK_OPTIONS = {"tflite-int8": {"lowering": "none"}, "executorch-xnnpack-int8": {"quantize_activations": False}}
+RUNTIME_TARGETS = {"tflite": ("tflite-fp32", "tflite-int8"),
+                   "executorch": ("executorch-xnnpack", "executorch-xnnpack-int8")}
 HEAVY_IMPORTS = ("tensorflow", "torch", "executorch.runtime", "ai_edge_litert.interpreter", "coremltools")
 HELP_BUDGET_S = 0.25
 
@@ -161,12 +171,15 @@ def validation_costs(bundle: Path) -> dict[str, Any]:
                               for r in rep["results"] if r.get("seconds") is not None}}
 
 
-def run_bench(bundle: Path, json_path: Path, runs: int, threads: int) -> dict[str, Any]:
+def run_bench(bundle: Path, json_path: Path, runs: int, threads: int, *, no_amx: bool = False,
+              references: bool = True) -> dict[str, Any]:
     """The bench command through the CLI, as a user runs it."""
     t0 = time.monotonic()
-    proc = subprocess.run(_cli() + ["bench", str(bundle), "--json", str(json_path), "--runs", str(runs),
-                                    "--threads", str(threads), "--quiet"],
-                          capture_output=True, text=True, env=_env())
+    cmd = _cli() + ["bench", str(bundle), "--json", str(json_path), "--runs", str(runs),
+                    "--threads", str(threads), "--quiet"]
+    cmd += ["--no-amx"] if no_amx else []
+    cmd += [] if references else ["--no-references"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     if proc.returncode != 0:
         raise RuntimeError(f"mobiledeploy bench {bundle} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
     rep = json.loads(json_path.read_text())
@@ -221,15 +234,19 @@ def demo_definition(tmp: Path) -> tuple[Path, str]:
     data = yaml.safe_load(DEMO.read_text())
     if data.get("weights") and (DEMO.parent / data["weights"]).exists():
         return DEMO, "trained weights (examples/shapes/shapes.safetensors)"
+    data.pop("weights", None)
     _absolute_sources(data)
     return (_with_recalibrated_weights(data, tmp, "shapes"),
             "seeded weights, BN recalibrated (examples/shapes/shapes.safetensors not present)")
 
 
-def _absolute_sources(data: dict) -> None:
-    data["labels"] = str(DEMO.parent / data["labels"])
+def _absolute_sources(data: dict, root: Path = DEMO.parent) -> None:
+    """Make the definition's relative paths absolute (it is written elsewhere)."""
+    for k in ("labels", "weights"):
+        if data.get(k):
+            data[k] = str(root / data[k])
     for k in ("calibration", "validation"):
-        data[k]["source"] = str(DEMO.parent / data[k]["source"])
+        data[k]["source"] = str(root / data[k]["source"])
 
 
 def big_definition(tmp: Path) -> Path:
@@ -245,6 +262,44 @@ def big_definition(tmp: Path) -> Path:
     return _with_recalibrated_weights(data, tmp, "mnv3_small_224")
 
 
+def stock_definition(definition: Path, tmp: Path) -> Path:
+    """The same model with only the int8 targets, built the stock converters' way."""
+    import yaml
+
+    data = yaml.safe_load(definition.read_text())
+    _absolute_sources(data, definition.parent)
+    data.update(name=f"{data['name']}_stock", targets=list(STOCK_OPTIONS))
+    opts = data.get("target_options") or {}
+    data["target_options"] = {**opts, **{t: {**opts.get(t, {}), **o} for t, o in STOCK_OPTIONS.items()}}
+    path = tmp / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def relu_control_definition(tmp: Path) -> Path:
+    """MobileNetV3-Small @224 with ReLU in place of every h-swish (SE, 5x5 kernels and widths
+    kept): what int8 gains on this CPU when the activations cost nothing."""
+    import yaml
+
+    from .architectures.spec import PRESETS
+
+    raw = PRESETS["mobilenet_v3_small"]
+    data = yaml.safe_load(DEMO.read_text())
+    _absolute_sources(data)
+    data.pop("weights", None)
+    data.update(name="relu_control_224", targets=list(BIG_TARGETS))
+    data["input"].update(height=224, width=224)
+    data["architecture"] = {
+        "stem": {"out": raw.stem[0], "kernel": raw.stem[1], "stride": raw.stem[2], "activation": "relu"},
+        "blocks": [{"kernel": r.kernel, "exp": int(r.exp), "out": r.out, "se": r.se, "activation": "relu",
+                    "stride": r.stride} for r in raw.rows],
+        "last_stage": {"conv": raw.last_conv, "activation": "relu"},
+        "head": {"hidden": raw.head_hidden, "activation": "relu"},
+    }
+    data["android"] = {"application_id": "dev.mobiledeploy.relu224", "app_name": "relu224"}
+    return _with_recalibrated_weights(data, tmp, "relu_control_224")
+
+
 # -- reading the numbers -------------------------------------------------------------------------
 
 def _lat(rep: dict, target: str) -> float | None:
@@ -258,18 +313,60 @@ def _row(rep: dict, target: str) -> dict:
     return next((r for r in rep["results"] if r["target"] == target), {})
 
 
-def int8_ratios(rep: dict) -> dict[str, Any]:
-    """int8 / fp32 median latency per runtime, against the goals of issue 10."""
-    out = {}
-    for rt, (fp, q) in {"tflite": ("tflite-fp32", "tflite-int8"),
-                        "executorch": ("executorch-xnnpack", "executorch-xnnpack-int8")}.items():
-        a, b = _lat(rep, fp), _lat(rep, q)
-        ratio = round(b / a, 3) if a and b else None
-        out[rt] = {"fp32_ms": a, "int8_ms": b, "ratio": ratio, "goal": RATIO_GOALS[rt],
-                   "meets_goal": ratio is not None and ratio <= RATIO_GOALS[rt],
-                   "int8_partitions": _row(rep, q).get("xnnpack_partitions"),
-                   "int8_undelegated_ops": _row(rep, q).get("undelegated_ops")}
+VARIANT_LABELS = {"lowered": "lowered (default)", "stock": "stock converter",
+                  "relu_control": "control: ReLU instead of h-swish"}
+
+
+def amx_modes() -> dict[str, bool]:
+    """AMX modes to bench in: {label: no_amx}. Both where the CPU has AMX, one otherwise."""
+    from . import amx
+
+    if amx.supported() and amx.cpu_has_amx():
+        return {"AMX allowed": False, "AMX denied": True}
+    return {"no AMX on this CPU": False}
+
+
+def int8_ratios(matrix: dict[str, dict[str, dict]]) -> list[dict[str, Any]]:
+    """int8 / fp32 median latency per runtime, int8 graph and AMX mode (goals of issue 10).
+
+    ``matrix[variant][amx_mode]`` is a bench report; the stock bundle has int8 targets only, so
+    its fp32 is the lowered bundle's, measured in the same mode.
+    """
+    out = []
+    for rt, (fp, q) in RUNTIME_TARGETS.items():
+        for variant, by_mode in matrix.items():
+            for mode, rep in by_mode.items():
+                fp_rep = matrix["lowered"][mode] if variant == "stock" else rep
+                a, b = _lat(fp_rep, fp), _lat(rep, q)
+                ratio = round(b / a, 3) if a and b else None
+                out.append({"runtime": rt, "variant": variant, "amx": mode, "fp32_ms": a, "int8_ms": b,
+                            "ratio": ratio, "goal": RATIO_GOALS[rt],
+                            "meets_goal": ratio is not None and ratio <= RATIO_GOALS[rt],
+                            "int8_partitions": _row(rep, q).get("xnnpack_partitions"),
+                            "int8_undelegated_ops": _row(rep, q).get("undelegated_ops"),
+                            # what the int8 engine did with AMX: ExecuTorch's XNNPACK never asks
+                            "int8_amx": _row(rep, q).get("amx")})
     return out
+
+
+def accuracy_pairs(lowered: Path, stock: Path) -> list[dict[str, Any]]:
+    """Validation metrics of the lowered and the stock int8 artifacts of the same model."""
+    rows = []
+    for label, bundle in (("lowered", lowered), ("stock", stock)):
+        path = bundle / "report" / "validation.json"
+        if not path.exists():
+            continue
+        rep = json.loads(path.read_text())
+        ref = next((r for r in rep["results"] if r["target"] == f"reference-{rep.get('reference')}"), {})
+        for r in rep["results"]:
+            if r["target"] in STOCK_OPTIONS:
+                m = r.get("metrics") or {}
+                rows.append({"target": r["target"], "graph": label, "status": r["status"],
+                             "top1_accuracy": m.get("top1_accuracy"), "snr_db": m.get("snr_db"),
+                             "max_abs": m.get("max_abs"), "top1_agreement": m.get("top1_agreement"),
+                             "reference_top1": (ref.get("metrics") or {}).get("top1_accuracy"),
+                             "samples": rep.get("samples")})
+    return sorted(rows, key=lambda r: (r["target"], r["graph"]))
 
 
 def findings(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -309,14 +406,16 @@ def findings(res: dict[str, Any]) -> list[dict[str, Any]]:
         f.append({"cost": "validation per sample", "figure": f"{name} {ms:.1f} ms/sample",
                   "excess": ms / 50.0, "budget": "50 ms/sample",
                   "fix": f"batch {name}'s inputs or load its runtime once"})
-    for rt, r in res["mnv3_small_224"]["int8_ratios"].items():
-        if r["ratio"] is None:
+    ratios = res["mnv3_small_224"]["int8_ratios"]
+    default_mode = next(iter(res["mnv3_small_224"]["matrix"]["lowered"]))
+    for r in ratios:
+        if r["variant"] != "lowered" or r["amx"] != default_mode or r["ratio"] is None:
             continue
-        f.append({"cost": f"{rt} int8 vs fp32 @224",
+        f.append({"cost": f"{r['runtime']} int8 vs fp32 @224",
                   "figure": f"int8 {r['int8_ms']:.2f} ms / fp32 {r['fp32_ms']:.2f} ms = {r['ratio']:.2f}x "
-                            f"(int8 XNNPACK partitions {r['int8_partitions']})",
+                            f"(int8 XNNPACK partitions {r['int8_partitions']}, {r['amx']})",
                   "excess": r["ratio"] / r["goal"], "budget": f"<= {r['goal']}x",
-                  "fix": _int8_fix(rt, r)})
+                  "fix": _int8_fix(r, ratios)})
     for label, rep in (("demo", res["demo"]["bench"]), ("@224", res["mnv3_small_224"]["bench"])):
         for r in rep["results"]:
             left = r.get("undelegated_ops") or []
@@ -345,16 +444,30 @@ def _xnnpack_fix(left: set[str]) -> str:
     return "; ".join(fixes) or "merge the partitions"
 
 
-def _int8_fix(rt: str, r: dict) -> str:
+def _int8_fix(r: dict, ratios: list[dict]) -> str:
     if r["meets_goal"]:
         return "none needed"
     if (r.get("int8_partitions") or 1) > 1:
         return ("one XNNPACK partition for the whole int8 graph: the undelegated ops "
                 f"({', '.join(sorted(set(r.get('int8_undelegated_ops') or [])))}) split it")
-    return ("one partition already: the int8 kernels gain little at this size (depthwise convs and "
-            "SE blocks are memory/overhead-bound); check that no float islands remain "
-            + ("(h-swish/hard-sigmoid decomposed into int8 ops, the SE mean and multiply quantized)"
-               if rt == "executorch" else "(HARD_SWISH fused, int8 I/O)") + ", then profile per op")
+
+    def ratio(variant: str, mode: str) -> float | None:
+        return next((x["ratio"] for x in ratios if x["runtime"] == r["runtime"] and x["variant"] == variant
+                     and x["amx"] == mode), None)
+
+    text = "one partition already"
+    control = ratio("relu_control", r["amx"])
+    if control is not None:
+        text += (f"; the ReLU control network reaches {control:.2f}x in the same mode, so this CPU's int8 "
+                 f"kernels bound what any h-swish lowering can reach ({r['ratio'] / control:.2f}x the control)")
+    denied = ratio("lowered", "AMX denied") if r.get("int8_amx") == "granted" else None
+    if denied is not None:
+        text += (f"; with AMX denied (the AVX512-VNNI kernels of CPUs without AMX) int8 is {denied:.2f}x: "
+                 "XNNPACK's AMX kernels pad narrow layers (output channels to 64, the 3-channel stem "
+                 "worst of all)")
+    elif r.get("int8_amx") == "not requested":
+        text += "; this runtime's XNNPACK does not use AMX (AVX512-VNNI int8 kernels)"
+    return text + "; profile per op (perf shows XNNPACK's kernel names) before changing the graph"
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -376,6 +489,25 @@ def _bench_table(rep: dict) -> list[str]:
                      f"{_fmt(r.get('xnnpack_partitions'), '{}')} | {_fmt(r.get('peak_rss_mb'), '{:.0f}')} | "
                      f"{status} |")
     return lines
+
+
+def _stock_options() -> str:
+    return ", ".join(f"`{t}` with " + ", ".join(f"`{k}: {str(v).lower()}`" for k, v in o.items())
+                     for t, o in STOCK_OPTIONS.items())
+
+
+def _accuracy_table(demo: dict) -> list[str]:
+    rows = demo.get("int8_accuracy") or []
+    if not rows:
+        return []
+    L = [f"### int8 on the held-out images: lowered vs stock graphs ({rows[0]['samples']} images, "
+         f"reference top-1 {_fmt(rows[0]['reference_top1'])})", "",
+         "| target | int8 graph | top-1 | top-1 agreement | SNR dB | max abs | status |",
+         "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        L.append(f"| {r['target']} | {r['graph']} | {_fmt(r['top1_accuracy'])} | {_fmt(r['top1_agreement'])} | "
+                 f"{_fmt(r['snr_db'], '{:.1f}')} | {_fmt(r['max_abs'], '{:.3f}')} | {r['status']} |")
+    return L
 
 
 def write_markdown(res: dict[str, Any], path: Path) -> None:
@@ -426,17 +558,26 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
     L += ["", f"Validation: {demo['validation'].get('samples')} samples, status "
           f"{demo['validation'].get('status')}.", "", "### Latency (bench)", "",
           *_bench_table(demo["bench"]), "",
+          *_accuracy_table(demo), "",
           f"## MobileNetV3-Small 1.0 @224 ({big['model']['macs'] / 1e6:.1f} M MACs), seeded weights "
-          "with BatchNorm recalibrated on the demo's calibration images: "
-          "int8 vs fp32", "", f"Built with `{big['build']['command'].split(' build ')[0]} build ... "
+          "with BatchNorm recalibrated on the demo's calibration images: int8 vs fp32", "",
+          f"Built with `{big['build']['command'].split(' build ')[0]} build ... "
           f"{' '.join('--target ' + t for t in BIG_TARGETS)} --no-validate --no-app` in "
-          f"{big['build']['wall_s']:.1f} s.", "",
+          f"{big['build']['wall_s']:.1f} s; the stock int8 graphs ({_stock_options()}) "
+          "and the ReLU control network built the same way.", "",
+          f"Every engine, {next(iter(big['matrix']['lowered']))}:", "",
           *_bench_table(big["bench"]), "",
-          "| runtime | fp32 ms | int8 ms | int8/fp32 | goal | met | int8 XNNPACK partitions |",
-          "|---|---:|---:|---:|---:|---|---:|"]
-    for rt, r in big["int8_ratios"].items():
-        L.append(f"| {rt} | {_fmt(r['fp32_ms'])} | {_fmt(r['int8_ms'])} | {_fmt(r['ratio'], '{:.2f}')} | "
-                 f"<= {r['goal']} | {'yes' if r['meets_goal'] else 'NO'} | {_fmt(r['int8_partitions'], '{}')} |")
+          "int8 / fp32, measured side by side in this run (the stock graph is divided by the lowered "
+          "bundle's fp32 of the same mode; the control network by its own fp32):", "",
+          "| runtime | int8 graph | run with | int8 engine's AMX | fp32 ms | int8 ms | int8/fp32 | goal | met "
+          "| int8 XNNPACK partitions |",
+          "|---|---|---|---|---:|---:|---:|---:|---|---:|"]
+    for r in big["int8_ratios"]:
+        L.append(f"| {r['runtime']} | {VARIANT_LABELS[r['variant']]} | {r['amx']} | {r.get('int8_amx') or ''} | "
+                 f"{_fmt(r['fp32_ms'])} | "
+                 f"{_fmt(r['int8_ms'])} | {_fmt(r['ratio'], '{:.2f}')} | <= {r['goal']} | "
+                 f"{'yes' if r['meets_goal'] else 'NO'} | {_fmt(r['int8_partitions'], '{}')} |")
+    L.append("")
     cli = res["cli"]
     L += ["", "## CLI start-up and imports", "",
           "| command | wall s (median of 5) |", "|---|---:|",
@@ -481,21 +622,52 @@ def run_suite(out: Path, *, runs: int = 300, threads: int = 2, jobs: int = 2, ke
         demo_bench = run_bench(demo_out, work / "demo_bench.json", runs, threads)
         res["demo"] = {"weights": weights, "model": demo_bench["model"], "cold_build": cold,
                        "noop_build": noop, "validation": validation_costs(demo_out), "bench": demo_bench}
-        big_out = work / "mnv3_small_224"
-        shutil.rmtree(big_out, ignore_errors=True)
-        _say("build of MobileNetV3-Small 1.0 @224 …")
-        big_build = timed_build(big_definition(work), big_out, jobs=jobs,
-                                extra=("--no-validate", "--no-app"))
-        if not (big_out / "manifest.json").exists():
-            raise RuntimeError(f"@224 build failed (exit {big_build['returncode']}): {big_build['log_tail']}")
-        _say("bench of the @224 bundle …")
-        big_bench = run_bench(big_out, work / "big_bench.json", runs, threads)
-        res["mnv3_small_224"] = {"model": big_bench["model"], "build": big_build, "bench": big_bench,
-                                 "int8_ratios": int8_ratios(big_bench)}
+        _say("build of the demo's stock int8 graphs (validated) …")
+        demo_stock_out = work / "demo_stock"
+        shutil.rmtree(demo_stock_out, ignore_errors=True)
+        stock_build = timed_build(stock_definition(definition, work), demo_stock_out, jobs=jobs,
+                                  extra=("--no-app",))
+        res["demo"]["stock_build"] = stock_build
+        res["demo"]["int8_accuracy"] = accuracy_pairs(demo_out, demo_stock_out)
+        big_def = big_definition(work)
+        bundles: dict[str, Path] = {}
+        builds: dict[str, dict] = {}
+        for variant, vdef in (("lowered", big_def), ("stock", stock_definition(big_def, work)),
+                              ("relu_control", relu_control_definition(work))):
+            bundles[variant] = work / vdef.stem
+            shutil.rmtree(bundles[variant], ignore_errors=True)
+            _say(f"build of {vdef.stem} ({VARIANT_LABELS[variant]}) …")
+            builds[variant] = timed_build(vdef, bundles[variant], jobs=jobs, extra=("--no-validate", "--no-app"))
+            if not (bundles[variant] / "manifest.json").exists():
+                raise RuntimeError(f"{vdef.stem} build failed (exit {builds[variant]['returncode']}): "
+                                   f"{builds[variant]['log_tail']}")
+        # modes outside, variants inside: every int8/fp32 pair is measured minutes apart at most
+        matrix: dict[str, dict[str, dict]] = {v: {} for v in bundles}
+        modes = amx_modes()
+        first = next(iter(modes))
+        for mode, no_amx in modes.items():
+            for variant, bundle in bundles.items():
+                _say(f"bench of {bundle.name}, {mode} …")
+                slug = mode.lower().replace(" ", "_")
+                matrix[variant][mode] = run_bench(bundle, work / f"{bundle.name}_{slug}.json", runs, threads,
+                                                  no_amx=no_amx, references=variant == "lowered" and mode == first)
+        res["mnv3_small_224"] = {"model": matrix["lowered"][first]["model"], "build": builds["lowered"],
+                                 "builds": builds, "bench": matrix["lowered"][first], "matrix": matrix,
+                                 "int8_ratios": int8_ratios(matrix)}
         res["load"]["after"] = round(os.getloadavg()[0], 2)
         res["findings"] = findings(res)
     finally:
         tmp_ctx.cleanup()
+    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_markdown(res, out / "results.md")
+    return res
+
+
+def rerender(out: Path) -> dict[str, Any]:
+    """Recompute the derived tables and findings from ``out/results.json`` and rewrite both files."""
+    res = json.loads((out / "results.json").read_text())
+    res["mnv3_small_224"]["int8_ratios"] = int8_ratios(res["mnv3_small_224"]["matrix"])
+    res["findings"] = findings(res)
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     write_markdown(res, out / "results.md")
     return res
@@ -508,8 +680,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2, help="build --jobs")
     p.add_argument("--keep", type=Path, default=None, help="build the bundles here and keep them")
+    p.add_argument("--rerender", action="store_true",
+                   help="measure nothing: rewrite results.md (and the derived parts of results.json) "
+                        "from OUT/results.json")
     a = p.parse_args(argv)
-    res = run_suite(a.out, runs=a.runs, threads=a.threads, jobs=a.jobs, keep=a.keep)
+    if a.rerender:
+        res = rerender(a.out)
+    else:
+        res = run_suite(a.out, runs=a.runs, threads=a.threads, jobs=a.jobs, keep=a.keep)
     _say(f"wrote {a.out / 'results.md'} and {a.out / 'results.json'}")
     for i, f in enumerate(res["findings"][:3], 1):
         _say(f"  {i}. {f['cost']}: {f['figure']} -> {f['fix']}")
