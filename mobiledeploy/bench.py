@@ -418,7 +418,12 @@ def print_table(report: dict[str, Any], console=None) -> None:
                   f(r.get("bound_ms"), "{:.3f}"), f((r.get("bytes") or None) and r["bytes"] / 1e6, "{:.2f}"),
                   f(r.get("xnnpack_partitions"), "{}"), f(r.get("peak_rss_mb"), "{:.0f}"),
                   *([r.get("amx") or ""] if amx_col else []), status)
-    (console or Console(width=160)).print(t)
+    console = console or Console(width=160)
+    console.print(t)
+    if any(r.get("amx") == "granted" and r.get("precision") == "int8" for r in report["results"]):
+        console.print("int8 rows marked 'granted' ran on XNNPACK's AMX kernels, which pad narrow layers; "
+                      "phones and most CPUs have no AMX: `mobiledeploy bench --no-amx` measures the "
+                      "kernels they use.", style="yellow")
 
 
 if __name__ == "__main__":

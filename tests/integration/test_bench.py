@@ -94,13 +94,14 @@ def test_no_amx_rows_say_denied(tiny_bundle: Path, tmp_path: Path):
 
     if not amx.supported():
         pytest.skip("x86-64 Linux only")
-    reports = {}
+    reports, outputs = {}, {}
     for flag in ((), ("--no-amx",)):
         out = tmp_path / f"bench{len(flag)}.json"
         r = run_cli("bench", str(tiny_bundle), "--json", str(out), "--runs", "5", "--threads", "1",
                     "--no-references", *flag)
         assert r.returncode == 0, r.stderr
         reports[flag] = json.loads(out.read_text())
+        outputs[flag] = " ".join(r.stdout.split())
     denied = reports[("--no-amx",)]
     assert denied["no_amx"] is True and reports[()]["no_amx"] is False
     for row in denied["results"]:
@@ -108,6 +109,9 @@ def test_no_amx_rows_say_denied(tiny_bundle: Path, tmp_path: Path):
         assert row["amx"] == ("denied" if amx.cpu_has_amx() else "n/a")
     for row in reports[()]["results"]:
         assert row["amx"] == ("granted" if amx.cpu_has_amx() else "n/a")
+    # the table tells a user whose int8 ran on AMX how to measure without it
+    assert ("--no-amx" in outputs[()]) == amx.cpu_has_amx()
+    assert "--no-amx" not in outputs[("--no-amx",)]
 
 
 @pytest.mark.parametrize("make", ["missing", "no_manifest"])
