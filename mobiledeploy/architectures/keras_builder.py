@@ -80,7 +80,8 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
     inp = keras.Input((h, w, spec.in_channels), name="input", batch_size=batch_size)
     x = conv_bn(inp, "stem", spec.stem_out, spec.stem_kernel, spec.stem_stride, False, spec.stem_activation)
     if lowered and spec.stem_activation == "hswish" and _stem_kept(spec):
-        x = layers.Rescaling(1.0 / 6.0, name="stem_act_scale")(x)
+        # a Python float times the tensor: exact in the model's dtype (Rescaling casts via float32)
+        x = layers.Activation(lambda t: t * (1.0 / 6.0), name="stem_act_scale")(x)
     cin = spec.stem_out
     for i, b in enumerate(spec.blocks):
         p = f"blocks.{i}"

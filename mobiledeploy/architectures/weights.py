@@ -136,7 +136,8 @@ def load_keras_weights(model, state: dict[str, np.ndarray], spec: ArchitectureSp
         if kind == "BatchNormalization":
             values = [state[f"{torch_name}.{_BN[w.name]}"] for w in layer.weights]
         else:
-            w = state[f"{torch_name}.weight"] * np.float32(folds.get(f"{torch_name}.weight", 1.0))
+            # the fold in float64, rounded once to the layer's dtype (a float64 twin stays exact)
+            w = state[f"{torch_name}.weight"].astype(np.float64) * folds.get(f"{torch_name}.weight", 1.0)
             if kind == "Conv2D":
                 w = w.transpose(2, 3, 1, 0)
             elif kind == "DepthwiseConv2D":
@@ -144,4 +145,5 @@ def load_keras_weights(model, state: dict[str, np.ndarray], spec: ArchitectureSp
             else:
                 w = w.T
             values = [w] + ([state[f"{torch_name}.bias"]] if layer.use_bias else [])
-        layer.set_weights([np.ascontiguousarray(v, dtype=np.float32) for v in values])
+        layer.set_weights([np.ascontiguousarray(v, dtype=np.dtype(var.dtype))
+                           for v, var in zip(values, layer.weights, strict=True)])
