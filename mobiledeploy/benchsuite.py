@@ -234,7 +234,6 @@ def demo_definition(tmp: Path) -> tuple[Path, str]:
     data = yaml.safe_load(DEMO.read_text())
     if data.get("weights") and (DEMO.parent / data["weights"]).exists():
         return DEMO, "trained weights (examples/shapes/shapes.safetensors)"
-    data.pop("weights", None)
     _absolute_sources(data)
     return (_with_recalibrated_weights(data, tmp, "shapes"),
             "seeded weights, BN recalibrated (examples/shapes/shapes.safetensors not present)")
@@ -249,17 +248,22 @@ def _absolute_sources(data: dict, root: Path = DEMO.parent) -> None:
         data[k]["source"] = str(root / data[k]["source"])
 
 
-def big_definition(tmp: Path) -> Path:
-    """MobileNetV3-Small 1.0 @224, 10 classes, seeded BN-recalibrated weights, the demo's images."""
+def _definition_224(tmp: Path, name: str, architecture: dict) -> Path:
+    """The demo's classes and images at 224 px on ``architecture``, seeded weights with BatchNorm
+    recalibrated on the calibration images."""
     import yaml
 
     data = yaml.safe_load(DEMO.read_text())
-    data.update(name="mnv3_small_224", targets=list(BIG_TARGETS))
-    data["input"].update(height=224, width=224)
-    data["architecture"] = {"preset": "mobilenet_v3_small", "width_multiplier": 1.0}
     _absolute_sources(data)
-    data["android"] = {"application_id": "dev.mobiledeploy.bench224", "app_name": "bench224"}
-    return _with_recalibrated_weights(data, tmp, "mnv3_small_224")
+    data.update(name=name, targets=list(BIG_TARGETS), architecture=architecture,
+                android={"application_id": f"dev.mobiledeploy.{name.replace('_', '')}", "app_name": name})
+    data["input"].update(height=224, width=224)
+    return _with_recalibrated_weights(data, tmp, name)
+
+
+def big_definition(tmp: Path) -> Path:
+    """MobileNetV3-Small 1.0 @224, 10 classes, seeded BN-recalibrated weights, the demo's images."""
+    return _definition_224(tmp, "mnv3_small_224", {"preset": "mobilenet_v3_small", "width_multiplier": 1.0})
 
 
 def stock_definition(definition: Path, tmp: Path) -> Path:
@@ -279,38 +283,36 @@ def stock_definition(definition: Path, tmp: Path) -> Path:
 def relu_control_definition(tmp: Path) -> Path:
     """MobileNetV3-Small @224 with ReLU in place of every h-swish (SE, 5x5 kernels and widths
     kept): what int8 gains on this CPU when the activations cost nothing."""
-    import yaml
-
     from .architectures.spec import PRESETS
 
     raw = PRESETS["mobilenet_v3_small"]
-    data = yaml.safe_load(DEMO.read_text())
-    _absolute_sources(data)
-    data.pop("weights", None)
-    data.update(name="relu_control_224", targets=list(BIG_TARGETS))
-    data["input"].update(height=224, width=224)
-    data["architecture"] = {
+    return _definition_224(tmp, "relu_control_224", {
         "stem": {"out": raw.stem[0], "kernel": raw.stem[1], "stride": raw.stem[2], "activation": "relu"},
         "blocks": [{"kernel": r.kernel, "exp": int(r.exp), "out": r.out, "se": r.se, "activation": "relu",
                     "stride": r.stride} for r in raw.rows],
         "last_stage": {"conv": raw.last_conv, "activation": "relu"},
         "head": {"hidden": raw.head_hidden, "activation": "relu"},
-    }
-    data["android"] = {"application_id": "dev.mobiledeploy.relu224", "app_name": "relu224"}
-    return _with_recalibrated_weights(data, tmp, "relu_control_224")
+    })
 
 
 # -- reading the numbers -------------------------------------------------------------------------
 
-def _lat(rep: dict, target: str) -> float | None:
-    for r in rep["results"]:
-        if r["target"] == target and r.get("latency_ms"):
-            return r["latency_ms"]["median"]
-    return None
-
-
 def _row(rep: dict, target: str) -> dict:
     return next((r for r in rep["results"] if r["target"] == target), {})
+
+
+def _lat(rep: dict, target: str) -> float | None:
+    return (_row(rep, target).get("latency_ms") or {}).get("median")
+
+
+def _main_mode(big: dict) -> str:
+    """The first AMX mode benched: the host as it is (AMX allowed where the CPU has it)."""
+    return next(iter(big["matrix"]["lowered"]))
+
+
+def _main_bench(big: dict) -> dict:
+    """The @224 bench of the default (lowered) bundle, host as it is, references included."""
+    return big["matrix"]["lowered"][_main_mode(big)]
 
 
 VARIANT_LABELS = {"lowered": "lowered (default)", "stock": "stock converter",
@@ -407,7 +409,7 @@ def findings(res: dict[str, Any]) -> list[dict[str, Any]]:
                   "excess": ms / 50.0, "budget": "50 ms/sample",
                   "fix": f"batch {name}'s inputs or load its runtime once"})
     ratios = res["mnv3_small_224"]["int8_ratios"]
-    default_mode = next(iter(res["mnv3_small_224"]["matrix"]["lowered"]))
+    default_mode = _main_mode(res["mnv3_small_224"])
     for r in ratios:
         if r["variant"] != "lowered" or r["amx"] != default_mode or r["ratio"] is None:
             continue
@@ -416,7 +418,7 @@ def findings(res: dict[str, Any]) -> list[dict[str, Any]]:
                             f"(int8 XNNPACK partitions {r['int8_partitions']}, {r['amx']})",
                   "excess": r["ratio"] / r["goal"], "budget": f"<= {r['goal']}x",
                   "fix": _int8_fix(r, ratios)})
-    for label, rep in (("demo", res["demo"]["bench"]), ("@224", res["mnv3_small_224"]["bench"])):
+    for label, rep in (("demo", res["demo"]["bench"]), ("@224", _main_bench(res["mnv3_small_224"]))):
         for r in rep["results"]:
             left = r.get("undelegated_ops") or []
             parts = r.get("xnnpack_partitions")
@@ -434,8 +436,8 @@ def _xnnpack_fix(left: set[str]) -> str:
     if "ADD" in left:
         fixes.append("XNNPACK rejects an int8 ADD whose input/output scale ratio is outside "
                      "[2^-10, 2^8): the h-swish '+3' on a tiny-scale tensor (collapsing activations: "
-                     "untrained or un-recalibrated BN) or a residual add of mismatched scales; keep "
-                     "activations unit-scale (recalibrate BN) and let the converter fuse HARD_SWISH")
+                     "untrained or un-recalibrated BN) or a residual add of mismatched scales; build from "
+                     "trained or BN-recalibrated weights so activations stay unit-scale")
     if left & {"QUANTIZE", "DEQUANTIZE"}:
         fixes.append("uint8 I/O adds QUANTIZE ops outside the delegate: int8 I/O (io_dtype: int8) on CPU")
     rest = left - {"ADD", "QUANTIZE", "DEQUANTIZE"}
@@ -559,14 +561,14 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
           f"{demo['validation'].get('status')}.", "", "### Latency (bench)", "",
           *_bench_table(demo["bench"]), "",
           *_accuracy_table(demo), "",
-          f"## MobileNetV3-Small 1.0 @224 ({big['model']['macs'] / 1e6:.1f} M MACs), seeded weights "
+          f"## MobileNetV3-Small 1.0 @224 ({_main_bench(big)['model']['macs'] / 1e6:.1f} M MACs), seeded weights "
           "with BatchNorm recalibrated on the demo's calibration images: int8 vs fp32", "",
-          f"Built with `{big['build']['command'].split(' build ')[0]} build ... "
+          f"Built with `{big['builds']['lowered']['command'].split(' build ')[0]} build ... "
           f"{' '.join('--target ' + t for t in BIG_TARGETS)} --no-validate --no-app` in "
-          f"{big['build']['wall_s']:.1f} s; the stock int8 graphs ({_stock_options()}) "
+          f"{big['builds']['lowered']['wall_s']:.1f} s; the stock int8 graphs ({_stock_options()}) "
           "and the ReLU control network built the same way.", "",
-          f"Every engine, {next(iter(big['matrix']['lowered']))}:", "",
-          *_bench_table(big["bench"]), "",
+          f"Every engine, {_main_mode(big)}:", "",
+          *_bench_table(_main_bench(big)), "",
           "int8 / fp32, measured side by side in this run (the stock graph is divided by the lowered "
           "bundle's fp32 of the same mode; the control network by its own fp32):", "",
           "| runtime | int8 graph | run with | int8 engine's AMX | fp32 ms | int8 ms | int8/fp32 | goal | met "
@@ -644,33 +646,33 @@ def run_suite(out: Path, *, runs: int = 300, threads: int = 2, jobs: int = 2, ke
         # modes outside, variants inside: every int8/fp32 pair is measured minutes apart at most
         matrix: dict[str, dict[str, dict]] = {v: {} for v in bundles}
         modes = amx_modes()
-        first = next(iter(modes))
+        first = next(iter(modes))  # references once, with the host as it is
         for mode, no_amx in modes.items():
             for variant, bundle in bundles.items():
                 _say(f"bench of {bundle.name}, {mode} …")
                 slug = mode.lower().replace(" ", "_")
                 matrix[variant][mode] = run_bench(bundle, work / f"{bundle.name}_{slug}.json", runs, threads,
                                                   no_amx=no_amx, references=variant == "lowered" and mode == first)
-        res["mnv3_small_224"] = {"model": matrix["lowered"][first]["model"], "build": builds["lowered"],
-                                 "builds": builds, "bench": matrix["lowered"][first], "matrix": matrix,
-                                 "int8_ratios": int8_ratios(matrix)}
+        res["mnv3_small_224"] = {"builds": builds, "matrix": matrix}
         res["load"]["after"] = round(os.getloadavg()[0], 2)
-        res["findings"] = findings(res)
     finally:
         tmp_ctx.cleanup()
+    return _finish(res, out)
+
+
+def _finish(res: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Derive the int8 ratios and the findings from the measurements; write results.json/md."""
+    res["mnv3_small_224"]["int8_ratios"] = int8_ratios(res["mnv3_small_224"]["matrix"])
+    res["findings"] = findings(res)
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     write_markdown(res, out / "results.md")
     return res
 
 
 def rerender(out: Path) -> dict[str, Any]:
-    """Recompute the derived tables and findings from ``out/results.json`` and rewrite both files."""
-    res = json.loads((out / "results.json").read_text())
-    res["mnv3_small_224"]["int8_ratios"] = int8_ratios(res["mnv3_small_224"]["matrix"])
-    res["findings"] = findings(res)
-    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    write_markdown(res, out / "results.md")
-    return res
+    """Measure nothing: rewrite ``out/results.md`` (and the derived parts of results.json) from
+    ``out/results.json``."""
+    return _finish(json.loads((out / "results.json").read_text()), out)
 
 
 def main(argv: list[str] | None = None) -> int:

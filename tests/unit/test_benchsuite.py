@@ -1,0 +1,43 @@
+"""make bench's derived figures: the committed results.md is what results.json renders to, and
+int8/fp32 ratios pair each int8 graph with the right fp32 row."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mobiledeploy import benchsuite
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def test_committed_results_md_renders_from_results_json(tmp_path):
+    if not (BENCH / "results.json").is_file():
+        pytest.skip("no committed bench results")
+    shutil.copy(BENCH / "results.json", tmp_path / "results.json")
+    benchsuite.rerender(tmp_path)
+    assert (tmp_path / "results.md").read_text() == (BENCH / "results.md").read_text()
+
+
+def _rep(**lat):
+    return {"results": [{"target": t, "latency_ms": {"median": ms}, "xnnpack_partitions": 1, "amx": "granted"}
+                        for t, ms in lat.items()]}
+
+
+def test_int8_ratios_pair_stock_with_the_lowered_bundles_fp32():
+    matrix = {
+        "lowered": {"AMX allowed": _rep(**{"tflite-fp32": 1.0, "tflite-int8": 0.5,
+                                           "executorch-xnnpack": 2.0, "executorch-xnnpack-int8": 1.8})},
+        "stock": {"AMX allowed": _rep(**{"tflite-int8": 4.0, "executorch-xnnpack-int8": 2.2})},
+        "relu_control": {"AMX allowed": _rep(**{"tflite-fp32": 0.8, "tflite-int8": 0.4,
+                                                "executorch-xnnpack": 1.6, "executorch-xnnpack-int8": 1.2})},
+    }
+    rows = {(r["runtime"], r["variant"]): r for r in benchsuite.int8_ratios(matrix)}
+    assert len(rows) == 6
+    assert rows["tflite", "lowered"]["ratio"] == 0.5 and rows["tflite", "lowered"]["meets_goal"]
+    assert rows["tflite", "stock"]["fp32_ms"] == 1.0 and rows["tflite", "stock"]["ratio"] == 4.0
+    assert rows["executorch", "stock"]["ratio"] == 1.1 and not rows["executorch", "stock"]["meets_goal"]
+    assert rows["tflite", "relu_control"]["fp32_ms"] == 0.8 and rows["tflite", "relu_control"]["ratio"] == 0.5
+    assert rows["executorch", "lowered"]["ratio"] == 0.9 and not rows["executorch", "lowered"]["meets_goal"]
