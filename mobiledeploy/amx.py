@@ -19,7 +19,6 @@ import errno
 import platform
 import struct
 import sys
-from pathlib import Path
 
 ARCH_GET_XCOMP_PERM = 0x1022
 ARCH_REQ_XCOMP_PERM = 0x1023
@@ -39,13 +38,9 @@ def supported() -> bool:
 
 def cpu_has_amx() -> bool:
     """The CPU advertises AMX int8 tiles (``amx_int8`` in /proc/cpuinfo)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return "amx_int8" in line.split()
-    except OSError:
-        pass
-    return False
+    from ._host import cpu_flags
+
+    return "amx_int8" in cpu_flags()
 
 
 def _libc():

@@ -29,23 +29,12 @@ CHILD_TIMEOUT_S = 900
 
 # -- machine -------------------------------------------------------------------------------------
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            k = k.strip()
-            if k and k not in info:
-                info[k] = v.strip()
-    except OSError:
-        pass
-    return info
-
-
 def machine_info(threads: int) -> dict[str, Any]:
     """The host as the results should name it: CPU, cores, ISA, clock, Python, OS, load."""
-    info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
+    from ._host import cpu_flags, cpuinfo
+
+    info = cpuinfo()
+    flags = cpu_flags(info)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     isa = [f for f in _ISA_ORDER if f in flags]
     mhz = float(info["cpu MHz"]) if info.get("cpu MHz") else None
