@@ -192,8 +192,8 @@ def rewrite_graph(gm, *, hardsigmoid: bool = True) -> dict[str, int]:
     return counts
 
 
-def quantizer(*, per_channel: bool = True, hardswish: bool = True):
-    """``XNNPACKQuantizer`` with the symmetric config; ``hardswish`` also annotates every h-swish
+def quantizer(*, hardswish: bool = True):
+    """``XNNPACKQuantizer`` with the symmetric per-channel config (``SCHEME``); ``hardswish`` also annotates every h-swish
     int8 in and out (lower it with ``partitioner(int8_hardswish=True)``)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -219,7 +219,7 @@ def quantizer(*, per_channel: bool = True, hardswish: bool = True):
                         output_qspec=get_output_act_qspec(cfg), _annotated=True)
             return super().annotate(model)
 
-    return _Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    return _Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
 
 def partitioner(*, int8_hardswish: bool = False):
@@ -241,8 +241,7 @@ def partitioner(*, int8_hardswish: bool = False):
                                        for c in ALL_PARTITIONER_CONFIGS])
 
 
-def quantize_int8(gm, calibration: np.ndarray, *, per_channel: bool = True,
-                  hardswish: bool = True):
+def quantize_int8(gm, calibration: np.ndarray, *, hardswish: bool = True):
     """PT2E static int8 with the XNNPACK quantizer, calibrated one real sample at a time.
 
     ``gm`` is an exported GraphModule (``torch.export.export(...).module()``), already rewritten.
@@ -252,7 +251,7 @@ def quantize_int8(gm, calibration: np.ndarray, *, per_channel: bool = True,
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(gm, quantizer(per_channel=per_channel, hardswish=hardswish))
+    prepared = prepare_pt2e(gm, quantizer(hardswish=hardswish))
     with torch.no_grad():
         # the exported graph has batch-1 views baked in: one image per call
         for i in range(calibration.shape[0]):
