@@ -353,13 +353,15 @@ def int8_ratios(matrix: dict[str, dict[str, dict]]) -> list[dict[str, Any]]:
 
 def accuracy_pairs(lowered: Path, stock: Path) -> list[dict[str, Any]]:
     """Validation metrics of the lowered and the stock int8 artifacts of the same model."""
+    from .validate.runner import REFERENCE_ROW
+
     rows = []
     for label, bundle in (("lowered", lowered), ("stock", stock)):
         path = bundle / "report" / "validation.json"
         if not path.exists():
             continue
         rep = json.loads(path.read_text())
-        ref = next((r for r in rep["results"] if r["target"] == f"reference-{rep.get('reference')}"), {})
+        ref = next((r for r in rep["results"] if r["target"] == REFERENCE_ROW), {})
         for r in rep["results"]:
             if r["target"] in STOCK_OPTIONS:
                 m = r.get("metrics") or {}

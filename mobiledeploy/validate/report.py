@@ -13,6 +13,7 @@ from html import escape as _esc
 from markupsafe import Markup
 
 from .metrics import LIMITS, _fmt
+from .runner import REFERENCE_ROW
 
 COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "skipped": "#6e7781"}
 FONT = 'font-family="system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif" font-size="12"'
@@ -252,7 +253,7 @@ def build_view(report: dict, manifest: dict) -> dict:
     return {
         "name": report["name"], "status": report["status"], "samples": report["samples"],
         "labelled": report.get("labelled"), "reference": report["reference"],
-        "counts": {s: sum(r["status"] == s for r in report["results"] if r["target"] != "reference-pytorch")
+        "counts": {s: sum(r["status"] == s for r in report["results"] if r["target"] != REFERENCE_ROW)
                    for s in ("pass", "fail", "skipped")},
         "version": report.get("mobiledeploy_version", ""),
         "seeded": bool(ref.get("seeded_weights")),

@@ -18,6 +18,7 @@ from ..errors import MissingDependencyError, UserError
 from . import metrics as M
 
 STATE_LOG = ".mobiledeploy/logs/validate.log"  # native library output during validation
+REFERENCE_ROW = "reference-pytorch"  # what every other row is judged against
 KERAS_TOLERANCE = {"max_abs": 1e-4, "min_top1_agreement": 1.0}
 
 
@@ -77,7 +78,7 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     ref_acc = M.top1_accuracy(ref, batch.labels)
     from .._deps import version
 
-    rows = [_row("reference-pytorch", "pass", f"torch {version('torch')} (eager, float32)",
+    rows = [_row(REFERENCE_ROW, "pass", f"torch {version('torch')} (eager, float32)",
                  metrics={"top1_accuracy": ref_acc}, reason="the reference")]
     rows[0]["seconds"] = round(time.monotonic() - t0, 3)
 
@@ -118,7 +119,7 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))
 
     # the reference is what everything is judged against, not a judged row: counts leave it out
-    judged = [r for r in rows if r["status"] != "skipped" and r["target"] != "reference-pytorch"]
+    judged = [r for r in rows if r["status"] != "skipped" and r["target"] != REFERENCE_ROW]
     status = "fail" if any(r["status"] == "fail" for r in rows) else "pass"
     report = {
         "name": manifest["name"],
