@@ -43,11 +43,9 @@ VERSIONS: dict[str, str] = {
     "jvm": "17",
 }
 
-# litert -> tflite int8 first; executorch -> xnnpack int8 first
-MODEL_TARGETS: dict[str, tuple[str, ...]] = {
-    "litert": ("tflite-int8", "tflite-fp32"),
-    "executorch": ("executorch-xnnpack-int8", "executorch-xnnpack"),
-}
+RUNTIMES = ("litert", "executorch")
+# which artifact an app prefers: int8 (smallest, fastest on phones), then fp32, then fp16
+_PRECISION_PREFERENCE = ("int8", "fp32", "fp16")
 GOLDEN_SAMPLES = 16
 _KOTLIN_HARD_KEYWORDS = {
     "as", "break", "class", "continue", "do", "else", "false", "for", "fun", "if", "in",
@@ -204,7 +202,7 @@ def context_from_definition(definition, *, runtime: str | None = None,
     from .targets import get_target
 
     rt = _runtime(runtime or definition.android.runtime.value)
-    target = model_target or MODEL_TARGETS[rt][0]
+    target = model_target or model_targets(rt)[0]
     _check_target_runtime(target, rt)
     inp = definition.input
     scale, bias = inp.normalise_affine()
@@ -236,7 +234,7 @@ def context_from_bundle(bundle_dir: str | Path, runtime: str | None = None,
     bundle's ``model/definition.yaml`` names them relative to a folder that is elsewhere.
     """
     bundle = Path(bundle_dir)
-    from .build.bundle import load_manifest
+    from .bundle import load_manifest
 
     manifest = load_manifest(bundle)
     if definition is None:
@@ -256,10 +254,11 @@ def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runt
     """
     rt = _runtime(runtime or definition.android.runtime.value)
     if model_target is None:
-        model_target = next((t for t in MODEL_TARGETS[rt] if t in artifacts), None)
+        wanted = model_targets(rt)
+        model_target = next((t for t in wanted if t in artifacts), None)
         if model_target is None:
-            raise UserError(f"{where}: no {' or '.join(MODEL_TARGETS[rt])} artifact for runtime {rt}; "
-                            f"build one (--target {MODEL_TARGETS[rt][-1]}) or pick the other --runtime")
+            raise UserError(f"{where}: no {' or '.join(wanted)} artifact for runtime {rt}; "
+                            f"build one (--target {wanted[0]}) or pick the other --runtime")
     elif model_target not in artifacts:
         raise UserError(f"{where}: no artifact for target '{model_target}'; "
                         f"present: {', '.join(sorted(artifacts))}")
@@ -277,17 +276,25 @@ def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runt
                                   "golden_min_agreement": min_agree})
 
 
+def model_targets(rt: str) -> tuple[str, ...]:
+    """The targets whose backend the app runtime ``rt`` loads, most preferred first."""
+    from .targets import all_targets
+
+    found = [t for t in all_targets().values() if t.backend_class().app_runtime == rt]
+    order = {p: i for i, p in enumerate(_PRECISION_PREFERENCE)}
+    return tuple(t.name for t in sorted(found, key=lambda t: (order.get(t.precision, 9), t.order)))
+
+
 def _runtime(rt: str) -> str:
-    if rt not in MODEL_TARGETS:
-        raise UserError(f"unknown runtime '{rt}'; allowed: {', '.join(MODEL_TARGETS)}")
+    if rt not in RUNTIMES:
+        raise UserError(f"unknown runtime '{rt}'; allowed: {', '.join(RUNTIMES)}")
     return rt
 
 
 def _check_target_runtime(target: str, rt: str) -> None:
-    backend = "tflite" if rt == "litert" else "executorch"
-    if not target.startswith(backend + "-"):
+    if target not in model_targets(rt):
         raise UserError(f"target '{target}' cannot run on runtime {rt}; use one of "
-                        f"{', '.join(MODEL_TARGETS[rt])}")
+                        f"{', '.join(model_targets(rt))}")
 
 
 def _bundle_definition(bundle: Path):
@@ -353,7 +360,7 @@ def preprocess(ctx: AppContext, rgb: np.ndarray) -> np.ndarray:
 
 def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path | None):
     """A spread of validation images with host top-1 (host run of the same model) or labels."""
-    from .validate.inputs import decode_resized, list_images
+    from .images import decode_resized, list_images
 
     try:
         src = definition.path(definition.validation.source)

@@ -96,26 +96,23 @@ def _row(target: str, status: str, reason: str = "", **extra) -> dict[str, Any]:
 
 
 def _plan(art: dict[str, Any]) -> tuple[str | None, str, str]:
-    """(engine, device label, skip reason) for one manifest artifact."""
-    backend = art.get("backend") or art["target"].split("-")[0]
-    if backend == "tflite":
-        return "tflite", "CPU (LiteRT + XNNPACK)", ""
-    if backend == "edgetpu":
-        return "tflite", "CPU (LiteRT + XNNPACK), not Edge TPU", ""
-    if backend == "executorch":
-        return "executorch", "CPU (ExecuTorch + XNNPACK)", ""
-    if backend == "coreml":
-        if platform.system() != "Darwin":
-            return None, "Core ML", f"not run on this OS ({platform.system()}): Core ML runs on macOS/iOS"
-        return None, "Core ML", "not benchmarked by mobiledeploy: use Xcode's Core ML performance report"
-    return None, backend, f"no host engine for backend '{backend}'"
+    """(engine, device label, skip reason) for one manifest artifact: its backend class says."""
+    from .backends.registry import backend_class
+    from .errors import UserError
+
+    try:
+        cls = backend_class(art.get("backend", ""))
+    except UserError as exc:
+        return None, art.get("backend", "?"), str(exc)
+    why = cls().bench_skip_reason()
+    return (None if why else cls.name), cls.bench_device, why or ""
 
 
 def _write_input(bundle: Path, workdir: Path) -> tuple[Path, Any]:
     """One real validation image, preprocessed as the references take it (NCHW float32)."""
     import numpy as np
 
-    from .validate.inputs import load_batch
+    from .images import load_batch
     from .validate.runner import bundle_definition
 
     d = bundle_definition(bundle)
@@ -170,7 +167,7 @@ def bench_bundle(bundle: str | Path, *, runs: int = 300, threads: int = 2, warmu
     the engines AMX (UserError where that cannot be done: not x86-64 Linux).
     """
     from . import amx
-    from .build.bundle import load_manifest
+    from .bundle import load_manifest
     from .errors import UserError
 
     if no_amx and not amx.supported():
@@ -197,8 +194,8 @@ def bench_bundle(bundle: str | Path, *, runs: int = 300, threads: int = 2, warmu
             engine, device, why = _plan(art)
             row = _row(art["target"], "skipped" if why else "pending", why, device=device,
                        precision=art.get("precision", ""), bytes=art.get("bytes"), path=art["path"])
-            if art.get("backend") == "executorch":
-                row["xnnpack_partitions"] = (art.get("facts") or {}).get("xnnpack_partitions")
+            if (art.get("facts") or {}).get("xnnpack_partitions") is not None:  # counted at conversion
+                row["xnnpack_partitions"] = art["facts"]["xnnpack_partitions"]
             jobs.append((row, engine, bundle / art["path"]))
         for f in manifest.get("failed", []):
             if not targets or f["target"] in targets:
@@ -239,61 +236,24 @@ def _maxrss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def _time(fn, runs: int, warmup: int) -> dict[str, float]:
-    import time
+def _engine_backend(name: str, path: Path, x, runs: int, threads: int, warmup: int, base: list) -> dict:
+    """Time an artifact with its backend's own ``bench``."""
+    from .backends.registry import get_backend
 
-    import numpy as np
+    def loaded() -> None:
+        base[0] = _rss_mb()  # the runtime is loaded; what follows is the model's own memory
 
-    for _ in range(warmup):
-        fn()
-    t = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        t[i] = time.perf_counter() - t0
-    ms = t * 1e3
-    return {"median": round(float(np.median(ms)), 4), "p90": round(float(np.percentile(ms, 90)), 4),
-            "mean": round(float(ms.mean()), 4), "min": round(float(ms.min()), 4)}
-
-
-def _engine_tflite(path: Path, x, runs: int, threads: int, warmup: int, base: list) -> dict:
-    from ._deps import require, version
-    from .backends.tflite import make_interpreter, quantize
-
-    require("ai_edge_litert.interpreter", "running .tflite files")
-    base[0] = _rss_mb()  # the runtime is loaded; what follows is the model's own memory
-    interp = make_interpreter(path, threads=threads)
-    inp = interp.get_input_details()[0]
-    interp.set_tensor(inp["index"], quantize(x.transpose(0, 2, 3, 1), inp))
-    lat = _time(interp.invoke, runs, warmup)
-    return {"latency_ms": lat, "executor": f"ai-edge-litert {version('ai-edge-litert')} (XNNPACK, "
-            f"{threads} threads)"}
-
-
-def _engine_executorch(path: Path, x, runs: int, threads: int, warmup: int, base: list) -> dict:
-    from ._deps import require, version
-    from .backends.executorch import bench_pte
-
-    require("executorch", "running .pte programs")
-    from executorch.extension.pybindings import _portable_lib
-
-    # the runtime's pool defaults to every core; size it like the other engines
-    _portable_lib._unsafe_reset_threadpool(threads)
-    base[0] = _rss_mb()
-    lat = bench_pte(path, runs=runs, warmup=warmup, x=x)
-    lat.pop("runs", None)
-    lat = {k: round(float(v), 4) for k, v in lat.items()}
-    return {"latency_ms": lat, "executor": f"executorch {version('executorch')} runtime (XNNPACK, "
-            f"{_portable_lib._threadpool_get_thread_count()} threads)"}
+    return get_backend(name).bench(path, x, runs=runs, warmup=warmup, threads=threads, loaded=loaded)
 
 
 def _engine_pytorch(bundle: Path, x, runs: int, threads: int, warmup: int, base: list) -> dict:
     from ._deps import require, version
+    from ._timing import time_calls
 
     torch = require("torch", "the PyTorch reference")
     from .architectures.reference import build_torch_reference
     from .architectures.weights import read_weights
-    from .build.bundle import load_manifest
+    from .bundle import load_manifest
     from .validate.runner import bundle_definition
 
     torch.set_num_threads(threads)
@@ -303,18 +263,19 @@ def _engine_pytorch(bundle: Path, x, runs: int, threads: int, warmup: int, base:
     model.eval()
     t = torch.from_numpy(x)
     with torch.no_grad():
-        lat = _time(lambda: model(t), runs, warmup)
+        lat = time_calls(lambda: model(t), runs, warmup)
     return {"latency_ms": lat, "executor": f"torch {version('torch')} eager (no_grad, batch 1, "
             f"{torch.get_num_threads()} threads)"}
 
 
 def _engine_keras(bundle: Path, x, runs: int, threads: int, warmup: int, base: list) -> dict:
     from ._deps import require, version
+    from ._timing import time_calls
 
     tf = require("tensorflow", "the Keras reference")
     from .architectures.reference import build_keras_reference
     from .architectures.weights import read_weights
-    from .build.bundle import load_manifest
+    from .bundle import load_manifest
     from .validate.runner import bundle_definition
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -324,13 +285,12 @@ def _engine_keras(bundle: Path, x, runs: int, threads: int, warmup: int, base: l
     model = build_keras_reference(d, read_weights(bundle / load_manifest(bundle)["reference"]["weights"]))
     xt = tf.constant(x.transpose(0, 2, 3, 1))
     fn = tf.function(lambda v: model(v, training=False))  # graph mode: what a deployment would call
-    lat = _time(lambda: fn(xt).numpy(), runs, warmup)
+    lat = time_calls(lambda: fn(xt).numpy(), runs, warmup)
     return {"latency_ms": lat, "executor": f"keras {version('keras')} tf.function (batch 1, "
             f"{threads} intra-op threads)"}
 
 
-_ENGINES = {"tflite": _engine_tflite, "executorch": _engine_executorch,
-            "reference-pytorch": _engine_pytorch, "reference-keras": _engine_keras}
+_REFERENCES = {"reference-pytorch": _engine_pytorch, "reference-keras": _engine_keras}
 
 
 def _child(argv: list[str]) -> int:
@@ -341,7 +301,7 @@ def _child(argv: list[str]) -> int:
     from .errors import MissingDependencyError
 
     p = argparse.ArgumentParser(prog="python -m mobiledeploy.bench")
-    p.add_argument("--engine", choices=list(_ENGINES), required=True)
+    p.add_argument("--engine", required=True, help="a reference row or a backend name")
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--path", type=Path)
     p.add_argument("--input", type=Path, required=True)
@@ -357,16 +317,16 @@ def _child(argv: list[str]) -> int:
     x = np.load(a.input)
     base = [_rss_mb()]
     try:
-        target = a.bundle if a.engine.startswith("reference") else a.path
-        out = _ENGINES[a.engine](target, x, a.runs, a.threads, a.warmup, base)
+        if a.engine in _REFERENCES:
+            out = _REFERENCES[a.engine](a.bundle, x, a.runs, a.threads, a.warmup, base)
+        else:
+            out = _engine_backend(a.engine, a.path, x, a.runs, a.threads, a.warmup, base)
         out.update(status="ok", reason="", runs=a.runs, peak_rss_mb=round(_maxrss_mb(), 1),
                    rss_delta_mb=round(_maxrss_mb() - base[0], 1), amx=amx.state())
-        if a.engine == "tflite":  # after the peak is read: this loads a second interpreter
-            from .tflite_reader import xnnpack_partitions
+        if a.engine not in _REFERENCES:  # after the peak is read: this may load the model again
+            from .backends.registry import get_backend
 
-            xp = xnnpack_partitions(a.path)
-            out["xnnpack_partitions"] = xp.get("partitions")
-            out["undelegated_ops"] = [o["op"] for o in xp.get("undelegated_ops", [])]
+            out.update(get_backend(a.engine).bench_facts(a.path))
     except MissingDependencyError as exc:
         out = {"status": "skipped", "reason": str(exc).splitlines()[0]}
     except Exception as exc:  # reported as a failed row, the other engines still run

@@ -7,7 +7,7 @@ demo bundle and a MobileNetV3-Small 1.0 @224 bundle (int8 vs fp32, TFLite and Ex
 by side), each latency read against the compute bound of this CPU.
 
 int8 at 224 is measured three ways in the same run: the default (lowered) int8 graphs, the stock
-converters' graphs (``lowering: none`` / ``quantize_activations: false``), and a control network
+converters' graphs (``lowering: none``), and a control network
 (the same table with ReLU instead of h-swish: what int8 gains on this CPU when activations cost
 nothing); on a CPU with AMX each with AMX allowed (LiteRT asks for it and gets it) and denied. The stock
 graphs are also validated on the demo's held-out images next to the lowered ones.
@@ -37,7 +37,7 @@ BIG_TARGETS = ("tflite-fp32", "tflite-int8", "executorch-xnnpack", "executorch-x
 # what issue 10 asks of the int8 artifacts at 224 (median latency, int8 / fp32)
 RATIO_GOALS = {"tflite": 0.6, "executorch": 0.75}
 # the stock converters' int8 graphs, the baseline of the lowering
-STOCK_OPTIONS = {"tflite-int8": {"lowering": "none"}, "executorch-xnnpack-int8": {"quantize_activations": False}}
+STOCK_OPTIONS = {"tflite-int8": {"lowering": "none"}, "executorch-xnnpack-int8": {"lowering": "none"}}
 RUNTIME_TARGETS = {"tflite": ("tflite-fp32", "tflite-int8"),
                    "executorch": ("executorch-xnnpack", "executorch-xnnpack-int8")}
 HEAVY_IMPORTS = ("tensorflow", "torch", "executorch.runtime", "ai_edge_litert.interpreter", "coremltools")
@@ -200,7 +200,7 @@ def recalibrated_weights(definition: Path, out: Path, images: int = 100) -> Path
     from .architectures.torch_builder import recalibrate_bn
     from .architectures.weights import save_weights
     from .definition import load_definition
-    from .validate.inputs import load_batch
+    from .images import load_batch
 
     d = load_definition(definition)
     import warnings

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import DefinitionError
+from .tolerance import Tolerance
 
 Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -204,18 +205,6 @@ class AndroidSpec(BaseModel):
         return v
 
 
-class ToleranceSpec(BaseModel):
-    """Limits a target is judged by; any field may be omitted (the profile's value applies)."""
-
-    model_config = Strict
-    max_abs: float | None = Field(None, ge=0)
-    mean_abs: float | None = Field(None, ge=0)
-    min_cosine: float | None = Field(None, ge=-1, le=1)
-    min_snr_db: float | None = None
-    min_top1_agreement: float | None = Field(None, ge=0, le=1)
-    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
-
-
 class ModelDefinition(BaseModel):
     """The whole definition. ``base_dir`` (set by the loader) anchors relative paths."""
 
@@ -231,7 +220,7 @@ class ModelDefinition(BaseModel):
     calibration: ImageSource
     validation: ImageSource
     android: AndroidSpec = AndroidSpec()
-    tolerances: dict[str, ToleranceSpec] = {}
+    tolerances: dict[str, Tolerance] = {}
     target_options: dict[str, dict[str, Any]] = {}
     base_dir: str = Field("", exclude=True)
     source_path: str = Field("", exclude=True)
@@ -376,7 +365,7 @@ def check_definition_files(d: ModelDefinition) -> None:
         p = d.path(s)
         if not p.exists():
             raise DefinitionError(src, f"{field}.source", f"not found: {p} (a folder of images or a list file)")
-    from .targets import all_targets
+    from .targets import KERAS_ROW, all_targets, resolve_target
 
     known = all_targets()
     if d.targets is not None:
@@ -384,10 +373,11 @@ def check_definition_files(d: ModelDefinition) -> None:
             if t not in known:
                 raise DefinitionError(src, f"targets[{i}]", f"unknown target '{t}'; allowed: {', '.join(known)}")
     for section in ("tolerances", "target_options"):
+        rows = [*known, KERAS_ROW] if section == "tolerances" else list(known)
         for t in getattr(d, section):
-            if t not in known:
-                raise DefinitionError(src, f"{section}.{t}", f"unknown target '{t}'; allowed: {', '.join(known)}")
-    for t, opts in d.target_options.items():
-        known[t].check_options(opts, src, f"target_options.{t}")
+            if t not in rows:
+                raise DefinitionError(src, f"{section}.{t}", f"unknown target '{t}'; allowed: {', '.join(rows)}")
+    for t in d.target_options:
+        resolve_target(d, t)  # options type-checked against the backend's model for the precision
     d.architecture_spec()
 

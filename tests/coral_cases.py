@@ -1,5 +1,5 @@
 """Coral's classification test cases (classification_test_cases.csv) run on the CPU with LiteRT,
-decoded and resized by mobiledeploy's own ``validate.inputs``."""
+decoded and resized by mobiledeploy's own ``images``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mobiledeploy.backends.tflite import dequantize, make_interpreter
-from mobiledeploy.validate.inputs import decode_resized
+from mobiledeploy.images import decode_resized
 
 
 @dataclass(frozen=True)

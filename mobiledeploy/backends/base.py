@@ -1,45 +1,75 @@
-"""The target contract: a backend knows its requirements, converts, loads and runs its artifact.
+"""The target contract: one backend, one module, one class that carries everything about it.
 
-One backend, one module (``tflite.py``, ``coreml.py``, ``executorch.py``, ``edgetpu.py``); each
-imports its framework lazily inside ``convert``/``load``.
+A backend class says what it needs (``requires``, ``extra``, ``distributions``), which precisions
+it builds with which typed options (``options``) and default limits (``tolerances``), whether its
+output is byte-stable, how ``bench`` runs it (``bench``), which Android runtime can load it
+(``app_runtime``), and how its runner taps intermediates for localisation (``Runner.intermediates``).
+Its framework is imported lazily, inside ``convert``/``load``/``bench``. The registry maps a name to
+"module:Class" and nothing else; ``targets/*.yaml`` profiles pick a backend and a precision.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..images import InputBatch
+from ..tolerance import Tolerance
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..definition import ModelDefinition
-    from ..targets import TargetProfile
+    from ..targets import ResolvedTarget
 
 
-@dataclass
-class InputBatch:
-    """The same real inputs for every backend, decoded and preprocessed once.
+class Lowering(str, Enum):
+    """One name for one idea on every int8 backend: how h-swish and the SE gate reach int8.
 
-    ``pixels`` is what a camera gives (resized, RGB, uint8, NHWC); ``x`` is the normalised
-    float tensor the reference models take (NCHW, channels in the definition's colour order).
+    ``hswish``: built from ops the int8 kernels and accelerators take (TFLite/Edge TPU: ADD+RELU6
+    and MUL with the 1/6 folded into the next weights; ExecuTorch: XNNPACK's int8 h-swish and the
+    SE gate folded into its conv). ``none``: the stock converter's graph.
     """
 
-    pixels: np.ndarray  # (N, H, W, C) uint8, RGB order, already resized
-    x: np.ndarray  # (N, C, H, W) float32, normalised, definition's colour order
-    labels: list[int | None] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
+    hswish = "hswish"
+    none = "none"
 
-    def nhwc(self) -> np.ndarray:
-        """The normalised input in NHWC layout (Keras / TFLite)."""
-        return np.ascontiguousarray(self.x.transpose(0, 2, 3, 1))
 
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
+class NoOptions(BaseModel):
+    """A precision without options."""
 
-    def subset(self, n: int) -> InputBatch:
-        return InputBatch(self.pixels[:n], self.x[:n], self.labels[:n], self.files[:n])
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Int8Options(BaseModel):
+    """What every int8 target takes: real calibration images and the h-swish lowering."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lowering: Lowering = Lowering.hswish
+    calibration_samples: int = Field(100, ge=1, le=100_000)
+
+
+@dataclass(frozen=True)
+class GraphVariant:
+    """Which function-preserving variant of the reference graph an artifact is built from.
+
+    Decided once from the resolved options (``Backend.graph``), passed to the model builders and
+    recorded with the artifact, so that localisation reads it instead of guessing.
+    """
+
+    hswish: str = "fused"  # "fused" (one h-swish op) or "lowered" (ADD+RELU6, MUL; 1/6 folded)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"hswish": self.hswish}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> GraphVariant:
+        return cls(**(data or {}))
 
 
 @dataclass
@@ -60,17 +90,21 @@ class ConvertContext:
             self._torch_model = build_torch_reference(self.definition)
         return self._torch_model
 
-    def keras_model(self, **options):
-        """The Keras reference built from the same spec and weights.
-
-        ``options`` select graph variants (e.g. ``hswish="lowered"``); each variant is cached.
-        """
+    def keras_model(self, graph: GraphVariant, batch_size: int | None = 1):
+        """The Keras reference built from the same spec and weights, as graph variant ``graph``
+        (each variant is built once per context)."""
         from ..architectures.reference import build_keras_reference
 
-        key = tuple(sorted(options.items()))
+        key = (graph, batch_size)
         if key not in self._keras_models:
-            self._keras_models[key] = build_keras_reference(self.definition, **options)
+            self._keras_models[key] = build_keras_reference(self.definition, batch_size=batch_size,
+                                                            **graph.as_dict())
         return self._keras_models[key]
+
+
+# (name, layer names it carries, value NCHW float32): one intermediate value of a runtime
+Tap = tuple[str, set, np.ndarray]
+OUTPUT = "<output>"  # in a Tap's layer set: the value is a graph output (its name is the converter's)
 
 
 class Runner(ABC):
@@ -81,9 +115,11 @@ class Runner(ABC):
     @abstractmethod
     def run(self, batch: InputBatch) -> np.ndarray: ...
 
-    def intermediates(self, batch: InputBatch) -> dict[str, np.ndarray]:  # pragma: no cover
-        """Named intermediate values for localisation; empty when the runtime cannot tell."""
-        return {}
+    def intermediates(self, batch: InputBatch) -> list[Tap]:  # pragma: no cover
+        """Intermediate values for localisation, in execution order; empty when the runtime
+        cannot tell. Layer-name sets let localisation match values to reference modules by name;
+        empty sets make it match by shape and agreement."""
+        return []
 
 
 class SkipRun(Exception):
@@ -91,35 +127,60 @@ class SkipRun(Exception):
 
 
 class Backend(ABC):
-    """One backend. Registered by ``name`` in ``backends.registry``."""
+    """One backend. Registered by ``name`` in ``backends.registry`` (or named "module:Class")."""
 
-    name: str = ""
+    name: ClassVar[str] = ""
     #: import names this backend needs, checked before any work
-    requires: tuple[str, ...] = ()
-    #: the extra that installs them
-    extra: str = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: the pyproject extra that installs them
+    extra: ClassVar[str] = ""
+    #: distributions whose versions shape the artifact (part of every cache key)
+    distributions: ClassVar[tuple[str, ...]] = ()
+    #: precision -> the typed options model of that precision (its defaults are the defaults)
+    options: ClassVar[dict[str, type[BaseModel]]] = {}
+    #: precision -> default limits; a profile and the definition may override key by key
+    tolerances: ClassVar[dict[str, Tolerance]] = {}
+    #: equal inputs give equal bytes (else the manifest records a content hash)
+    byte_stable: ClassVar[bool] = True
+    #: the Android app runtime that loads this backend's artifacts, or None
+    app_runtime: ClassVar[str | None] = None
+    #: what ``bench`` calls the device the host latency is measured on
+    bench_device: ClassVar[str] = "CPU"
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries that shape the artifact (part of the cache key)."""
         from .._deps import version
 
-        out = {}
-        for dist in self.distributions():
-            v = version(dist)
-            if v:
-                out[dist] = v
-        return out
+        return {d: v for d in self.distributions if (v := version(d))}
 
-    def distributions(self) -> tuple[str, ...]:
-        return ()
+    def graph(self, target: ResolvedTarget) -> GraphVariant:
+        """The reference graph variant this target converts (default: the fused graph)."""
+        return GraphVariant()
 
     @abstractmethod
-    def convert(self, ctx: ConvertContext, target: TargetProfile, out: Path) -> dict[str, Any]:
+    def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
         """Write the artifact to ``out`` (a temporary path; the caller renames it).
 
         Returns facts for the manifest (e.g. delegated ops, quantization parameters).
         """
 
     @abstractmethod
-    def load(self, path: Path, target: TargetProfile, definition: ModelDefinition) -> Runner:
+    def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:
         """Load a built artifact for running; raise SkipRun when this host cannot run it."""
+
+    def bench_skip_reason(self) -> str | None:
+        """Why ``bench`` cannot time this backend's artifacts on this host, or None."""
+        return None
+
+    def bench(self, path: Path, x: np.ndarray, *, runs: int, warmup: int, threads: int,
+              loaded: Callable[[], None]) -> dict[str, Any]:  # pragma: no cover - per backend
+        """Time one artifact on input ``x`` (1, C, H, W) in this (child) process.
+
+        Calls ``loaded()`` once the runtime is imported, before the model is loaded (so the
+        model's own memory can be told apart). Returns ``{"latency_ms": {...}, "executor": str}``.
+        """
+        raise NotImplementedError(f"{self.name}: no host benchmark")
+
+    def bench_facts(self, path: Path) -> dict[str, Any]:
+        """Facts ``bench`` adds to the row after timing and memory (e.g. XNNPACK partitions)."""
+        return {}

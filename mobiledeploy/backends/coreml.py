@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from ..errors import UserError
-from .base import Backend, ConvertContext, InputBatch, Runner, SkipRun
+from ..tolerance import Tolerance
+from .base import Backend, ConvertContext, InputBatch, Runner, SkipRun, Tap
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..definition import ModelDefinition
-    from ..targets import TargetProfile
+    from ..targets import ResolvedTarget
 
 IMAGE_INPUT = "image"
 TENSOR_INPUT = "x"
@@ -151,8 +153,12 @@ def content_sha256(mlpackage_path: str | Path) -> str:
     return _sha(mlpackage_path)
 
 
-def _image_input(target, definition=None) -> bool:
-    return bool((getattr(target, "options", None) or {}).get("image_input", True))
+class CoreMLOptions(BaseModel):
+    """Core ML: the OS the package needs at least, and camera-pixel (image) or tensor input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    minimum_deployment_target: Literal[DEPLOYMENT_TARGETS] = "iOS15"  # type: ignore[valid-type]
+    image_input: bool = True
 
 
 class _MILRunner(Runner):
@@ -181,13 +187,16 @@ class _MILRunner(Runner):
             raise SkipRun(str(exc)) from exc
         return np.asarray(out[LOGITS], dtype=np.float32).reshape(len(batch), -1)
 
-    def intermediates(self, batch: InputBatch) -> dict[str, np.ndarray]:
+    def intermediates(self, batch: InputBatch) -> list[Tap]:
+        """Every float value of the program (names are the converter's: matched by shape)."""
         from ..milexec import UnsupportedMILOp
 
         try:
-            return self.program.run(self._feed(batch), intermediates=True)
+            values = self.program.run(self._feed(batch), intermediates=True)
         except UnsupportedMILOp:
-            return {}
+            return []
+        return [(k, set(), np.asarray(v, np.float32)) for k, v in values.items()
+                if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.ndim >= 2 and v.shape[0] == len(batch)]
 
 
 class _CoreMLRunner(Runner):
@@ -210,12 +219,12 @@ class _CoreMLRunner(Runner):
             rows.append(np.asarray(self.model.predict({self.input_name: feed})[LOGITS]))
         return np.concatenate([r.reshape(1, -1) for r in rows]).astype(np.float32)
 
-    def intermediates(self, batch: InputBatch) -> dict[str, np.ndarray]:
+    def intermediates(self, batch: InputBatch) -> list[Tap]:
         # Core ML does not expose inner values; the program's own semantics do.
         try:
             return _MILRunner(self.path).intermediates(batch)
         except SkipRun:
-            return {}
+            return []
 
 
 class CoreMLBackend(Backend):
@@ -224,14 +233,25 @@ class CoreMLBackend(Backend):
     name = "coreml"
     requires = ("coremltools", "torch")
     extra = "coreml"
+    distributions = ("coremltools", "torch")
+    options: ClassVar[dict[str, type[BaseModel]]] = {"fp32": CoreMLOptions, "fp16": CoreMLOptions}
+    tolerances: ClassVar[dict[str, Tolerance]] = {
+        "fp32": Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0, max_accuracy_drop=0.0),
+        "fp16": Tolerance(min_snr_db=30.0, min_cosine=0.999, min_top1_agreement=0.98, max_accuracy_drop=0.01),
+    }
+    byte_stable = False  # see NOT_BYTE_STABLE: the manifest records content_sha256
+    bench_device = "Core ML"
 
-    def distributions(self) -> tuple[str, ...]:
-        return ("coremltools", "torch")
+    def bench_skip_reason(self) -> str | None:
+        import platform
 
-    def convert(self, ctx: ConvertContext, target: TargetProfile, out: Path) -> dict[str, Any]:
+        if platform.system() != "Darwin":
+            return f"not run on this OS ({platform.system()}): Core ML runs on macOS/iOS"
+        return "not benchmarked by mobiledeploy: use Xcode's Core ML performance report"
+
+    def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
         d = ctx.definition
         inp = d.input
-        opts = dict(target.options or {})
         return convert_torch_to_mlpackage(
             ctx.torch_model(),
             out,
@@ -243,11 +263,11 @@ class CoreMLBackend(Backend):
             std=tuple(inp.std),
             labels=d.labels_list(),
             precision=target.precision,
-            minimum_deployment_target=str(opts.get("minimum_deployment_target", "iOS15")),
-            image_input=_image_input(target, d),
+            minimum_deployment_target=target.option("minimum_deployment_target"),
+            image_input=target.option("image_input"),
         )
 
-    def load(self, path: Path, target: TargetProfile, definition: ModelDefinition) -> Runner:
+    def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:
         """Core ML on macOS; the NumPy MIL executor elsewhere (SkipRun if it lacks an op)."""
         path = Path(path)
         if sys.platform == "darwin":

@@ -7,17 +7,32 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from .base import ConvertContext, Runner
-from .tflite import TFLiteBackend, TFLiteRunner
+from pydantic import BaseModel
+
+from ..tolerance import Tolerance
+from .base import ConvertContext, GraphVariant, Lowering, Runner
+from .tflite import INT8_TOLERANCE, TFLiteBackend, TFLiteInt8Options, TFLiteRunner
+
+
+class EdgeTPUOptions(TFLiteInt8Options):
+    """The Edge TPU's int8 model: uint8 I/O, as Coral's examples and camera pipelines feed it."""
+
+    io_dtype: Literal["int8", "uint8"] = "uint8"
 
 
 class EdgeTPUBackend(TFLiteBackend):
-    name = "edgetpu"
+    """edgetpu: a fully 8-bit TFLite model, its predicted compiler mapping, the compiler if present."""
 
-    def keras_variant(self, target) -> dict[str, str]:
-        return {"hswish": "lowered" if target.options.get("lowering", "hswish") == "hswish" else "fused"}
+    name = "edgetpu"
+    options: ClassVar[dict[str, type[BaseModel]]] = {"int8": EdgeTPUOptions}
+    tolerances: ClassVar[dict[str, Tolerance]] = {"int8": INT8_TOLERANCE}
+    app_runtime = None  # the app runs tflite-* models; the Edge TPU model needs Coral's delegate
+    bench_device = "CPU (LiteRT + XNNPACK), not Edge TPU"
+
+    def graph(self, target) -> GraphVariant:
+        return GraphVariant(hswish="lowered" if target.option("lowering") == Lowering.hswish.value else "fused")
 
     def convert(self, ctx: ConvertContext, target, out: Path) -> dict[str, Any]:
         from ..edgetpu import analyze, compiler_command, find_compiler, format_log, run_compiler

@@ -2,7 +2,7 @@
 
 The stock ``XNNPACKQuantizer`` leaves h-swish and hard-sigmoid unannotated, so every h-swish and
 SE gate runs in fp32 between explicit int8<->fp32 convert ops and int8 gains little over fp32.
-With ``quantize_activations`` (the default) no float island is left in the int8 program:
+With ``lowering="hswish"`` (the default, as for TFLite and the Edge TPU) no float island is left in the int8 program:
 
 - h-swish stays one op: annotated int8 here and delegated as XNNPACK's int8 h-swish (ExecuTorch's
   partitioner only offers XNNPACK's fp32 h-swish; ``partitioner`` adds the int8 one). Decomposing
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 SCHEME = ("PT2E static int8: weights per-channel symmetric, activations per-tensor affine "
-          "(XNNPACKQuantizer; with quantize_activations h-swish too, as XNNPACK's int8 h-swish)")
+          "(XNNPACKQuantizer; with lowering=hswish h-swish too, as XNNPACK's int8 h-swish)")
 
 
 def _aten():
@@ -297,7 +297,7 @@ def float_compute_ops(gm) -> list[str]:
 
 
 def prepare_module(model, input_shape, *, precision: str, calibration: np.ndarray | None = None,
-                   quantize_activations: bool = True):
+                   lowering: str = "hswish"):
     """The exported, rewritten (and for int8, quantized) GraphModule, and its facts.
 
     ``input_shape`` is (C, H, W). Raises UserError when int8 has no calibration images.
@@ -310,8 +310,8 @@ def prepare_module(model, input_shape, *, precision: str, calibration: np.ndarra
     example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
     with torch.no_grad():
         gm = torch.export.export(model, example).module()
-        # stock int8 (quantize_activations off) keeps the graph the XNNPACKQuantizer expects
-        stock = precision == "int8" and not quantize_activations
+        # stock int8 (lowering none) keeps the graph the XNNPACKQuantizer expects
+        stock = precision == "int8" and lowering != "hswish"
         rewrites = rewrite_graph(gm, hardsigmoid=not stock)
         facts: dict[str, Any] = {"precision": precision, "graph_rewrites": rewrites,
                                  "int8_hardswish": precision == "int8" and not stock}
@@ -323,7 +323,7 @@ def prepare_module(model, input_shape, *, precision: str, calibration: np.ndarra
         # re-export so the rewritten nodes carry the shape/dtype metadata the quantizer reads
         gm = torch.export.export(gm, example).module()
         gm = quantize_int8(gm, np.asarray(calibration, np.float32), hardswish=not stock)
-    facts.update({"quantization": SCHEME, "quantize_activations": bool(quantize_activations),
+    facts.update({"quantization": SCHEME, "lowering": lowering if precision == "int8" else None,
                   "calibration_samples": int(len(calibration)),
                   "float_compute_ops": len(float_compute_ops(gm))})
     return gm, facts

@@ -9,19 +9,20 @@ int8<->fp32 converts run inside the delegate.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from ..errors import UserError
-from .base import Backend, ConvertContext, InputBatch, Runner
+from ..tolerance import Tolerance
+from .base import Backend, ConvertContext, GraphVariant, InputBatch, Int8Options, Lowering, NoOptions, Runner
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..definition import ModelDefinition
-    from ..targets import TargetProfile
+    from ..targets import ResolvedTarget
 
 DELEGATE_CALL = "executorch_call_delegate"
 # bookkeeping nodes that are not operators
@@ -77,12 +78,12 @@ def delegation_report(edge_program) -> dict[str, Any]:
 
 
 def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "fp32",
-                 calibration: np.ndarray | None = None, quantize_activations: bool = True
+                 calibration: np.ndarray | None = None, lowering: str = "hswish"
                  ) -> tuple[bytes, dict[str, Any]]:
     """Export an eval-mode ``model`` (NCHW float -> logits) to .pte bytes delegated to XNNPACK.
 
     ``precision`` is "fp32" or "int8"; int8 needs ``calibration`` (N, C, H, W) float32 real
-    images. ``quantize_activations`` runs h-swish and the SE gates in int8 too (see ``et_quant``).
+    images. ``lowering="hswish"`` runs h-swish and the SE gates in int8 too (see ``et_quant``).
     Returns (pte bytes, facts for the manifest).
     """
     import torch
@@ -98,7 +99,7 @@ def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "
         raise UserError(f"ExecuTorch precision must be fp32 or int8, got '{precision}'")
     gm, facts = et_quant.prepare_module(model, input_shape, precision=precision,
                                         calibration=calibration,
-                                        quantize_activations=quantize_activations)
+                                        lowering=lowering)
     example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
     with torch.no_grad():
         edge = to_edge_transform_and_lower(torch.export.export(gm, example),
@@ -114,25 +115,46 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
     requires = ("executorch", "torch")
     extra = "executorch"
+    distributions = ("executorch", "torch", "torchao")  # torchao's PT2E shapes the int8 program
+    options: ClassVar[dict[str, type[BaseModel]]] = {"fp32": NoOptions, "int8": Int8Options}
+    tolerances: ClassVar[dict[str, Tolerance]] = {
+        "fp32": Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0, max_accuracy_drop=0.0),
+        "int8": Tolerance(min_snr_db=12.0, min_top1_agreement=0.95, max_accuracy_drop=0.02),
+    }
+    app_runtime = "executorch"
+    bench_device = "CPU (ExecuTorch + XNNPACK)"
 
-    def distributions(self) -> tuple[str, ...]:
-        return ("executorch", "torch", "torchao")  # torchao's PT2E shapes the int8 program
+    def graph(self, target) -> GraphVariant:
+        # the exported graph keeps one h-swish op either way; the lowering is in its quantization
+        return GraphVariant()
 
-    def convert(self, ctx: ConvertContext, target: TargetProfile, out: Path) -> dict[str, Any]:
+    def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
         """Write the .pte to ``out``; return the delegation report and quantization facts."""
         inp = ctx.definition.input
         calib = None
-        qa = bool(target.options.get("quantize_activations", True))
         if target.precision == "int8":
-            n = int(target.options.get("calibration_samples", 100))
-            calib = ctx.calibration.x[:n]
+            calib = ctx.calibration.x[:target.option("calibration_samples")]
         data, facts = lower_to_pte(ctx.torch_model(), (inp.channels, inp.height, inp.width),
                                    precision=target.precision, calibration=calib,
-                                   quantize_activations=qa)
+                                   lowering=target.option("lowering", Lowering.none.value))
         Path(out).write_bytes(data)
         return facts
 
-    def load(self, path: Path, target: TargetProfile, definition: ModelDefinition) -> Runner:
+    def bench(self, path: Path, x: np.ndarray, *, runs: int, warmup: int, threads: int, loaded) -> dict[str, Any]:
+        from .._deps import require, version
+
+        require("executorch", "running .pte programs")
+        from executorch.extension.pybindings import _portable_lib
+
+        # the runtime's pool defaults to every core; size it like the other engines
+        _portable_lib._unsafe_reset_threadpool(threads)
+        loaded()
+        lat = bench_pte(path, runs=runs, warmup=warmup, x=x)
+        lat.pop("runs", None)
+        return {"latency_ms": lat, "executor": f"executorch {version('executorch')} runtime (XNNPACK, "
+                f"{_portable_lib._threadpool_get_thread_count()} threads)"}
+
+    def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:
         """A runner on ExecuTorch's Python runtime; a program it cannot load is an error (the row fails)."""
         return PteRunner(path)
 
@@ -179,24 +201,19 @@ class PteRunner(Runner):
 
 def bench_pte(path: str | Path, runs: int = 300, warmup: int = 20,
               x: np.ndarray | None = None) -> dict[str, float]:
-    """Host latency of one .pte forward (ms): ``{"median", "p90", "runs"}``.
+    """Host latency of one .pte forward (ms): ``{"median", "p90", "mean", "min", "runs"}``.
 
     ``x`` is one input (1, C, H, W); zeros of the program's input shape when omitted.
     """
     import torch
+
+    from .._timing import time_calls
 
     program, method = _load_method(Path(path))  # the method is only valid while program lives
     if x is None:
         shape = tuple(method.metadata.input_tensor_meta(0).sizes())
         x = np.zeros(shape, np.float32)
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    for _ in range(warmup):
-        method.execute([t])
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        method.execute([t])
-        times.append(time.perf_counter() - t0)
-    del method, program
-    ms = np.asarray(times) * 1e3
-    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "runs": runs}
+    lat = time_calls(lambda: method.execute([t]), runs, warmup)
+    del program
+    return {**lat, "runs": runs}

@@ -1,63 +1,71 @@
-"""Backends by name. Modules are imported only when a backend is used."""
+"""Backends by name: a name maps to "module:Class" and nothing else.
+
+Everything else about a backend (requirements, extra, options, tolerances, bench, app runtime)
+is on its class. A target profile may also name a backend outside this package directly as
+"package.module:Class" (a plugin): nothing here needs editing to add one.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
-from dataclasses import dataclass
 
-from .._deps import available
 from ..errors import InternalError, MissingDependencyError, UserError
 
-
-@dataclass(frozen=True)
-class BackendEntry:
-    name: str
-    module: str
-    cls: str
-    requires: tuple[str, ...]  # import names
-    extra: str
-
-    def missing(self) -> list[str]:
-        return [m for m in self.requires if not available(m)]
-
-    def check(self) -> None:
-        """Raise MissingDependencyError naming the extra when a requirement is absent."""
-        miss = self.missing()
-        if miss:
-            raise MissingDependencyError(miss[0], self.extra, f"needed by the {self.name} backend")
+BACKENDS: dict[str, str] = {}
 
 
-_REGISTRY: dict[str, BackendEntry] = {}
+def register(name: str, ref: str) -> None:
+    """Add a backend; a name registered twice is a bug."""
+    if name in BACKENDS:
+        raise InternalError(f"backend '{name}' registered twice")
+    if ":" not in ref:
+        raise InternalError(f"backend '{name}': '{ref}' is not 'module:Class'")
+    BACKENDS[name] = ref
 
 
-def register(entry: BackendEntry) -> None:
-    if entry.name in _REGISTRY:
-        raise InternalError(f"backend '{entry.name}' registered twice")
-    _REGISTRY[entry.name] = entry
+register("tflite", "mobiledeploy.backends.tflite:TFLiteBackend")
+register("edgetpu", "mobiledeploy.backends.edgetpu:EdgeTPUBackend")
+register("coreml", "mobiledeploy.backends.coreml:CoreMLBackend")
+register("executorch", "mobiledeploy.backends.executorch:ExecuTorchBackend")
 
 
-for _e in (
-    BackendEntry("tflite", "mobiledeploy.backends.tflite", "TFLiteBackend",
-                 ("tensorflow", "ai_edge_litert", "torch"), "tflite"),
-    BackendEntry("edgetpu", "mobiledeploy.backends.edgetpu", "EdgeTPUBackend",
-                 ("tensorflow", "ai_edge_litert", "torch"), "tflite"),
-    BackendEntry("coreml", "mobiledeploy.backends.coreml", "CoreMLBackend",
-                 ("coremltools", "torch"), "coreml"),
-    BackendEntry("executorch", "mobiledeploy.backends.executorch", "ExecuTorchBackend",
-                 ("executorch", "torch"), "executorch"),
-):
-    register(_e)
+@functools.cache
+def backend_class(name: str):
+    """The class of a registered backend name or of a "module:Class" reference.
+
+    Importing a backend module imports no framework (they are imported inside its methods).
+    """
+    ref = BACKENDS.get(name) or (name if ":" in name else None)
+    if ref is None:
+        raise UserError(f"unknown backend '{name}'; allowed: {', '.join(BACKENDS)} or 'package.module:Class'")
+    module, _, cls = ref.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"backend '{name}': cannot import {ref} ({exc})") from None
+    from .base import Backend
+
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        raise UserError(f"backend '{name}': {ref} is not a mobiledeploy Backend class")
+    return found
 
 
-def entry(name: str) -> BackendEntry:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown backend '{name}'; allowed: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+def missing(name: str) -> list[str]:
+    """The backend's required import names that are not installed here."""
+    from .._deps import available
+
+    return [m for m in backend_class(name).requires if not available(m)]
+
+
+def check(name: str) -> None:
+    """Raise MissingDependencyError naming the extra when a requirement is absent."""
+    miss = missing(name)
+    if miss:
+        raise MissingDependencyError(miss[0], backend_class(name).extra, f"needed by the {name} backend")
 
 
 def get_backend(name: str):
     """An instance of the named backend (its framework still imported lazily)."""
-    e = entry(name)
-    e.check()
-    mod = importlib.import_module(e.module)
-    return getattr(mod, e.cls)()
+    check(name)
+    return backend_class(name)()

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from .._deps import require
-from .base import Backend, ConvertContext, InputBatch, Runner, SkipRun
+from ..tolerance import Tolerance
+from .base import (
+    OUTPUT,
+    Backend,
+    ConvertContext,
+    GraphVariant,
+    InputBatch,
+    Int8Options,
+    Lowering,
+    NoOptions,
+    Runner,
+    SkipRun,
+    Tap,
+)
 
 
 def _tf():
@@ -100,6 +115,30 @@ def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
+def layers_of(tensor_name: str) -> set[str]:
+    """Keras layer names in a TFLite tensor name ('model_1/stem_act_1/Mul;model_1/...').
+
+    Every path segment counts (a model nested in another adds a level), with and without the
+    ``_N`` suffix Keras appends to the names of layers it has built before.
+    """
+    layers = set()
+    for part in tensor_name.split(";"):
+        for seg in part.split("/")[:-1]:
+            layers.add(seg)
+            layers.add(re.sub(r"_\d+$", "", seg))
+    return layers
+
+
+class TFLiteInt8Options(Int8Options):
+    """int8 TFLite: I/O tensor type (apps and MediaPipe feed uint8; int8 is the converter's default)."""
+
+    io_dtype: Literal["int8", "uint8"] = "int8"
+
+
+FLOAT_TOLERANCE = Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0, max_accuracy_drop=0.0)
+INT8_TOLERANCE = Tolerance(min_snr_db=12.0, min_top1_agreement=0.95, max_accuracy_drop=0.02)
+
+
 class TFLiteRunner(Runner):
     """Runs a .tflite one sample at a time (batch-1 signature), NHWC normalised input."""
 
@@ -130,34 +169,96 @@ class TFLiteRunner(Runner):
             outs.append(dequantize(self.interp.get_tensor(self.out["index"]), self.out))
         return np.concatenate(outs).reshape(len(x), -1)
 
+    def intermediates(self, batch: InputBatch) -> list[Tap]:
+        """Every op output, int8 ones dequantized, NHWC -> NCHW, named by their Keras layers.
+
+        Runs LiteRT's builtin kernels without the XNNPACK delegate, whose fused partitions would
+        hide the intermediate tensors.
+        """
+        litert = require("ai_edge_litert.interpreter", "running .tflite files")
+        import warnings
+
+        with warnings.catch_warnings():  # the debugging-only notice is exactly what this is for
+            warnings.simplefilter("ignore")
+            interp = litert.Interpreter(
+                model_path=str(self.path), experimental_preserve_all_tensors=True,
+                experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        outputs = {d["index"] for d in interp.get_output_details()}
+        details = {t["index"]: t for t in interp.get_tensor_details()}
+        order = [i for op in interp._get_ops_details() for i in op["outputs"] if i >= 0]
+        values: dict[int, list[np.ndarray]] = {i: [] for i in order}
+        x = batch.nhwc()
+        for n in range(len(x)):
+            interp.set_tensor(inp["index"], quantize(x[n:n + 1], inp))
+            interp.invoke()
+            for i in order:
+                values[i].append(dequantize(interp.get_tensor(i), details[i]))
+        out = []
+        for i in order:
+            v = np.concatenate(values[i])
+            if v.ndim == 4:
+                v = v.transpose(0, 3, 1, 2)
+            layers = layers_of(details[i]["name"]) | ({OUTPUT} if i in outputs else set())
+            out.append((details[i]["name"], layers, v))
+        return out
+
 
 class TFLiteBackend(Backend):
+    """tflite-fp32 / fp16 / int8: the TensorFlow converter on the Keras twin, run with LiteRT."""
+
     name = "tflite"
-    requires = ("tensorflow", "ai_edge_litert")
+    requires = ("tensorflow", "ai_edge_litert", "torch")
     extra = "tflite"
+    distributions = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert")
+    options: ClassVar[dict[str, type[BaseModel]]] = {"fp32": NoOptions, "fp16": NoOptions,
+                                                     "int8": TFLiteInt8Options}
+    tolerances: ClassVar[dict[str, Tolerance]] = {
+        "fp32": FLOAT_TOLERANCE,
+        "fp16": Tolerance(min_snr_db=40.0, min_cosine=0.9999, min_top1_agreement=0.99, max_accuracy_drop=0.005),
+        "int8": INT8_TOLERANCE,
+    }
+    app_runtime = "litert"
+    bench_device = "CPU (LiteRT + XNNPACK)"
 
-    def distributions(self):
-        return ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert")
-
-    def keras_variant(self, target) -> dict[str, str]:
-        lowering = target.options.get("lowering", "none")
-        return {"hswish": "lowered" if target.precision == "int8" and lowering == "hswish" else "fused"}
+    def graph(self, target) -> GraphVariant:
+        lowered = target.precision == "int8" and target.option("lowering") == Lowering.hswish.value
+        return GraphVariant(hswish="lowered" if lowered else "fused")
 
     def convert(self, ctx: ConvertContext, target, out: Path) -> dict[str, Any]:
-        variant = self.keras_variant(target)
-        model = ctx.keras_model(batch_size=1, **variant)
+        graph = self.graph(target)
+        model = ctx.keras_model(graph, batch_size=1)
         calib = None
         if target.precision == "int8":
-            n = int(target.options.get("calibration_samples", 100))
-            calib = ctx.calibration.nhwc()[:n]
+            calib = ctx.calibration.nhwc()[:target.option("calibration_samples")]
         data = convert_keras_to_tflite(model, target.precision, calibration=calib,
-                                       io_dtype=target.options.get("io_dtype", "int8"))
+                                       io_dtype=target.option("io_dtype", "int8"))
         Path(out).write_bytes(data)
         facts = model_facts(data)
-        facts["keras_graph"] = variant
         if calib is not None:
             facts["calibration_images"] = int(len(calib))
         return facts
 
     def load(self, path: Path, target, definition) -> Runner:
         return TFLiteRunner(Path(path))
+
+    def bench(self, path: Path, x: np.ndarray, *, runs: int, warmup: int, threads: int, loaded) -> dict[str, Any]:
+        from .._deps import version
+        from .._timing import time_calls
+
+        require("ai_edge_litert.interpreter", "running .tflite files")
+        loaded()  # the runtime is loaded; what follows is the model's own memory
+        interp = make_interpreter(path, threads=threads)
+        inp = interp.get_input_details()[0]
+        interp.set_tensor(inp["index"], quantize(x.transpose(0, 2, 3, 1), inp))
+        lat = time_calls(interp.invoke, runs, warmup)
+        return {"latency_ms": lat, "executor": f"ai-edge-litert {version('ai-edge-litert')} (XNNPACK, "
+                f"{threads} threads)"}
+
+    def bench_facts(self, path: Path) -> dict[str, Any]:
+        from ..tflite_reader import xnnpack_partitions
+
+        xp = xnnpack_partitions(path)
+        return {"xnnpack_partitions": xp.get("partitions"),
+                "undelegated_ops": [o["op"] for o in xp.get("undelegated_ops", [])]}

@@ -23,8 +23,8 @@ def command(model, out, targets, jobs, no_cache, explain, samples, no_validate, 
     """Build the bundle: artifacts, validation, Android app, manifest (written last)."""
     from pathlib import Path
 
-    from ..build.run import BuildOptions, build
     from ..errors import ValidationFailed
+    from ..pipeline.run import BuildOptions, build
     from ..validate.runner import failure_summary
 
     res = build(model, BuildOptions(out=Path(out), targets=tuple(targets), jobs=jobs, cache=not no_cache,

@@ -11,18 +11,21 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(as_json: bool) -> None:
     """Every target: backend, precision, whether its dependencies are installed, what it needs."""
-    from ..backends.registry import entry
+    from ..backends.registry import missing
     from ..targets import all_targets
 
     rows = []
     for t in all_targets().values():
-        e = entry(t.backend)
-        miss = e.missing()
+        cls = t.backend_class()
+        miss = missing(t.backend)
+        resolved = t.resolve()
         rows.append({
             "target": t.name, "backend": t.backend, "precision": t.precision,
             "installed": not miss, "missing": miss,
-            "needs": f"pip install 'mobiledeploy[{e.extra}]'", "artifact": t.artifact,
-            "description": t.description, "options": t.options,
+            "needs": f"pip install 'mobiledeploy[{cls.extra}]'", "artifact": t.artifact,
+            "description": t.description, "options": resolved.options_dict(),
+            "tolerance": resolved.tolerance.set_values(), "byte_stable": cls.byte_stable,
+            "app_runtime": cls.app_runtime,
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))

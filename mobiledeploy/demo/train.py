@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     from ..architectures.torch_builder import build_torch_model, recalibrate_bn
     from ..architectures.weights import save_weights
     from ..definition import load_definition
-    from ..validate.inputs import load_batch, normalise
+    from ..images import load_batch, normalise
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

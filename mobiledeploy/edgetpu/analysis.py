@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..tflite_reader import OpInfo, SubgraphInfo, TensorInfo, TFLiteModel, read_tflite
+from ..tflite_reader import OpInfo, SubgraphInfo, TensorInfo, TFLiteModel
 
 MAPPED = "Mapped to Edge TPU"
 NOT_SUPPORTED = "Operation not supported"
@@ -375,26 +375,6 @@ def predict(model: TFLiteModel) -> dict[str, Any]:
         "ops": rows,
         "warnings": warnings,
     }
-
-
-def analyze(path: str | Path, advice: bool = True) -> dict[str, Any]:
-    """Predict the Edge TPU mapping of ``path`` without the compiler.
-
-    Returns the JSON report: ``model, compiled (False), ops_total, edgetpu_ops, cpu_ops
-    [{index, op, status, reason}], first_cpu_op, summary [{operator, count, status}], ops``
-    (one row per op), ``macs_total, cpu_macs, warnings`` and, with ``advice``, ``cpu_share``
-    and ``advice``. A compiled model (one holding ``edgetpu-custom-op``) is reported as it
-    is: the ops left beside the custom op are the CPU ops (``compiled: true``).
-    """
-    model = read_tflite(path)
-    if any(op.op == EDGETPU_CUSTOM_OP for op in model.main.operators):
-        from .compiler import analyze_compiled
-        return analyze_compiled(model)
-    report = predict(model)
-    if advice:
-        from .advice import advise
-        report.update(advise(report))
-    return report
 
 
 def format_log(report: dict[str, Any]) -> str:

@@ -2,13 +2,12 @@
 
 The reference's intermediate outputs come from forward hooks on its named modules (``stem``,
 ``blocks.N.expand|dw|se|project``, ``blocks.N`` where a residual add ends the block, ``last``,
-``head``; NCHW). The candidate's come from the runtime:
+``head``; NCHW). The candidate's come from the artifact's own runner (``Runner.intermediates``):
 
-* TFLite (and Edge TPU .tflite): every tensor, kept by ``experimental_preserve_all_tensors``,
-  int8 ones dequantized, NHWC -> NCHW. Tensor names carry the Keras layer names (the torch names
-  with ``_``), so each module is matched to the last op output that its layers produced.
-* any runner whose ``intermediates(batch)`` returns values (Core ML through milexec): names are
-  the converter's own, so each module is matched to the same-shaped value that agrees with it best.
+* with layer names (TFLite and Edge TPU tensors carry the Keras layer names, the torch names with
+  ``_``), each module is matched to the last value that its layers produced;
+* without (Core ML through milexec: the converter's own names), each module is matched to the
+  same-shaped value that agrees with it best.
 
 A layer diverges when its SNR falls below the target's ``min_snr_db`` (or 60 dB for targets judged
 by ``max_abs``, whose healthy layers sit near 100 dB).
@@ -16,17 +15,17 @@ by ``max_abs``, whose healthy layers sit near 100 dB).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..backends.base import OUTPUT
+
 DEFAULT_THRESHOLD_DB = 60.0
 # The lowered h-swish graph (int8 / Edge TPU) computes 6*hswish and 6*hsigmoid and folds the 1/6
 # into the next op's weights, so healthy tensors there are 1x, 6x or 36x the reference.
 LOWERED_SCALES = (1.0, 6.0, 36.0)
-OUTPUT = "<output>"  # the layer set of a graph output tensor (its name is the converter's)
 
 
 def module_points(model) -> list[tuple[str, set[str]]]:
@@ -66,58 +65,6 @@ def reference_intermediates(model, x: np.ndarray) -> dict[str, np.ndarray]:
         for h in hooks:
             h.remove()
     return {name: out[name] for name, _ in module_points(model) if name in out}
-
-
-def _layers_of(tensor_name: str) -> set[str]:
-    """Keras layer names in a TFLite tensor name ('model_1/stem_act_1/Mul;model_1/...').
-
-    Every path segment counts (a model nested in another adds a level), with and without the
-    ``_N`` suffix Keras appends to the names of layers it has built before.
-    """
-    layers = set()
-    for part in tensor_name.split(";"):
-        for seg in part.split("/")[:-1]:
-            layers.add(seg)
-            layers.add(re.sub(r"_\d+$", "", seg))
-    return layers
-
-
-def tflite_intermediates(path: Path, x_nhwc: np.ndarray) -> tuple[list[tuple[str, set, np.ndarray]], str]:
-    """Every op output of a .tflite for each sample: (tensor name, Keras layers, NCHW float32).
-
-    Runs LiteRT's builtin kernels without the XNNPACK delegate, whose fused partitions would hide
-    the intermediate tensors. Returns the values in op order and a description of the executor.
-    """
-    from .._deps import require, version
-    from ..backends.tflite import dequantize, quantize
-
-    litert = require("ai_edge_litert.interpreter", "running .tflite files")
-    import warnings
-
-    with warnings.catch_warnings():  # the debugging-only notice is exactly what this is for
-        warnings.simplefilter("ignore")
-        interp = litert.Interpreter(
-            model_path=str(path), experimental_preserve_all_tensors=True,
-            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    outputs = {d["index"] for d in interp.get_output_details()}
-    details = {t["index"]: t for t in interp.get_tensor_details()}
-    order = [i for op in interp._get_ops_details() for i in op["outputs"] if i >= 0]
-    values: dict[int, list[np.ndarray]] = {i: [] for i in order}
-    for n in range(len(x_nhwc)):
-        interp.set_tensor(inp["index"], quantize(x_nhwc[n:n + 1], inp))
-        interp.invoke()
-        for i in order:
-            values[i].append(dequantize(interp.get_tensor(i), details[i]))
-    out = []
-    for i in order:
-        v = np.concatenate(values[i])
-        if v.ndim == 4:
-            v = v.transpose(0, 3, 1, 2)
-        layers = _layers_of(details[i]["name"]) | ({OUTPUT} if i in outputs else set())
-        out.append((details[i]["name"], layers, v))
-    return out, f"ai-edge-litert {version('ai-edge-litert')} (builtin kernels, all tensors kept)"
 
 
 def _snr(ref: np.ndarray, out: np.ndarray) -> float:
@@ -195,35 +142,33 @@ def compare_layers(ref: dict[str, np.ndarray], cands: list[tuple[str, set, np.nd
 
 def localize_artifact(path: Path, art: dict, tolerance: dict, definition, torch_model, batch, *,
                       samples: int = 4) -> dict:
-    """Localise a failed artifact's divergence; never raises (a problem becomes ``error``)."""
+    """Localise a failed artifact's divergence; never raises (a problem becomes ``error``).
+
+    The runtime's taps come from the artifact's own runner (``Runner.intermediates``); healthy
+    scales come from the graph variant the manifest records for the artifact.
+    """
+    from ..backends.base import GraphVariant
+    from ..backends.registry import get_backend
+    from ..targets import ResolvedTarget
+
     threshold = float(tolerance.get("min_snr_db") or DEFAULT_THRESHOLD_DB)
     small = batch.subset(min(samples, len(batch)))
     try:
         ref = reference_intermediates(torch_model, small.x)
-        points = module_points(torch_model)
-        if Path(path).suffix == ".tflite":
-            cands, executor = tflite_intermediates(Path(path), small.nhwc())
-            lowered = any(layer.endswith("_add3") for _, layers, _ in cands for layer in layers)
-            scales = LOWERED_SCALES if lowered else (1.0,)
-        else:
-            from ..backends.registry import get_backend
-            from ..targets import all_targets
-
-            prof = all_targets()[art["target"]].with_overrides(art.get("options"), None)
-            runner = get_backend(prof.backend).load(Path(path), prof, definition)
-            values = runner.intermediates(small)
-            if not values:
-                return {"first_divergent_layer": None, "samples": len(small),
-                        "error": f"{runner.executor} exposes no intermediate values"}
-            cands = [(k, set(), np.asarray(v, np.float32)) for k, v in values.items()
-                     if isinstance(v, np.ndarray) and v.dtype.kind == "f"
-                     and v.ndim >= 2 and v.shape[0] == len(small)]
-            executor, scales = runner.executor, (1.0,)
-        result = compare_layers(ref, cands, points=points, threshold=threshold, scales=scales)
+        target = ResolvedTarget.from_record(art)
+        runner = get_backend(target.backend).load(Path(path), target, definition)
+        cands = runner.intermediates(small)
+        if not cands:
+            return {"first_divergent_layer": None, "samples": len(small),
+                    "error": f"{runner.executor} exposes no intermediate values"}
+        graph = GraphVariant.from_dict(art.get("graph"))
+        scales = LOWERED_SCALES if graph.hswish == "lowered" else (1.0,)
+        result = compare_layers(ref, cands, points=module_points(torch_model), threshold=threshold,
+                                scales=scales)
     except Exception as exc:  # localisation explains a failure; it must never hide it
         return {"first_divergent_layer": None, "samples": len(small),
                 "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-    result.update(samples=len(small), executor=executor)
+    result.update(samples=len(small), executor=runner.executor)
     return result
 
 

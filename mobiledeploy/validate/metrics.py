@@ -68,39 +68,3 @@ def compare(ref: np.ndarray, out: np.ndarray, labels: list[int | None]) -> dict[
         m["top5_agreement"] = top5_agreement(ref, out)
     m["top1_accuracy"] = top1_accuracy(out, labels)
     return m
-
-
-# tolerance key -> (metric, comparison) ; "min" means value must be >= limit
-LIMITS = {
-    "max_abs": ("max_abs", "max"),
-    "mean_abs": ("mean_abs", "max"),
-    "min_cosine": ("cosine", "min"),
-    "min_snr_db": ("snr_db", "min"),
-    "min_top1_agreement": ("top1_agreement", "min"),
-    "max_accuracy_drop": ("accuracy_drop", "max"),
-}
-
-
-def judge(metrics: dict, tolerance: dict) -> list[str]:
-    """Every limit the metrics break, as 'metric value vs limit (tolerance key)' strings."""
-    failures = []
-    for key, limit in tolerance.items():
-        if limit is None or key not in LIMITS:
-            continue
-        metric, kind = LIMITS[key]
-        value = metrics.get(metric)
-        if value is None:
-            continue
-        bad = value > limit if kind == "max" else value < limit
-        if bad or (isinstance(value, float) and np.isnan(value)):
-            op = ">" if kind == "max" else "<"
-            failures.append(f"{metric} {_fmt(value)} {op} {_fmt(limit)} ({key})")
-    return failures
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        if v == 0 or 1e-3 <= abs(v) < 1e4:
-            return f"{v:.6g}"  # a 0.99999 limit must not print as 1
-        return f"{v:.3e}"
-    return str(v)

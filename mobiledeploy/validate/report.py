@@ -12,8 +12,9 @@ from html import escape as _esc
 
 from markupsafe import Markup
 
-from .metrics import LIMITS, _fmt
-from .runner import REFERENCE_ROW
+from ..tolerance import LIMITS
+from ..tolerance import fmt as _fmt
+from .rows import REFERENCE_ROW
 
 COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "skipped": "#6e7781"}
 FONT = 'font-family="system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif" font-size="12"'
@@ -48,7 +49,12 @@ def human_bytes(n: int | None) -> str:
 
 
 def metric_rows(row: dict) -> list[dict]:
-    """Every metric of a row with its limit (if any) and whether it holds."""
+    """Every metric of a row with its limit (if any) and the verdict judged at validation.
+
+    The verdicts are the row's ``checks`` (computed once, by ``tolerance.judge``); a limit whose
+    metric was not measured is shown without a verdict.
+    """
+    checks = {c["metric"]: c for c in row.get("checks") or []}
     limits: dict[str, tuple[str, float, str]] = {}
     for key, limit in (row.get("tolerance") or {}).items():
         if limit is not None and key in LIMITS:
@@ -61,12 +67,10 @@ def metric_rows(row: dict) -> list[dict]:
     for m in names:
         v = metrics.get(m)
         key, limit, kind = limits.get(m, (None, None, None))
-        ok = None
-        if limit is not None and v is not None:
-            ok = not (isinstance(v, float) and math.isnan(v)) and (v <= limit if kind == "max" else v >= limit)
+        check = checks.get(m)
         out.append({"name": m, "value": fmt(v), "limit": "" if limit is None else
                     f"{'≤' if kind == 'max' else '≥'} {fmt(limit)}", "key": key or "",
-                    "state": "" if ok is None else ("ok" if ok else "bad")})
+                    "state": "" if check is None else ("ok" if check["ok"] else "bad")})
     return out
 
 

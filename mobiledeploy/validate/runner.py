@@ -13,13 +13,15 @@ import numpy as np
 
 from .. import __version__
 from .._quiet import native_quiet
-from ..build.bundle import load_manifest, sha256_path, write_bytes_atomic, write_json_atomic
+from ..bundle import load_manifest, sha256_path, write_bytes_atomic, write_json_atomic
 from ..errors import MissingDependencyError, UserError
+from ..targets import KERAS_ROW, keras_tolerance
+from ..tolerance import Tolerance, failures, judge
 from . import metrics as M
+from .rows import REFERENCE_ROW
+from .rows import row as _row
 
 STATE_LOG = ".mobiledeploy/logs/validate.log"  # native library output during validation
-REFERENCE_ROW = "reference-pytorch"  # what every other row is judged against
-KERAS_TOLERANCE = {"max_abs": 1e-4, "min_top1_agreement": 1.0}
 
 
 def bundle_definition(bundle: Path):
@@ -29,12 +31,6 @@ def bundle_definition(bundle: Path):
     if not path.is_file():
         raise UserError(f"{path}: missing; rerun mobiledeploy build")
     return load_definition(path, check_files=False)
-
-
-def _row(target: str, status: str, executor: str = "", metrics=None, tolerance=None, reason: str = "",
-         **extra) -> dict:
-    return {"target": target, "status": status, "executor": executor, "metrics": metrics or {},
-            "tolerance": tolerance or {}, "reason": reason, **extra}
 
 
 def _torch_logits(model, x: np.ndarray) -> np.ndarray:
@@ -51,9 +47,10 @@ def _finish(row: dict, ref: np.ndarray, out: np.ndarray, batch, ref_acc: float |
     row["metrics"] = m
     per_sample = np.max(np.abs(ref - out), axis=1)
     row["per_sample_max_abs"] = [float(v) for v in per_sample]
-    failures = M.judge(m, row["tolerance"])
-    row["status"] = "fail" if failures else "pass"
-    row["reason"] = "; ".join(failures)
+    row["checks"] = judge(m, row["tolerance"])  # the verdict per metric, computed once
+    bad = failures(row["checks"])
+    row["status"] = "fail" if bad else "pass"
+    row["reason"] = "; ".join(bad)
     return row
 
 
@@ -62,8 +59,7 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     """Validate every artifact of a built bundle; writes report/validation.json and index.html."""
     from ..architectures.reference import build_torch_reference
     from ..architectures.weights import read_weights
-    from ..targets import all_targets
-    from .inputs import load_batch
+    from ..images import load_batch
 
     bundle = Path(bundle)
     manifest = manifest or load_manifest(bundle)
@@ -90,23 +86,24 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         with native_quiet(quiet_log):
             keras_model = build_keras_reference(d, state)
             out = np.asarray(keras_model.predict(batch.nhwc(), batch_size=32, verbose=0))
-        row = _row("reference-keras", "pass", f"keras {version('keras')} (TensorFlow {version('tensorflow-cpu') or version('tensorflow')})",
-                   tolerance=dict(KERAS_TOLERANCE))
+        ktol = Tolerance(**manifest["reference"]["keras_tolerance"]) if "keras_tolerance" in manifest.get(
+            "reference", {}) else keras_tolerance(d)
+        row = _row(KERAS_ROW, "pass", f"keras {version('keras')} (TensorFlow {version('tensorflow-cpu') or version('tensorflow')})",
+                   tolerance=ktol.set_values())
         rows.append(_finish(row, ref, out, batch, ref_acc))
         if rows[-1]["status"] == "fail":
             from .localize import localize_keras
 
             rows[-1]["localization"] = localize_keras(keras_model, torch_model, batch, row["tolerance"])
     except MissingDependencyError as exc:
-        rows.append(_row("reference-keras", "skipped", reason=str(exc)))
+        rows.append(_row(KERAS_ROW, "skipped", reason=str(exc)))
     rows[-1]["seconds"] = round(time.monotonic() - t0, 3)
     say(f"  reference-keras: {rows[-1]['status']} {rows[-1]['reason']}")
 
-    profiles = all_targets()
     for art in manifest["artifacts"]:
         t0 = time.monotonic()
         with native_quiet(quiet_log):
-            rows.append(_validate_artifact(bundle, art, profiles, d, batch, ref, ref_acc))
+            rows.append(_validate_artifact(bundle, art, d, batch, ref, ref_acc))
         if rows[-1]["status"] == "fail" and rows[-1]["metrics"]:  # numbers differ: find where
             from .localize import localize_artifact
 
@@ -142,18 +139,18 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     return report
 
 
-def _validate_artifact(bundle: Path, art: dict, profiles: dict, d, batch, ref, ref_acc) -> dict:
+def _validate_artifact(bundle: Path, art: dict, d, batch, ref, ref_acc) -> dict:
     from ..backends.base import SkipRun
-    from ..backends.registry import entry, get_backend
+    from ..backends.registry import check, get_backend
+    from ..targets import ResolvedTarget
 
     name = art["target"]
-    prof = profiles.get(name)
-    if prof is None:
-        return _row(name, "fail", reason=f"unknown target in manifest: {name}")
-    tol = d.tolerances.get(name)
-    prof = prof.with_overrides(art.get("options"), tol.model_dump() if tol is not None else None)
+    try:
+        target = ResolvedTarget.from_record(art)  # as built: options and limits resolved then
+    except UserError as exc:
+        return _row(name, "fail", reason=str(exc))
     path = bundle / art["path"]
-    row = _row(name, "fail", tolerance=dict(prof.tolerance), path=art["path"])
+    row = _row(name, "fail", tolerance=target.tolerance.set_values(), path=art["path"])
     if not path.exists():
         row["reason"] = f"artifact missing: {art['path']}"
         return row
@@ -163,8 +160,8 @@ def _validate_artifact(bundle: Path, art: dict, profiles: dict, d, batch, ref, r
                          f"!= manifest {art['sha256'][:12]}…")
         return row
     try:
-        entry(prof.backend).check()
-        runner = get_backend(prof.backend).load(path, prof, d)
+        check(target.backend)
+        runner = get_backend(target.backend).load(path, target, d)
     except MissingDependencyError as exc:
         row.update(status="skipped", reason=str(exc))
         return row

@@ -45,7 +45,7 @@ CASES = [
     ("bad-row", [("architecture", {"blocks": [[3, 16, 16, True, "relu"]], "last_stage": {"conv": 64}})],
      "a row is [kernel, exp, out, se, activation, stride]"),
     ("unknown-option", [("target_options", {"tflite-int8": {"bits": 4}})],
-     "target_options.tflite-int8.bits: unknown option; allowed: io_dtype"),
+     "target_options.tflite-int8.bits: unknown option; allowed: lowering, calibration_samples, io_dtype"),
     ("bad-option-value", [("target_options", {"tflite-int8": {"io_dtype": "int16"}})],
      "'int16' is not allowed; allowed: int8, uint8"),
     ("bad-name", [("name", "My Model")], "name: String should match pattern"),

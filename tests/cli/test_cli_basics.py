@@ -50,9 +50,9 @@ def test_targets_reports_a_missing_extra(tmp_path):
     rows = {x["target"]: x for x in json.loads(r.stdout)}
     assert rows["coreml-fp32"]["installed"] is False and "coremltools" in rows["coreml-fp32"]["missing"]
     assert rows["coreml-fp32"]["needs"] == "pip install 'mobiledeploy[coreml]'"
-    from mobiledeploy.backends.registry import entry
+    from mobiledeploy.backends.registry import missing
 
-    assert rows["tflite-fp32"]["installed"] is (not entry("tflite").missing())
+    assert rows["tflite-fp32"]["installed"] is (not missing("tflite"))
 
 
 def test_show_small_at_224_lands_near_published_macs(tmp_path):

@@ -115,7 +115,7 @@ def test_host_preprocess_matches_validation_inputs(built):
     """The app's arithmetic (float path) is the validation's: same pixels -> same tensor."""
     from mobiledeploy.app import context_from_definition, preprocess
     from mobiledeploy.definition import load_definition
-    from mobiledeploy.validate.inputs import decode_resized, normalise
+    from mobiledeploy.images import decode_resized, normalise
 
     _, src = built
     d = load_definition(src / "tiny.yaml", check_files=False)

@@ -136,7 +136,7 @@ def test_kill_minus_9_then_rebuild(tiny_definition, tmp_path):
 
 
 def test_second_build_refuses_the_lock(tiny_definition, tmp_path):
-    from mobiledeploy.build.bundle import bundle_lock
+    from mobiledeploy.bundle import bundle_lock
 
     out = tmp_path / "out"
     with bundle_lock(out):

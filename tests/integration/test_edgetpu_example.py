@@ -61,7 +61,7 @@ def test_coral_reference_model_through_our_preprocessing(tmp_path):
     mobiledeploy (input spec: pixels to [-1, 1], the model's quantization)."""
     from mobiledeploy.backends.edgetpu import EdgeTPUBackend
     from mobiledeploy.definition import load_definition
-    from mobiledeploy.validate.inputs import load_batch
+    from mobiledeploy.images import load_batch
 
     REF = edgetpu_reference_dir()
     labels = [line.split(None, 1)[1].strip() for line in (REF / "imagenet_labels.txt").read_text().splitlines()

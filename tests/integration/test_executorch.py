@@ -26,8 +26,8 @@ from mobiledeploy.backends.executorch import (  # noqa: E402
     lower_to_pte,
 )
 from mobiledeploy.definition import load_definition  # noqa: E402
+from mobiledeploy.images import load_batch  # noqa: E402
 from mobiledeploy.targets import get_target  # noqa: E402
-from mobiledeploy.validate.inputs import load_batch  # noqa: E402
 from tests.conftest import EXAMPLE  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -181,7 +181,7 @@ def test_int8_pte_agrees_with_torch(demo, built):
 
     ctx, model, _, valid, trained = demo
     target, path, facts = built["executorch-xnnpack-int8"]
-    assert facts["quantize_activations"] is True and facts["calibration_samples"] == 100
+    assert facts["lowering"] == "hswish" and facts["calibration_samples"] == 100
     assert facts["float_compute_ops"] == 0
     got = ExecuTorchBackend().load(path, target, ctx.definition).run(valid)
     want = _torch_logits(model, valid.x)
@@ -195,7 +195,7 @@ def test_int8_pte_agrees_with_torch(demo, built):
         assert drop <= target.tolerance["max_accuracy_drop"], drop
 
 
-def test_quantize_activations_leaves_no_float_compute(demo, built):
+def test_lowering_leaves_no_float_compute(demo, built):
     """With the option on, every activation entering a compute op is int8 and XNNPACK runs
     h-swish as an int8 op (no converts around it); stock leaves h-swish/h-sigmoid (and the ops
     around them) in float between int8<->fp32 converts."""
@@ -209,7 +209,7 @@ def test_quantize_activations_leaves_no_float_compute(demo, built):
     full, facts = et_quant.prepare_module(model, shape, precision="int8", calibration=calib.x[:4])
     stock, stock_facts = et_quant.prepare_module(model, shape, precision="int8",
                                                  calibration=calib.x[:4],
-                                                 quantize_activations=False)
+                                                 lowering="none")
     assert et_quant.float_compute_ops(full) == []
     left = et_quant.float_compute_ops(stock)
     assert any(op.startswith("hardswish") for op in left), left

@@ -72,8 +72,8 @@ class Maker:
 
     def __init__(self, bundle: Path):
         from mobiledeploy.architectures.weights import read_weights
-        from mobiledeploy.build.bundle import load_manifest
-        from mobiledeploy.validate.inputs import load_batch
+        from mobiledeploy.bundle import load_manifest
+        from mobiledeploy.images import load_batch
         from mobiledeploy.validate.runner import bundle_definition
 
         self.bundle = bundle
@@ -183,7 +183,7 @@ def fp16_overflow_state(m: Maker):
 
 def install(bundle: Path, target: str, write, *, rewrite_sha: bool = True) -> None:
     """Replace one artifact of ``bundle`` with what ``write(path)`` puts there."""
-    from mobiledeploy.build.bundle import sha256_path, size_of
+    from mobiledeploy.bundle import sha256_path, size_of
 
     man = json.loads((bundle / "manifest.json").read_text())
     art = next(a for a in man["artifacts"] if a["target"] == target)
@@ -222,7 +222,7 @@ def make_faults(m: Maker, root: Path) -> dict[str, dict]:
     swapped, first = swapped_state(m)
     add("swapped-weights", "tflite-fp32", raw(m.tflite(swapped)), layer=first)
     noise = np.random.default_rng(0).integers(0, 256, (100, *m.calib.pixels.shape[1:]), dtype=np.uint8)
-    from mobiledeploy.validate.inputs import normalise
+    from mobiledeploy.images import normalise
 
     noise_x = np.ascontiguousarray(normalise(noise, m.d.input).transpose(0, 2, 3, 1))
     add("int8-calibrated-on-noise", "tflite-int8", raw(m.tflite(precision="int8", calibration=noise_x)))

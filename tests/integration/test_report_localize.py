@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 def tiny(tiny_definition):
     from mobiledeploy.architectures.reference import build_torch_reference, canonical_state
     from mobiledeploy.definition import load_definition
-    from mobiledeploy.validate.inputs import load_batch
+    from mobiledeploy.images import load_batch
 
     d = load_definition(tiny_definition)
     with pytest.warns(UserWarning, match="seeded"):

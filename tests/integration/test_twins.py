@@ -25,7 +25,7 @@ from tests.conftest import EXAMPLE  # noqa: E402
 
 def _real_images(res: int, n: int = 12) -> np.ndarray:
     from mobiledeploy.definition import load_definition
-    from mobiledeploy.validate.inputs import decode_resized, list_images, normalise
+    from mobiledeploy.images import decode_resized, list_images, normalise
 
     d = load_definition(EXAMPLE / "shapes.yaml", check_files=False)
     items = list_images(EXAMPLE / "validation", d.labels_list())[:: 200 // n][:n]
@@ -115,7 +115,7 @@ def test_weights_with_wrong_shapes_are_a_user_error():
 def test_trained_demo_twins_agree_on_real_images():
     from mobiledeploy.architectures.reference import build_keras_reference, build_torch_reference
     from mobiledeploy.definition import load_definition
-    from mobiledeploy.validate.inputs import load_batch
+    from mobiledeploy.images import load_batch
 
     d = load_definition(EXAMPLE / "shapes.yaml")
     batch = load_batch(d, "validation", limit=64)

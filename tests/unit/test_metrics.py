@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from mobiledeploy.tolerance import Tolerance, failures, judge
 from mobiledeploy.validate import metrics as M
 
 
@@ -67,10 +68,29 @@ def test_compare_table():
         M.compare(ref, a([[3, 4, 5]]), [1])
 
 
+def _judge(metrics, tol):
+    return failures(judge(metrics, tol))
+
+
+def test_judge_records_one_verdict_per_measured_limit():
+    checks = judge({"max_abs": 2e-4, "top1_agreement": 1.0}, Tolerance(max_abs=1e-4, min_top1_agreement=1.0,
+                                                                        max_accuracy_drop=0.0))
+    assert [(c["key"], c["value"], c["limit"], c["ok"]) for c in checks] == [
+        ("max_abs", 2e-4, 1e-4, False), ("min_top1_agreement", 1.0, 1.0, True)]
+
+
+def test_layers_override_key_by_key():
+    base = Tolerance(max_abs=1e-4, min_snr_db=12.0)
+    assert base.over({"min_snr_db": 20.0}, None, Tolerance(max_abs=1e-3)).set_values() == {
+        "max_abs": 1e-3, "min_snr_db": 20.0}
+    with pytest.raises(ValueError):
+        Tolerance(min_snr_db=float("nan"))
+
+
 def test_judge_names_metric_value_and_limit():
     metrics = {"max_abs": 2e-4, "snr_db": 11.5, "top1_agreement": 1.0, "accuracy_drop": 0.0}
     tol = {"max_abs": 1e-4, "min_snr_db": 12.0, "min_top1_agreement": 1.0, "max_accuracy_drop": None}
-    assert M.judge(metrics, tol) == [
+    assert _judge(metrics, tol) == [
         "max_abs 2.000e-04 > 1.000e-04 (max_abs)",
         "snr_db 11.5 < 12 (min_snr_db)",
     ]
@@ -78,12 +98,15 @@ def test_judge_names_metric_value_and_limit():
 
 def test_judge_boundaries_nan_and_missing():
     # equal to the limit holds
-    assert M.judge({"top1_agreement": 0.95, "cosine": 0.999}, {"min_top1_agreement": 0.95,
+    assert _judge({"top1_agreement": 0.95, "cosine": 0.999}, {"min_top1_agreement": 0.95,
                                                                "min_cosine": 0.999}) == []
     # NaN never holds, whichever way the comparison goes
-    assert M.judge({"cosine": float("nan")}, {"min_cosine": 0.99}) == ["cosine nan < 0.99 (min_cosine)"]
-    assert M.judge({"max_abs": float("nan")}, {"max_abs": 1.0}) == ["max_abs nan > 1 (max_abs)"]
-    # no labels -> no accuracy_drop -> nothing to judge; unknown keys are not limits
-    assert M.judge({"max_abs": 0.0}, {"max_accuracy_drop": 0.0, "speed": 3}) == []
+    assert _judge({"cosine": float("nan")}, {"min_cosine": 0.99}) == ["cosine nan < 0.99 (min_cosine)"]
+    assert _judge({"max_abs": float("nan")}, {"max_abs": 1.0}) == ["max_abs nan > 1 (max_abs)"]
+    # no labels -> no accuracy_drop -> nothing to judge
+    assert _judge({"max_abs": 0.0}, {"max_accuracy_drop": 0.0}) == []
+    # an unknown key is a mistake, not a limit that silently never applies
+    with pytest.raises(ValueError, match="speed"):
+        _judge({"max_abs": 0.0}, {"speed": 3})
     # -inf SNR (a zero reference) is below any limit
-    assert M.judge({"snr_db": -math.inf}, {"min_snr_db": 12.0}) == ["snr_db -inf < 12 (min_snr_db)"]
+    assert _judge({"snr_db": -math.inf}, {"min_snr_db": 12.0}) == ["snr_db -inf < 12 (min_snr_db)"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,16 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .. import __version__
-from ..backends.registry import entry, get_backend
-from ..errors import UserError
-from ..targets import TargetProfile, resolve_targets
-from .bundle import (
+from .._deps import version
+from ..backends.registry import backend_class, check, get_backend
+from ..bundle import (
     STATE_DIR,
     bundle_lock,
     clean_stale,
@@ -29,7 +29,15 @@ from .bundle import (
     tmp_path,
     write_json_atomic,
 )
+from ..errors import UserError
+from ..targets import ResolvedTarget, keras_tolerance, resolve_targets
 from .graph import Cache, Step, digest
+from .sources import source_digest
+
+# what the references and the validator run on: their versions are inputs of validation
+REFERENCE_TOOLCHAIN = ("torch", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pillow")
+# the definition's sections that do not shape an artifact (each is keyed where it matters)
+_NOT_ARTIFACT = ("targets", "android", "tolerances", "target_options", "validation", "calibration")
 
 
 @dataclass
@@ -55,6 +63,40 @@ class BuildResult:
     explain: list[tuple[str, str, str]] = field(default_factory=list)  # step, ran|skipped, why
 
 
+class BuildRecord:
+    """The machine-readable record of one build: every step (ran, skipped or failed, why, seconds)
+    and the wall time of each phase, written to OUT/.mobiledeploy/build.json (``make bench``
+    reads it, not the progress lines)."""
+
+    def __init__(self):
+        self.t0 = self._last = time.monotonic()
+        self.steps: list[dict] = []
+        self.phases: dict[str, float] = {}
+
+    def add(self, name: str, status: str, why: str, seconds: float, **extra) -> None:
+        self.steps.append({"step": name, "status": status, "why": why, "seconds": round(seconds, 3), **extra})
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        """Time a step run inline; the body sets ``status`` and ``why`` on the yielded dict."""
+        rec = {"status": "ran", "why": ""}
+        t0 = time.monotonic()
+        try:
+            yield rec
+        finally:
+            self.add(name, rec["status"], rec["why"], time.monotonic() - t0)
+
+    def phase(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = round(now - self._last, 3)
+        self._last = now
+
+    def write(self, out: Path, total: float) -> None:
+        write_json_atomic(out / STATE_DIR / "build.json", {
+            "mobiledeploy_version": __version__, "seconds": round(total, 3), "phases": self.phases,
+            "steps_ran": sum(st["status"] == "ran" for st in self.steps), "steps": self.steps})
+
+
 class Reporter:
     """Progress lines on stderr (rich when a terminal), silent with --quiet."""
 
@@ -69,8 +111,14 @@ class Reporter:
             self.console.print(msg)
 
 
-def _files_digest(paths: list[Path]) -> str:
-    return digest([(p.name, sha256_file(p)) for p in paths])
+def _images_digest(d, which: str) -> str:
+    """Contents of the images a definition uses (relative names, labels, sha256): never their
+    absolute paths, so a moved project keeps its keys."""
+    from ..images import select_images
+
+    root = d.path(getattr(d, which).source)
+    return digest([(p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name, lab, sha256_file(p))
+                   for p, lab in select_images(d, which)])
 
 
 def _resolved_definition(d, weights_name: str) -> dict:
@@ -79,14 +127,19 @@ def _resolved_definition(d, weights_name: str) -> dict:
     data["weights"] = weights_name
     data["labels"] = "labels.txt"
     data["validation"] = {"source": "validation", "max_images": None}
-    data["calibration"] = {"source": str(d.path(d.calibration.source)), "max_images": d.calibration.max_images}
+    # calibration images stay with the project; as written (relative), never an absolute path
+    data["calibration"] = {"source": d.calibration.source, "max_images": d.calibration.max_images}
     return data
+
+
+def _toolchain(dists) -> dict[str, str]:
+    return {dist: v for dist in dists if (v := version(dist))}
 
 
 def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     """Build the whole bundle for a definition into ``opts.out``."""
     from ..definition import load_definition
-    from ..validate.inputs import select_images
+    from ..images import select_images
 
     say = Reporter(opts.quiet)
     d = load_definition(definition_path)
@@ -99,13 +152,15 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory; choose another -o")
     labels = d.labels_list()
-    calib_files = [p for p, _ in select_images(d, "calibration")]
     val_items = select_images(d, "validation")
+    needs_calibration = any(t.precision == "int8" for t in targets)
+    calib_digest = _images_digest(d, "calibration") if needs_calibration else None
     for t in targets:  # the definition is sound; a missing extra is a user error before any write
-        entry(t.backend).check()
+        check(t.backend)
 
     out.mkdir(parents=True, exist_ok=True)
     result = BuildResult(manifest={})
+    record = BuildRecord()
     with bundle_lock(out, opts.wait):
         clean_stale(out)
         manifest_path = out / "manifest.json"
@@ -114,39 +169,44 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
             manifest_path.unlink()
         cache = Cache(out, enabled=opts.cache)
         t_start = time.monotonic()
-
-        # -- model/: canonical weights, labels, validation images, resolved definition
+        labels_digest = digest(labels)
         weights_src = d.path(d.weights) if d.weights else None
         weights_name = f"{d.name}.safetensors"
-        model_step = Step("model", {
-            "definition": d.sha256(),
-            "weights": sha256_file(weights_src) if weights_src else f"seed:{d.seed}",
-            "labels": digest(labels),
-            "validation_images": digest([(p.name, lab, sha256_file(p)) for p, lab in val_items]),
-            "mobiledeploy": __version__,
-        }, outputs=["model"])
-        fresh, why = cache.check(model_step)
-        result.explain.append(("model", "skipped" if fresh else "ran", why))
-        if not fresh:
-            _write_model_dir(out, d, weights_src, weights_name, labels, val_items)
-            cache.record(model_step)
-        weights_sha = sha256_file(out / "model" / weights_name)
+        resolved = _resolved_definition(d, weights_name)
+        shaping = digest({k: v for k, v in resolved.items() if k not in _NOT_ARTIFACT})
+        val_digest = _images_digest(d, "validation")
 
-        # -- conversions
-        calib_digest = _files_digest(calib_files)
-        steps: dict[str, tuple[Step, TargetProfile]] = {}
+        # -- model/: canonical weights, labels, validation images, resolved definition
+        model_step = Step("model", {
+            "definition": digest(resolved),
+            "weights": sha256_file(weights_src) if weights_src else f"seed:{d.seed}",
+            "labels": labels_digest,
+            "validation_images": val_digest,
+            "source": source_digest("mobiledeploy.pipeline.run", "mobiledeploy.architectures.reference"),
+        }, outputs=["model"])
+        with record.step(model_step.name) as rec:
+            fresh, why = cache.check(model_step)
+            rec.update(status="skipped" if fresh else "ran", why=why)
+            result.explain.append(("model", rec["status"], why))
+            if not fresh:
+                _write_model_dir(out, d, weights_src, weights_name, labels, val_items)
+                cache.record(model_step)
+        weights_sha = sha256_file(out / "model" / weights_name)
+        record.phase("model")
+
+        # -- conversions: each key holds every input that can change the artifact's bytes
+        steps: dict[str, tuple[Step, ResolvedTarget]] = {}
         for t in targets:
             rel = t.artifact_path(d.name)
+            cls = backend_class(t.backend)
             inputs = {
-                # what shapes every artifact; per-target options and tolerances are keyed apart
-                "definition": digest(_resolved_definition(d, weights_name) | {
-                    "targets": None, "android": None, "tolerances": None, "target_options": None,
-                    "validation": None}),
+                "definition": shaping,  # name, task, input, architecture, seed, metadata ...
+                "labels": labels_digest,  # Core ML and the TFLite metadata embed the label text
                 "weights": weights_sha,
-                "target": digest(asdict(t)),
-                "options": json.dumps(t.options, sort_keys=True),
+                "target": digest({k: v for k, v in t.record().items() if k != "tolerance"}),
+                "options": json.dumps(t.options_dict(), sort_keys=True),
                 "toolchain": json.dumps(get_backend(t.backend).toolchain(), sort_keys=True),
-                "mobiledeploy": __version__,
+                "source": source_digest("mobiledeploy.pipeline.worker", cls.__module__),
             }
             if t.precision == "int8":
                 inputs["calibration"] = calib_digest
@@ -157,51 +217,63 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
             result.explain.append((step.name, "skipped" if fresh else "ran", why))
             if fresh:
                 result.skipped.append(name)
+                record.add(step.name, "skipped", why, 0.0)
             else:
-                todo.append((step, t))
+                todo.append((step, t, why))
         if todo:
             say(f"[bold]converting[/] {len(todo)} target(s) with {opts.jobs} job(s): "
-                + ", ".join(t.name for _, t in todo))
-        _run_conversions(out, d, todo, opts, cache, result, say)
+                + ", ".join(t.name for _, t, _ in todo))
+        _run_conversions(out, d, todo, opts, cache, result, say, record)
+        record.phase("convert")
 
-        # -- validation
+        # -- the manifest's artifact records: the resolved target, as built
         artifacts = []
         for name, (step, t) in steps.items():
             if name in result.failed:
                 continue
             rel = step.outputs[0]
             facts = cache.facts(step.name)
-            artifacts.append({
-                "target": t.name, "backend": t.backend, "precision": t.precision, "path": rel,
+            cls = backend_class(t.backend)
+            art = {
+                **t.record(), "path": rel,
                 "sha256": sha256_path(out / rel), "bytes": size_of(out / rel),
-                "toolchain": json.loads(step.inputs["toolchain"]), "options": t.options,
-                "byte_stable": t.backend != "coreml",
+                "toolchain": json.loads(step.inputs["toolchain"]),
+                "byte_stable": cls.byte_stable,
+                "graph": get_backend(t.backend).graph(t).as_dict(),
                 **({"content_sha256": facts["content_sha256"]} if "content_sha256" in facts else {}),
                 "facts": {k: v for k, v in facts.items() if not k.startswith("_")},
-            })
+            }
             for extra in facts.get("_extra_files", {}):
                 if (out / extra).exists():
-                    artifacts[-1].setdefault("extra_files", []).append(
-                        {"path": extra, "sha256": sha256_path(out / extra)})
+                    art.setdefault("extra_files", []).append({"path": extra, "sha256": sha256_path(out / extra)})
+            artifacts.append(art)
         manifest = {
             "name": d.name,
             "definition_sha256": d.sha256(),
             "mobiledeploy_version": __version__,
             "reference": {"weights": f"model/{weights_name}", "weights_sha256": weights_sha,
-                          "definition": "model/definition.yaml", "seeded_weights": d.weights is None},
+                          "definition": "model/definition.yaml", "seeded_weights": d.weights is None,
+                          "keras_tolerance": keras_tolerance(d).set_values()},
             "artifacts": artifacts,
             "failed": [{"target": k, "reason": v} for k, v in result.failed.items()],
         }
+        inputs_common = {"labels": labels_digest, "validation_images": val_digest, "definition": shaping,
+                         "input": digest(d.input.model_dump(mode="json"))}
         if opts.validate:
-            result.validation = _validate_step(out, d, manifest, targets, cache, opts, result, say)
+            result.validation = _validate_step(out, manifest, cache, opts, result, say, record, inputs_common)
             manifest["validation"] = {"status": result.validation["status"],
                                       "report": "report/validation.json", "html": "report/index.html"}
+        record.phase("validate")
         if opts.app:
-            manifest["android"] = _app_step(out, d, manifest, cache, result, say)
+            manifest["android"] = _app_step(out, d, manifest, cache, result, say, record, inputs_common)
+        record.phase("app")
         write_json_atomic(manifest_path, manifest)  # last: the bundle is whole
         result.manifest = manifest
+        record.phase("manifest")
+        record.write(out, total=time.monotonic() - t_start)
+        ran = sum(st["status"] == "ran" for st in record.steps)
         say(f"[bold]bundle[/] {out} written in {time.monotonic() - t_start:.1f}s "
-            f"({len(result.ran)} step(s) ran, {len(result.skipped)} target(s) up to date)")
+            f"({ran} step(s) ran, {len(result.skipped)} target(s) up to date)")
     return result
 
 
@@ -236,7 +308,8 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, result: BuildResult, say) -> None:
+def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, result: BuildResult, say,
+                     record: BuildRecord) -> None:
     """Each conversion in its own process; ``--jobs`` of them at a time."""
     state = out / STATE_DIR
     logs = state / "logs"
@@ -248,23 +321,23 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
         env.setdefault("OMP_NUM_THREADS", "1")
     while pending or running:
         while pending and len(running) < max(1, opts.jobs):
-            step, t = pending.pop(0)
+            step, t, why = pending.pop(0)
             final = out / step.outputs[0]
             tmp = tmp_path(out, final)
             work = tmp.with_name(tmp.name + ".work")
             work.mkdir(parents=True, exist_ok=True)
-            req = {"definition": d.source_path, "target": asdict(t), "out": str(tmp),
+            req = {"definition": d.source_path, "target": t.record(), "out": str(tmp),
                    "workdir": str(work), "result": str(tmp) + ".result.json"}
             req_path = Path(str(tmp) + ".request.json")
             req_path.write_text(json.dumps(req))
             log = open(logs / f"{t.name}.log", "w")
-            proc = subprocess.Popen([sys.executable, "-m", "mobiledeploy.build.worker", str(req_path)],
+            proc = subprocess.Popen([sys.executable, "-m", "mobiledeploy.pipeline.worker", str(req_path)],
                                     stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((proc, step, t, tmp, work, req, log, time.monotonic()))
+            running.append((proc, step, t, tmp, work, req, log, time.monotonic(), why))
             say(f"  [cyan]→[/] {t.name} …")
         time.sleep(0.1)
         for item in list(running):
-            proc, step, t, tmp, work, req, log, t0 = item
+            proc, step, t, tmp, work, req, log, t0, why = item
             if proc.poll() is None:
                 continue
             running.remove(item)
@@ -286,6 +359,7 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
             if t.name in result.failed:
                 cache.forget(step.name)
                 say(f"  [red]✗[/] {t.name} failed after {dt:.1f}s: {result.failed[t.name]}")
+                record.add(step.name, "failed", why, dt, error=result.failed[t.name])
                 shutil.rmtree(work, ignore_errors=True)
                 continue
             facts = res["facts"]
@@ -298,50 +372,66 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
             outputs.update({rel: sha256_path(out / rel) for rel in extra})
             cache.record(step, outputs, facts)
             result.ran.append(t.name)
+            record.add(step.name, "ran", why, dt)
             say(f"  [green]✓[/] {t.name} in {dt:.1f}s ({size_of(out / step.outputs[0]) / 1e6:.2f} MB)")
 
 
-def _validate_step(out: Path, d, manifest: dict, targets, cache: Cache, opts: BuildOptions,
-                   result: BuildResult, say) -> dict:
+def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, result: BuildResult, say,
+                   record: BuildRecord, common: dict) -> dict:
     from ..validate.runner import validate_bundle
 
+    runs = {a["backend"] for a in manifest["artifacts"]}
     step = Step("validate", {
+        **common,
         "artifacts": digest([(a["target"], a["sha256"]) for a in manifest["artifacts"]]),
         "failed": digest(manifest["failed"]),
-        "tolerances": digest([t.tolerance for t in targets]),
-        "model": manifest["reference"]["weights_sha256"],
+        "targets": digest([{k: a[k] for k in ("target", "backend", "precision", "options", "tolerance", "graph")}
+                           for a in manifest["artifacts"]]),
+        "keras_tolerance": digest(manifest["reference"]["keras_tolerance"]),
+        "weights": manifest["reference"]["weights_sha256"],
         "samples": opts.samples,
-        "mobiledeploy": __version__,
+        # the runtimes that run the artifacts and the references they are compared with
+        "toolchain": json.dumps(_toolchain(REFERENCE_TOOLCHAIN) | {
+            k: v for a in manifest["artifacts"] for k, v in a["toolchain"].items()}, sort_keys=True),
+        "source": source_digest("mobiledeploy.validate.runner", *sorted(
+            backend_class(b).__module__ for b in runs)),
     }, outputs=["report/validation.json", "report/index.html"])
-    fresh, why = cache.check(step)
-    result.explain.append(("validate", "skipped" if fresh else "ran", why))
-    if fresh:
-        return json.loads((out / "report" / "validation.json").read_text())
-    say("[bold]validating[/] every artifact against the PyTorch reference on real images …")
-    report = validate_bundle(out, manifest=manifest, samples=opts.samples, say=say)
-    cache.record(step)
+    with record.step("validate") as rec:
+        fresh, why = cache.check(step)
+        rec.update(status="skipped" if fresh else "ran", why=why)
+        result.explain.append(("validate", rec["status"], why))
+        if fresh:
+            return json.loads((out / "report" / "validation.json").read_text())
+        say("[bold]validating[/] every artifact against the PyTorch reference on real images …")
+        report = validate_bundle(out, manifest=manifest, samples=opts.samples, say=say)
+        cache.record(step)
     return report
 
 
-def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, say) -> dict:
+def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, say, record: BuildRecord,
+              common: dict) -> dict:
     from ..app import context_from_artifacts, render_android_app
 
+    report = out / "report" / "validation.json"
     step = Step("app", {
+        **common,
         "artifacts": digest([(a["target"], a["sha256"]) for a in manifest["artifacts"]]),
         "android": digest(d.android.model_dump(mode="json")),
-        "input": digest(d.input.model_dump(mode="json")),
+        "report": sha256_file(report) if report.is_file() else None,  # the app quotes its figures
         "templates": _templates_digest(),
-        "mobiledeploy": __version__,
+        "source": source_digest("mobiledeploy.app"),
     }, outputs=["android"])
-    fresh, why = cache.check(step)
-    result.explain.append(("app", "skipped" if fresh else "ran", why))
-    if not fresh:
-        arts = {a["target"]: out / a["path"] for a in manifest["artifacts"]}
-        ctx = context_from_artifacts(d, arts, bundle_dir=out)
-        render_android_app(ctx, out / "android")
-        cache.record(step, facts={"runtime": ctx.runtime, "model": ctx.model_target,
-                                  "application_id": ctx.application_id})
-        say(f"[bold]android[/] app generated in {out / 'android'} ({ctx.runtime}, {ctx.model_target})")
+    with record.step("app") as rec:
+        fresh, why = cache.check(step)
+        rec.update(status="skipped" if fresh else "ran", why=why)
+        result.explain.append(("app", rec["status"], why))
+        if not fresh:
+            arts = {a["target"]: out / a["path"] for a in manifest["artifacts"]}
+            ctx = context_from_artifacts(d, arts, bundle_dir=out)
+            render_android_app(ctx, out / "android")
+            cache.record(step, facts={"runtime": ctx.runtime, "model": ctx.model_target,
+                                      "application_id": ctx.application_id})
+            say(f"[bold]android[/] app generated in {out / 'android'} ({ctx.runtime}, {ctx.model_target})")
     return {"path": "android", **cache.facts("app")}
 
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bundle import STATE_DIR, sha256_path, write_json_atomic
+from ..bundle import STATE_DIR, sha256_path, write_json_atomic
 
 
 def digest(obj) -> str:

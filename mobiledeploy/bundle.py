@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..errors import UserError
+from .errors import UserError
 
 STATE_DIR = ".mobiledeploy"  # cache records, logs and temporary files inside OUT
 

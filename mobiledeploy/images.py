@@ -6,12 +6,37 @@ file with one ``path [label]`` per line (paths relative to the list file).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..backends.base import InputBatch
-from ..errors import DefinitionError, UserError
+from .errors import DefinitionError, UserError
+
+
+@dataclass
+class InputBatch:
+    """The same real inputs for every backend, decoded and preprocessed once.
+
+    ``pixels`` is what a camera gives (resized, RGB, uint8, NHWC); ``x`` is the normalised
+    float tensor the reference models take (NCHW, channels in the definition's colour order).
+    """
+
+    pixels: np.ndarray  # (N, H, W, C) uint8, RGB order, already resized
+    x: np.ndarray  # (N, C, H, W) float32, normalised, definition's colour order
+    labels: list[int | None] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def nhwc(self) -> np.ndarray:
+        """The normalised input in NHWC layout (Keras / TFLite)."""
+        return np.ascontiguousarray(self.x.transpose(0, 2, 3, 1))
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, n: int) -> InputBatch:
+        return InputBatch(self.pixels[:n], self.x[:n], self.labels[:n], self.files[:n])
+
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

@@ -1,6 +1,6 @@
 """One conversion in its own process, so a native converter crash fails one target only.
 
-    python -m mobiledeploy.build.worker REQUEST.json
+    python -m mobiledeploy.pipeline.worker REQUEST.json
 
 The request names the definition, the target profile, the temporary output path and where to
 write the result (facts for the manifest, or the error).
@@ -18,11 +18,11 @@ def convert_one(req: dict) -> dict:
     from ..backends.base import ConvertContext
     from ..backends.registry import get_backend
     from ..definition import load_definition
-    from ..targets import TargetProfile
-    from ..validate.inputs import load_batch
+    from ..images import load_batch
+    from ..targets import ResolvedTarget
 
     d = load_definition(req["definition"], check_files=False)
-    target = TargetProfile(**req["target"])
+    target = ResolvedTarget.from_record(req["target"])
     backend = get_backend(target.backend)
     calib = load_batch(d, "calibration")
     ctx = ConvertContext(definition=d, workdir=Path(req["workdir"]), calibration=calib)
@@ -37,7 +37,7 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     req = json.loads(Path(sys.argv[1]).read_text())
     result_path = Path(req["result"])
-    if os.environ.get("MOBILEDEPLOY_FAULT_CRASH") == req["target"]["name"]:
+    if os.environ.get("MOBILEDEPLOY_FAULT_CRASH") == req["target"]["target"]:
         # fault injection for tests: a real native crash of this converter process
         import signal
 

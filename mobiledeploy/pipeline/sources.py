@@ -1,0 +1,78 @@
+"""A digest of the project's own source files that a build step runs.
+
+The version string alone would let a changed converter module reuse stale artifacts. A step's
+key holds the digest of the files of every ``mobiledeploy`` module its entry modules import,
+transitively, imports inside functions included (the code base imports heavy pieces lazily).
+Modules loaded by name at run time (a backend named in the registry) are entry modules of the
+steps that run them.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parents[1]
+_ROOT = "mobiledeploy"
+
+
+def module_file(name: str) -> Path | None:
+    """The file of a ``mobiledeploy`` module (package ``__init__`` or ``.py``), or None."""
+    if name != _ROOT and not name.startswith(_ROOT + "."):
+        return None
+    rel = Path(*name.split(".")[1:]) if name != _ROOT else Path()
+    for cand in (_PKG / rel / "__init__.py", (_PKG / rel).with_suffix(".py")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """Module names a file imports (absolute), at any nesting level."""
+    tree = ast.parse(path.read_bytes(), str(path))
+    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")
+                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)  # "from . import x" names modules
+    return {m for m in found if module_file(m) is not None}
+
+
+@functools.cache
+def closure(*entry: str) -> tuple[Path, ...]:
+    """Every source file the entry modules reach through imports, sorted."""
+    seen: dict[str, Path] = {}
+    todo = list(entry)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        todo.extend(_imports(path, name))
+        parent = name.rpartition(".")[0]
+        if parent:
+            todo.append(parent)  # a package's __init__ runs before its modules
+    return tuple(sorted(set(seen.values())))
+
+
+@functools.cache
+def source_digest(*entry: str) -> str:
+    """sha256 over (relative path, content) of the closure of ``entry``."""
+    h = hashlib.sha256()
+    for p in closure(*entry):
+        h.update(p.relative_to(_PKG).as_posix().encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
