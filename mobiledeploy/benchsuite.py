@@ -100,63 +100,28 @@ def heavy_imports() -> dict[str, float | None]:
 
 # -- builds --------------------------------------------------------------------------------------
 
-_DONE = re.compile(r"✓ (\S+) in ([\d.]+)s")
-_FAIL = re.compile(r"✗ (\S+) failed after ([\d.]+)s")
-
-
 def timed_build(definition: Path, out: Path, targets: tuple[str, ...] = (), jobs: int = 2,
                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run ``mobiledeploy build`` and time its phases from its progress lines as they arrive.
-
-    Per-target conversion seconds are the build's own figures; phases are read from the
-    timestamps of the lines that open them ("converting", "validating", the last validation
-    row, "android").
-    """
-    cmd = _cli() + ["build", str(definition), "-o", str(out), "--jobs", str(jobs), *extra]
+    """Run ``mobiledeploy build`` and read its machine-readable record (.mobiledeploy/build.json):
+    per-step status and seconds, and the wall time of each phase."""
+    cmd = _cli() + ["build", str(definition), "-o", str(out), "--jobs", str(jobs), "--quiet", *extra]
     for t in targets:
         cmd += ["--target", t]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-    lines: list[tuple[float, str]] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append((time.monotonic() - t0, line.rstrip("\n")))
-    rc = proc.wait()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     total = time.monotonic() - t0
-    conv: dict[str, float] = {}
-    failed: dict[str, float] = {}
-    marks: dict[str, float] = {}
-    steps_ran = None
-    for ts, line in lines:
-        if m := _DONE.search(line):
-            conv[m[1]] = float(m[2])
-        elif m := _FAIL.search(line):
-            failed[m[1]] = float(m[2])
-        elif line.startswith("converting") and "convert" not in marks:
-            marks["convert"] = ts
-        elif line.startswith("validating"):
-            marks["validate"] = ts
-        elif line.startswith("  ") and "validate" in marks and "android" not in marks and ": " in line:
-            marks["validate_end"] = ts
-        elif line.startswith("android"):
-            marks["android"] = ts
-        elif line.startswith("bundle ") and " written in " in line:
-            marks["written"] = ts
-            if m := re.search(r"\((\d+) step\(s\) ran", line):
-                steps_ran = int(m[1])
-    end = marks.get("written", total)
-    start_conv = marks.get("convert", 0.0)
-    phases = {"start-up and model/": round(start_conv, 2)}
-    if "convert" in marks:
-        phases["conversions"] = round(marks.get("validate", marks.get("android", end)) - start_conv, 2)
-    if "validate" in marks:
-        phases["validation"] = round(marks.get("validate_end", end) - marks["validate"], 2)
-    if "android" in marks:
-        phases["android app"] = round(marks["android"] - marks.get("validate_end", marks.get("validate", start_conv)), 2)
-    phases["manifest and exit"] = round(total - end, 2)
-    return {"command": " ".join(cmd), "returncode": rc, "wall_s": round(total, 2), "phases": phases,
-            "steps_ran": steps_ran, "conversion_s": conv, "conversion_failed_s": failed,
-            "log_tail": [ln for _, ln in lines[-5:]] if rc not in (0, 1) else []}
+    rec_path = out / ".mobiledeploy" / "build.json"
+    rec = json.loads(rec_path.read_text()) if rec_path.is_file() and proc.returncode in (0, 1) else {}
+    steps = rec.get("steps", [])
+    conv = {s["step"].removeprefix("convert:"): s["seconds"] for s in steps
+            if s["step"].startswith("convert:") and s["status"] == "ran"}
+    failed = {s["step"].removeprefix("convert:"): s["seconds"] for s in steps if s["status"] == "failed"}
+    phases = dict(rec.get("phases", {}))
+    phases["start-up and exit"] = round(total - rec.get("seconds", total), 2)
+    return {"command": " ".join(cmd), "returncode": proc.returncode, "wall_s": round(total, 2),
+            "phases": phases, "steps_ran": rec.get("steps_ran"), "steps": steps,
+            "conversion_s": conv, "conversion_failed_s": failed,
+            "log_tail": proc.stderr.strip().splitlines()[-5:] if proc.returncode not in (0, 1) else []}
 
 
 def validation_costs(bundle: Path) -> dict[str, Any]:
@@ -401,7 +366,7 @@ def findings(res: dict[str, Any]) -> list[dict[str, Any]]:
     big_phase, big_s = max(phases.items(), key=lambda kv: kv[1])
     f.append({"cost": "build: dominant phase", "figure": f"{big_phase} {big_s:.1f} s of {cold['wall_s']:.1f} s "
               "cold build", "excess": big_s / cold["wall_s"] / 0.5, "budget": "half of the build",
-              "fix": "see the conversion row" if big_phase == "conversions" else
+              "fix": "see the conversion row" if big_phase in ("convert", "conversions") else
               f"cache or parallelise the {big_phase} phase"})
     val = res["demo"]["validation"].get("per_sample_ms", {})
     arts = {k: v for k, v in val.items() if not k.startswith("reference")}

@@ -105,6 +105,4 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
         x = layers.Dense(spec.head_hidden, name="head_fc1")(x)
         x = act(x, "head_act", spec.head_activation)
     x = layers.Dense(spec.num_classes, name="head_classifier")(x)
-    model = keras.Model(inp, x, name=spec.name)
-    model.lowered = lowered
-    return model
+    return keras.Model(inp, x, name=spec.name)

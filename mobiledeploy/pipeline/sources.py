@@ -18,6 +18,18 @@ _PKG = Path(__file__).resolve().parents[1]
 _ROOT = "mobiledeploy"
 
 
+def all_modules() -> list[str]:
+    """Every module of the package, by dotted name."""
+    out = []
+    for p in sorted(_PKG.rglob("*.py")):
+        parts = p.relative_to(_PKG).with_suffix("").parts
+        if "_data" in parts:
+            continue
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        out.append(".".join((_ROOT, *parts)))
+    return out
+
+
 def module_file(name: str) -> Path | None:
     """The file of a ``mobiledeploy`` module (package ``__init__`` or ``.py``), or None."""
     if name != _ROOT and not name.startswith(_ROOT + "."):
@@ -29,12 +41,30 @@ def module_file(name: str) -> Path | None:
     return None
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node, except the bodies of ``if TYPE_CHECKING:`` (never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def imports(name: str) -> set[str]:
+    """The ``mobiledeploy`` modules a module imports when it runs, at any nesting level
+    (function-level imports included; ``if TYPE_CHECKING:`` blocks excluded)."""
+    path = module_file(name)
+    return _imports(path, name) if path else set()
+
+
 def _imports(path: Path, name: str) -> set[str]:
-    """Module names a file imports (absolute), at any nesting level."""
     tree = ast.parse(path.read_bytes(), str(path))
     pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):

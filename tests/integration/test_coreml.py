@@ -219,7 +219,7 @@ def _target(precision="fp32", **options):
     """The shipped target profile (targets/coreml-*.yaml), with option overrides."""
     from mobiledeploy.targets import get_target
 
-    return get_target(f"coreml-{precision}").with_overrides(options)
+    return get_target(f"coreml-{precision}").resolve(options)
 
 
 def test_backend_convert_load_run(opsnet, images, tmp_path):

@@ -27,14 +27,9 @@ WEIGHTS = EXAMPLE / "shapes.safetensors"
 
 
 def _available(backend: str) -> bool:
-    from mobiledeploy.backends.registry import entry
-    from mobiledeploy.errors import MissingDependencyError
+    from mobiledeploy.backends.registry import missing
 
-    try:
-        entry(backend).check()
-        return True
-    except MissingDependencyError:
-        return False
+    return not missing(backend)
 
 
 @pytest.fixture(scope="module")
