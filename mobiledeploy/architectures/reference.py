@@ -48,7 +48,7 @@ def build_keras_reference(definition, state: dict[str, np.ndarray] | None = None
     state = state if state is not None else canonical_state(definition)
     check_state(state, expected_shapes(spec), f"{definition.source_path}: weights")
     model = build_keras_model(spec, **options)
-    load_keras_weights(model, state, spec)
+    load_keras_weights(model, state, spec, hswish=options.get("hswish", "fused"))
     return model
 
 

@@ -125,9 +125,14 @@ def _stem_kept(spec: ArchitectureSpec) -> bool:
     return b0.residual and b0.stride == 1 and spec.stem_out == b0.out
 
 
-def load_keras_weights(model, state: dict[str, np.ndarray], spec: ArchitectureSpec) -> None:
-    """Set every Keras layer's weights from the canonical (PyTorch-layout) tensors."""
-    folds = sixth_folds(spec) if getattr(model, "lowered", False) else {}
+def load_keras_weights(model, state: dict[str, np.ndarray], spec: ArchitectureSpec, *,
+                       hswish: str = "fused") -> None:
+    """Set every Keras layer's weights from the canonical (PyTorch-layout) tensors.
+
+    ``hswish`` is the graph variant the model was built as (``build_keras_model``): a lowered
+    graph takes the 1/6 folded into the weights after each lowered op.
+    """
+    folds = sixth_folds(spec) if hswish == "lowered" else {}
     for layer in model.layers:
         kind = type(layer).__name__
         if kind not in ("Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization"):

@@ -66,13 +66,13 @@ def test_twins_agree_on_every_preset_and_graph_variant(name, width, tmp_path):
     x_nhwc = x.transpose(0, 2, 3, 1)
     for variant in ("fused", "lowered"):
         km = build_keras_model(spec, hswish=variant)
-        load_keras_weights(km, state, spec)
+        load_keras_weights(km, state, spec, hswish=variant)
         out = km(x_nhwc).numpy()
         # the same function: run in float64, the twins agree to float64 rounding
         keras.config.set_dtype_policy("float64")
         try:
             k64 = build_keras_model(spec, hswish=variant)
-            load_keras_weights(k64, state, spec)
+            load_keras_weights(k64, state, spec, hswish=variant)
             out64 = k64(x_nhwc.astype(np.float64)).numpy()
         finally:
             keras.config.set_dtype_policy("float32")
