@@ -27,6 +27,9 @@ COMMANDS = {
 }
 
 
+MAX_MESSAGE = 600  # characters of one error line
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands are imported only when invoked (or listed in help)."""
 
@@ -52,7 +55,10 @@ class LazyGroup(click.Group):
         except MobileDeployError as exc:
             if os.environ.get("MOBILEDEPLOY_DEBUG"):
                 traceback.print_exc()
+            from .safety import clip
+
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            msg = clip(msg, MAX_MESSAGE)  # never echo unbounded input back
             label = "error" if exc.exit_code != 1 else "validation failed"
             click.echo(f"{label}: {msg}", err=True)
             sys.exit(exc.exit_code)
@@ -62,10 +68,17 @@ class LazyGroup(click.Group):
             click.echo("interrupted", err=True)
             sys.exit(130)
         except Exception as exc:  # a bug: exit 3, traceback only on request
+            from .safety import clip, user_os_error
+
+            user = user_os_error(exc)
+            if user is not None:  # permissions, read-only, disk full: the user's machine, exit 2
+                click.echo(f"error: {clip(str(user), MAX_MESSAGE)}", err=True)
+                sys.exit(2)
             if os.environ.get("MOBILEDEPLOY_DEBUG"):
                 traceback.print_exc()
             click.echo(
-                f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                f"internal error: {type(exc).__name__}: "
+                f"{clip(str(exc).splitlines()[0], MAX_MESSAGE) if str(exc).strip() else ''}"
                 " (set MOBILEDEPLOY_DEBUG=1 for the traceback)",
                 err=True,
             )

@@ -7,7 +7,9 @@ allowed. Paths in the file are relative to the file's folder.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import unicodedata
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -16,8 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import DefinitionError
 from .tolerance import Tolerance
+from .safety import MAX_LABEL_CHARS, MAX_LABELS, clip, confine, finite, read_text_file
 
-Strict = ConfigDict(extra="forbid", frozen=True)
+# NaN and infinity are refused in every number (a NaN std would pass every `> 0` check)
+Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# channel counts beyond any MobileNet (the largest has 1280) times the width multiplier
+MAX_CHANNELS = 16384
+# a seeded model is built in memory before anything is written: keep it to a few GB at most
+MAX_PARAMS = 300_000_000
 
 
 class ColorOrder(str, Enum):
@@ -67,7 +75,7 @@ class InputSpec(BaseModel):
     @classmethod
     def _std(cls, v):
         if any(s <= 0 for s in v):
-            raise ValueError(f"every std must be > 0, got {list(v)}")
+            raise ValueError(f"every std must be > 0, got {clip(list(v), 60)}")
         return v
 
     @model_validator(mode="after")
@@ -77,6 +85,10 @@ class InputSpec(BaseModel):
                 raise ValueError(
                     f"{name} needs {self.channels} values (one per channel), got {len(getattr(self, name))}"
                 )
+        scale, bias = self.normalise_affine()
+        if not all(math.isfinite(v) and abs(v) < 1e30 for v in scale + bias):
+            raise ValueError("pixel_range, mean and std give a non-finite or absurd scale/bias; "
+                             "use moderate values")
         return self
 
     def normalise_affine(self) -> tuple[list[float], list[float]]:
@@ -89,7 +101,7 @@ class InputSpec(BaseModel):
 
 class StemSpec(BaseModel):
     model_config = Strict
-    out: int = Field(16, ge=1)
+    out: int = Field(16, ge=1, le=MAX_CHANNELS)
     kernel: Literal[3, 5, 7] = 3
     stride: Literal[1, 2] = 2
     activation: Literal["relu", "relu6", "hswish"] = "hswish"
@@ -97,13 +109,13 @@ class StemSpec(BaseModel):
 
 class LastStageSpec(BaseModel):
     model_config = Strict
-    conv: int = Field(ge=1)
+    conv: int = Field(ge=1, le=MAX_CHANNELS)
     activation: Literal["relu", "relu6", "hswish"] = "hswish"
 
 
 class HeadSpec(BaseModel):
     model_config = Strict
-    hidden: int | None = Field(1024, ge=1)
+    hidden: int | None = Field(1024, ge=1, le=MAX_CHANNELS)
     activation: Literal["relu", "relu6", "hswish", "none"] = "hswish"
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
@@ -113,8 +125,8 @@ class BlockRow(BaseModel):
 
     model_config = Strict
     kernel: Literal[1, 3, 5, 7]
-    exp: int = Field(ge=1)
-    out: int = Field(ge=1)
+    exp: int = Field(ge=1, le=MAX_CHANNELS)
+    out: int = Field(ge=1, le=MAX_CHANNELS)
     se: bool = False
     activation: Literal["relu", "relu6", "hswish"] = "relu"
     stride: Literal[1, 2] = 1
@@ -150,7 +162,7 @@ class ArchitectureSection(BaseModel):
     preset: Literal[PRESET_NAMES] | None = None  # type: ignore[valid-type]
     width_multiplier: float = Field(1.0, gt=0.0, le=4.0)
     stem: StemSpec | None = None
-    blocks: list[BlockRow] | None = None
+    blocks: list[BlockRow] | None = Field(None, max_length=128)
     last_stage: LastStageSpec | None = None
     head: HeadSpec | None = None
 
@@ -172,7 +184,7 @@ class ImageSource(BaseModel):
     """A folder of labelled images (label = sub-folder name) or a list file ("path label")."""
 
     model_config = Strict
-    source: str
+    source: str = Field(min_length=1, max_length=4096)
     max_images: int | None = Field(None, ge=1)
 
     @model_validator(mode="before")
@@ -183,7 +195,7 @@ class ImageSource(BaseModel):
 
 class AndroidSpec(BaseModel):
     model_config = Strict
-    application_id: str = "com.example.mobiledeploy"
+    application_id: str = Field("com.example.mobiledeploy", max_length=150)
     app_name: str = "mobiledeploy demo"
     runtime: Runtime = Runtime.litert
 
@@ -192,9 +204,12 @@ class AndroidSpec(BaseModel):
     def _app_id(cls, v: str):
         if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]*(\.[a-zA-Z][a-zA-Z0-9_]*)+", v):
             raise ValueError(
-                f"'{v}' is not a valid Android application id: use dot-separated segments of "
+                f"'{clip(v, 60)}' is not a valid Android application id: use dot-separated segments of "
                 "letters, digits and _ each starting with a letter, e.g. com.example.shapes"
             )
+        if any(len(seg) > 64 for seg in v.split(".")):
+            raise ValueError("each segment of the application id is at most 64 characters "
+                             "(it becomes a folder name)")
         return v
 
     @field_validator("app_name")
@@ -202,6 +217,10 @@ class AndroidSpec(BaseModel):
     def _name(cls, v: str):
         if not v.strip() or len(v) > 50:
             raise ValueError("app_name must be 1-50 characters")
+        if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") for ch in v):
+            # a newline breaks the generated README heading; a lone surrogate cannot be written
+            raise ValueError("app_name must be one line of printable characters "
+                             f"(got {clip(v, 60)})")
         return v
 
 
@@ -215,21 +234,32 @@ class ModelDefinition(BaseModel):
     labels: str
     architecture: ArchitectureSection
     weights: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     targets: list[str] | None = None
     calibration: ImageSource
     validation: ImageSource
     android: AndroidSpec = AndroidSpec()
     tolerances: dict[str, Tolerance] = {}
     target_options: dict[str, dict[str, Any]] = {}
+    # paths the definition names stay inside its folder unless this is set (documented in README)
+    allow_outside_paths: bool = False
     base_dir: str = Field("", exclude=True)
     source_path: str = Field("", exclude=True)
 
     def path(self, rel: str) -> Path:
         return (Path(self.base_dir) / rel).resolve()
 
+    @property
+    def root(self) -> Path | None:
+        """The folder every named path must stay in (None: ``allow_outside_paths``)."""
+        return None if self.allow_outside_paths else Path(self.base_dir)
+
+    def confined(self, rel: str, field: str) -> Path:
+        """A path the definition names, resolved and refused if it leaves the definition's folder."""
+        return confine(Path(self.base_dir) / rel, self.root, self.source_path, field)
+
     def labels_list(self) -> list[str]:
-        return read_labels(self.path(self.labels), self.source_path)
+        return read_labels(self.confined(self.labels, "labels"), self.source_path)
 
     @property
     def num_classes(self) -> int:
@@ -260,18 +290,23 @@ class ModelDefinition(BaseModel):
 
 def read_labels(path: Path, source: str = "") -> list[str]:
     """One label per line; blank lines ignored; duplicates are an error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DefinitionError(source or str(path), "labels", f"file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise DefinitionError(source or str(path), "labels", f"{path} is not UTF-8 text") from None
+    src = source or str(path)
+    text = read_text_file(path, src, "labels")
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     if len(labels) < 2:
-        raise DefinitionError(source or str(path), "labels", f"{path} needs at least 2 labels, one per line")
-    dup = {x for x in labels if labels.count(x) > 1}
-    if dup:
-        raise DefinitionError(source or str(path), "labels", f"duplicate label {sorted(dup)[0]!r} in {path}")
+        raise DefinitionError(src, "labels", f"{clip(str(path))} needs at least 2 labels, one per line")
+    if len(labels) > MAX_LABELS:
+        raise DefinitionError(src, "labels", f"{clip(str(path))} has {len(labels)} labels; "
+                                             f"at most {MAX_LABELS}")
+    long = next((x for x in labels if len(x) > MAX_LABEL_CHARS), None)
+    if long is not None:
+        raise DefinitionError(src, "labels", f"label {clip(long, 40)} is longer than "
+                                             f"{MAX_LABEL_CHARS} characters")
+    seen: set[str] = set()
+    for x in labels:
+        if x in seen:
+            raise DefinitionError(src, "labels", f"duplicate label {clip(x, 60)!r} in {clip(str(path))}")
+        seen.add(x)
     return labels
 
 
@@ -295,10 +330,11 @@ def _message(err: dict, model_fields: dict | None = None) -> str:
     if kind == "missing":
         return "required field is missing"
     msg = msg.removeprefix("Value error, ")
-    if kind.endswith("_type") or kind.endswith("_parsing"):
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "finite_number":
         inp = err.get("input")
-        msg = f"{msg} (got {type(inp).__name__} {inp!r})" if not isinstance(inp, dict) else msg
-    return msg
+        # the input may be a whole expanded structure: quote a bounded slice of it
+        msg = f"{msg} (got {type(inp).__name__} {clip(inp, 60)})" if not isinstance(inp, dict) else msg
+    return clip(msg, 300)
 
 
 def _fields_at(loc: tuple) -> list[str] | None:
@@ -319,18 +355,15 @@ def _fields_at(loc: tuple) -> list[str] | None:
 
 def load_definition(path: str | Path, *, check_files: bool = True) -> ModelDefinition:
     """Parse and check a definition file; every problem is a one-line DefinitionError."""
-    import yaml
+    from .safety import load_yaml_bounded
 
     path = Path(path)
-    src = str(path)
+    src = clip(str(path), 200)
+    if path.is_dir():
+        raise DefinitionError(src, "", "is a folder; give the path to a model definition .yaml")
     if not path.is_file():
         raise DefinitionError(src, "", "file not found; give the path to a model definition .yaml")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise DefinitionError(src, where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = load_yaml_bounded(path, src)
     if not isinstance(data, dict):
         raise DefinitionError(src, "", "the file must be a YAML mapping with name, input, labels, architecture, ...")
     bad_internal = [k for k in ("base_dir", "source_path") if k in data]
@@ -344,7 +377,7 @@ def load_definition(path: str | Path, *, check_files: bool = True) -> ModelDefin
         e = errs[0]
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
         fields = _fields_at(e["loc"]) if e.get("type") == "extra_forbidden" else None
-        raise DefinitionError(src, _loc(e), _message(e, fields) + more) from None
+        raise DefinitionError(src, clip(_loc(e), 120), _message(e, fields) + more) from None
     if check_files:
         check_definition_files(d)
     return d
@@ -355,29 +388,66 @@ def check_definition_files(d: ModelDefinition) -> None:
     src = d.source_path
     d.labels_list()
     if d.weights is not None:
-        w = d.path(d.weights)
+        w = d.confined(d.weights, "weights")
+        if w.is_dir():
+            raise DefinitionError(src, "weights", f"{clip(str(w))} is a folder; give the .safetensors file")
         if not w.is_file():
-            raise DefinitionError(src, "weights", f"file not found: {w} (omit 'weights' for a seeded initialisation)")
+            raise DefinitionError(src, "weights", f"file not found: {clip(str(w))} "
+                                                  "(omit 'weights' for a seeded initialisation)")
         if w.suffix != ".safetensors":
-            raise DefinitionError(src, "weights", f"{w.name} must be a .safetensors file")
+            raise DefinitionError(src, "weights", f"{clip(w.name)} must be a .safetensors file")
     for field in ("calibration", "validation"):
         s = getattr(d, field).source
-        p = d.path(s)
+        p = d.confined(s, f"{field}.source")
+        if p == Path(p.anchor) or p == Path.home().resolve():
+            raise DefinitionError(src, f"{field}.source", f"{clip(str(p))} is a whole filesystem or home "
+                                                          "folder; give the folder of images or a list file")
         if not p.exists():
-            raise DefinitionError(src, f"{field}.source", f"not found: {p} (a folder of images or a list file)")
+            raise DefinitionError(src, f"{field}.source", f"not found: {clip(str(p))} "
+                                                          "(a folder of images or a list file)")
     from .targets import KERAS_ROW, all_targets, resolve_target
 
     known = all_targets()
     if d.targets is not None:
         for i, t in enumerate(d.targets):
             if t not in known:
-                raise DefinitionError(src, f"targets[{i}]", f"unknown target '{t}'; allowed: {', '.join(known)}")
+                raise DefinitionError(src, f"targets[{i}]",
+                                      f"unknown target '{clip(t, 40)}'; allowed: {', '.join(known)}")
     for section in ("tolerances", "target_options"):
         rows = [*known, KERAS_ROW] if section == "tolerances" else list(known)
         for t in getattr(d, section):
             if t not in rows:
-                raise DefinitionError(src, f"{section}.{t}", f"unknown target '{t}'; allowed: {', '.join(rows)}")
-    for t in d.target_options:
+                raise DefinitionError(src, f"{section}.{clip(t, 40)}",
+                                      f"unknown target '{clip(t, 40)}'; allowed: {', '.join(rows)}")
+    for t, opts in d.target_options.items():
+        check_option_values(opts, src, f"target_options.{t}")
         resolve_target(d, t)  # options type-checked against the backend's model for the precision
-    d.architecture_spec()
+    check_model_size(d)
+
+
+def check_option_values(opts: dict[str, Any], src: str, where: str) -> None:
+    """Target option values are finite, and counts (``*_samples``, ``*_images``) are >= 1."""
+    for k, v in opts.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DefinitionError(src, f"{where}.{clip(k, 40)}", f"{v} is not a finite number")
+        if isinstance(v, bool) or not isinstance(v, int):
+            continue
+        if k.endswith(("_samples", "_images", "_runs", "_threads")) and v < 1:
+            raise DefinitionError(src, f"{where}.{clip(k, 40)}", f"must be >= 1, got {v}")
+        if abs(v) > 2**31 - 1:
+            raise DefinitionError(src, f"{where}.{clip(k, 40)}", f"{clip(v, 30)} is out of range")
+
+
+def check_model_size(d: ModelDefinition) -> None:
+    """The architecture resolves and stays within MAX_PARAMS (a seeded model is built in memory)."""
+    import numpy as np
+
+    from .architectures.reference import expected_shapes
+
+    spec = d.architecture_spec()
+    params = sum(int(np.prod(s)) for s in expected_shapes(spec).values())
+    if params > MAX_PARAMS:
+        raise DefinitionError(d.source_path, "architecture",
+                              f"{params / 1e6:.0f}M parameters; at most {MAX_PARAMS // 1_000_000}M "
+                              "(check exp/out/width_multiplier and the labels count)")
 

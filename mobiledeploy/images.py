@@ -39,64 +39,122 @@ class InputBatch:
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MAX_PIXELS = 64_000_000  # a camera frame is 12-50 MP; beyond this an image is a decompression bomb
 
 
-def list_images(source: Path, labels: list[str], *, where: str = "") -> list[tuple[Path, int | None]]:
-    """Every image of a source with its label index (None when unlabelled), sorted."""
+def list_images(source: Path, labels: list[str], *, where: str = "",
+                root: Path | None = None) -> list[tuple[Path, int | None]]:
+    """Every image of a source with its label index (None when unlabelled), sorted.
+
+    ``root`` (the definition's folder unless it allows outside paths) confines every image a
+    list file names; a list entry must be an image file. Labels are data, never paths.
+    """
+    from ..safety import clip, confine, read_text_file, walk_files
+
     index = {name: i for i, name in enumerate(labels)}
+    src = where or clip(str(source))
     items: list[tuple[Path, int | None]] = []
     if source.is_dir():
-        for p in sorted(source.rglob("*")):
-            if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+        for p in walk_files(source, src, "source"):
+            if p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
                 continue
+            if root is not None:
+                confine(p, root, src, "source")  # a symlinked image must not lead outside
             rel = p.relative_to(source)
             if len(rel.parts) == 1:
                 items.append((p, None))
                 continue
             cls = rel.parts[0]
             if cls not in index:
-                raise DefinitionError(where or str(source), "source",
-                                      f"folder '{cls}' in {source} is not a label in the labels file")
+                raise DefinitionError(src, "source",
+                                      f"folder '{clip(cls, 60)}' in {clip(str(source))} is not a label "
+                                      "in the labels file")
             items.append((p, index[cls]))
     elif source.is_file():
-        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        text = read_text_file(source, src, "source")
+        for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            parts = line.rsplit(None, 1) if len(line.split()) > 1 else [line]
-            path = (source.parent / parts[0]).resolve()
-            label = None
-            if len(parts) == 2:
-                label = index.get(parts[1])
-                if label is None and parts[1].isdigit() and int(parts[1]) < len(labels):
-                    label = int(parts[1])
-                if label is None:
-                    raise DefinitionError(where or str(source), "source",
-                                          f"{source}:{n}: label '{parts[1]}' is not in the labels file")
+            rel, label = _list_entry(line, index, len(labels))
+            at = f"{clip(str(source))}:{n}"
+            if label is False:
+                raise DefinitionError(src, "source", f"{at}: label {clip(line.rsplit(None, 1)[-1], 60)!r} "
+                                                     "is not in the labels file")
+            if Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
+                raise DefinitionError(src, "source", f"{at}: {clip(rel, 60)} is not an image "
+                                                     f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            path = confine(source.parent / rel, root, src, "source", hint=at) if root is not None \
+                else (source.parent / rel).resolve()
             if not path.is_file():
-                raise DefinitionError(where or str(source), "source", f"{source}:{n}: image not found: {path}")
+                raise DefinitionError(src, "source", f"{at}: image not found: {clip(str(path))}")
             items.append((path, label))
     else:
-        raise DefinitionError(where or str(source), "source", f"not found: {source}")
+        raise DefinitionError(src, "source", f"not found: {clip(str(source))}")
     if not items:
-        raise DefinitionError(where or str(source), "source",
-                              f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
+        raise DefinitionError(src, "source",
+                              f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {clip(str(source))}")
     return items
+
+
+def _list_entry(line: str, index: dict[str, int], n_labels: int):
+    """(path, label index | None | False for an unknown label) of one list-file line.
+
+    ``path label`` with the label as the last word, or as a label name with spaces after a
+    path without any; a number is a label index when no label has that name.
+    """
+    words = line.split()
+    if len(words) == 1:
+        return line, None
+    path, last = line.rsplit(None, 1)
+    if last in index:
+        return path, index[last]
+    first, rest = line.split(None, 1)
+    if rest in index:
+        return first, index[rest]
+    if last.isdigit() and int(last) < n_labels:
+        return path, int(last)
+    return path, False
+
+
+def write_image_list(folder: Path, name: str, labels: list[str],
+                     items: list[tuple[Path, int | None]]) -> str:
+    """Copy images into ``folder/name/`` under index-based names and write ``folder/name.txt``.
+
+    The list file carries the labels (``name/00003.png label``), so a label is never a path
+    component: ``../../x`` as a label stays a string. Returns the list file's name.
+    """
+    import shutil
+
+    images = folder / name
+    images.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (p, lab) in enumerate(items):
+        rel = f"{name}/{i:05d}{p.suffix.lower()}"
+        shutil.copyfile(p, folder / rel)
+        lines.append(rel if lab is None else f"{rel} {labels[lab]}")
+    (folder / f"{name}.txt").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    return f"{name}.txt"
 
 
 def decode_resized(path: Path, height: int, width: int, resize: str = "bilinear") -> np.ndarray:
     """Decode any image file to RGB uint8 (H, W, 3), resized to the model's input size."""
     from PIL import Image, UnidentifiedImageError
 
+    from ..safety import clip
+
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise UserError(f"{path}: {im.width}x{im.height} pixels; images are at most "
+                                f"{MAX_PIXELS // 1_000_000} megapixels (resize it)")
             im = im.convert("RGB")
             if im.size != (width, height):
                 method = Image.Resampling.BILINEAR if resize == "bilinear" else Image.Resampling.NEAREST
                 im = im.resize((width, height), method)
             return np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: cannot decode image ({exc})") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise UserError(f"{path}: cannot decode image ({clip(str(exc), 120)})") from None
 
 
 def normalise(pixels: np.ndarray, input_spec) -> np.ndarray:
@@ -117,8 +175,8 @@ def select_images(definition, which: str, limit: int | None = None) -> list[tupl
     """The calibration or validation images a definition uses: its source, capped by
     ``max_images`` (and ``limit``), spread evenly so that a cap keeps every class."""
     src = getattr(definition, which)
-    items = list_images(definition.path(src.source), definition.labels_list(),
-                        where=f"{definition.source_path}: {which}")
+    items = list_images(definition.confined(src.source, f"{which}.source"), definition.labels_list(),
+                        where=f"{definition.source_path}: {which}", root=definition.root)
     cap = min(x for x in (limit, src.max_images, len(items)) if x is not None)
     return _spread(items, cap)
 

@@ -14,10 +14,12 @@ class SeededWeightsWarning(UserWarning):
 def canonical_state(definition) -> dict[str, np.ndarray]:
     """The canonical weights of a definition: its safetensors file, or a seeded init."""
     from .torch_builder import build_torch_model
-    from .weights import read_weights, state_dict_numpy
+    from .weights import check_values, read_weights, state_dict_numpy
 
     if definition.weights:
-        return read_weights(definition.path(definition.weights))
+        state = read_weights(definition.path(definition.weights))
+        check_values(state, f"{definition.source_path}: weights")
+        return state
     warnings.warn(
         f"{definition.source_path}: no 'weights' given; using a seeded initialisation "
         f"(seed {definition.seed}): outputs are near-constant and validation proves little",
@@ -92,23 +94,39 @@ def expected_shapes(spec) -> dict[str, tuple]:
 
 
 def check_weights_file(definition) -> None:
-    """The definition's weights file has exactly the architecture's tensors (header only)."""
+    """The definition's weights file has exactly the architecture's tensors, all float32 and finite.
+
+    Checked before anything is written: a float16/int8/float64 tensor or a NaN/Inf value would
+    otherwise start every conversion and surface as a confusing metric (``max_abs nan``).
+    """
     from safetensors import safe_open
 
     from ..errors import UserError
-    from .weights import check_state
+    from .weights import check_state, check_values
 
     path = definition.path(definition.weights)
+    where = f"{definition.source_path}: weights"
     try:
         with safe_open(str(path), framework="numpy") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            keys = list(f.keys())
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
+            dtypes = {k: str(f.get_slice(k).get_dtype()) for k in keys}
     except Exception as exc:
-        raise UserError(f"{definition.source_path}: weights: {path.name} is not a readable safetensors "
-                        f"file ({exc})") from None
+        from ..safety import clip
+
+        raise UserError(f"{where}: {path.name} is not a readable safetensors "
+                        f"file ({clip(str(exc), 120)})") from None
 
     class _Shape:
         def __init__(self, s):
             self.shape = s
 
     check_state({k: _Shape(v) for k, v in shapes.items()}, expected_shapes(definition.architecture_spec()),
-                f"{definition.source_path}: weights")
+                where)
+    bad = next((k for k in sorted(dtypes) if dtypes[k] != "F32"), None)
+    if bad is not None:
+        raise UserError(f"{where}: tensor '{bad}' is {dtypes[bad]}; the canonical weights are float32 "
+                        "(convert with tensor.float() before saving)")
+    from .weights import read_weights
+
+    check_values(read_weights(path), where)

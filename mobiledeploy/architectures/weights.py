@@ -44,7 +44,9 @@ def read_weights(path: str | Path) -> dict[str, np.ndarray]:
     try:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises several types for a bad header
-        raise UserError(f"{path}: not a readable safetensors weights file ({exc})") from exc
+        from ..safety import clip
+
+        raise UserError(f"{path}: not a readable safetensors weights file ({clip(str(exc), 120)})") from None
 
 
 def check_state(state: dict[str, np.ndarray], expected: dict[str, tuple], source: str) -> None:
@@ -69,6 +71,21 @@ def check_state(state: dict[str, np.ndarray], expected: dict[str, tuple], source
                 f"{source}: tensor '{k}' has shape {tuple(state[k].shape)}, the architecture "
                 f"needs {tuple(shape)}; check architecture.width_multiplier and labels count"
             )
+
+
+def check_values(state: dict[str, np.ndarray], source: str) -> None:
+    """Every tensor float32 and finite, or a one-line user error naming the first bad tensor."""
+    from ..errors import UserError
+
+    for k in sorted(state):
+        v = np.asarray(state[k])
+        if v.dtype != np.float32:
+            raise UserError(f"{source}: tensor '{k}' is {v.dtype}; the canonical weights are float32 "
+                            "(convert with tensor.float() before saving)")
+        if not np.isfinite(v).all():
+            bad = int(np.size(v) - np.isfinite(v).sum())
+            raise UserError(f"{source}: tensor '{k}' holds {bad} NaN/Inf value(s); "
+                            "fix the checkpoint (a diverged training run?)")
 
 
 def load_torch_weights(module, state: dict[str, np.ndarray], source: str = "weights") -> None:

@@ -126,7 +126,7 @@ def _resolved_definition(d, weights_name: str) -> dict:
     data = d.model_dump(mode="json", exclude={"base_dir", "source_path"})
     data["weights"] = weights_name
     data["labels"] = "labels.txt"
-    data["validation"] = {"source": "validation", "max_images": None}
+    data["validation"] = {"source": "validation.txt", "max_images": None}
     # calibration images stay with the project; as written (relative), never an absolute path
     data["calibration"] = {"source": d.calibration.source, "max_images": d.calibration.max_images}
     return data
@@ -280,6 +280,7 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
 def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items) -> None:
     from ..architectures.reference import canonical_state
     from ..architectures.weights import save_weights
+    from ..images import write_image_list
 
     final = out / "model"
     tmp = tmp_path(out, final)
@@ -289,11 +290,7 @@ def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items)
     else:
         save_weights(canonical_state(d), tmp / weights_name, metadata={"seeded": str(d.seed)})
     (tmp / "labels.txt").write_text("".join(f"{x}\n" for x in labels), encoding="utf-8")
-    for p, lab in val_items:
-        sub = labels[lab] if lab is not None else "_unlabelled"
-        dest = tmp / "validation" / sub / p.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest)
+    write_image_list(tmp, "validation", labels, val_items)  # labels are data, never folder names
     resolved = _resolved_definition(d, weights_name)
     (tmp / "definition.yaml").write_text(
         "# resolved by mobiledeploy build from " + Path(d.source_path).name + "\n"

@@ -59,7 +59,8 @@ def test_show_small_at_224_lands_near_published_macs(tmp_path):
     text = (EXAMPLE / "shapes.yaml").read_text().replace("height: 112", "height: 224").replace(
         "width: 112", "width: 224")
     d = tmp_path / "m.yaml"
-    d.write_text(text.replace("labels: labels.txt", f"labels: {EXAMPLE / 'labels.txt'}"))
+    d.write_text(text.replace("labels: labels.txt", f"labels: {EXAMPLE / 'labels.txt'}")
+                 + "allow_outside_paths: true\n")
     r = run_cli("show", str(d), "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)

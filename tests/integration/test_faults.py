@@ -51,6 +51,7 @@ def good(tmp_path_factory) -> Path:
     for key in ("labels", "weights"):
         data[key] = str(EXAMPLE / data[key])
     data["calibration"]["source"] = str(EXAMPLE / data["calibration"]["source"])
+    data["allow_outside_paths"] = True  # the shipped example's files, not copies
     definition = write_definition(root, data, "shapes.yaml")
     out = root / "good"
     args = ["build", str(definition), "-o", str(out), "--jobs", "2", "--no-app", "-q"]
