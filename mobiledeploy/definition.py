@@ -217,9 +217,9 @@ class AndroidSpec(BaseModel):
     def _name(cls, v: str):
         if not v.strip() or len(v) > 50:
             raise ValueError("app_name must be 1-50 characters")
-        if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") for ch in v):
-            # a newline breaks the generated README heading; a lone surrogate cannot be written
-            raise ValueError("app_name must be one line of printable characters "
+        if any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\t" for ch in v):
+            # a lone surrogate cannot be written as UTF-8; other control characters break the XML
+            raise ValueError("app_name must be printable characters (newline and tab allowed) "
                              f"(got {clip(v, 60)})")
         return v
 

@@ -8,17 +8,20 @@ import click
 @click.command(name="app")
 @click.argument("bundle_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
-              help="Directory for the Gradle project (replaced if it is a generated project).")
+              help="Directory for the Gradle project (its generated files are replaced; others are kept).")
 @click.option("--runtime", type=click.Choice(["litert", "executorch"]), default=None,
               help="On-device runtime (default: the definition's android.runtime).")
 @click.option("--no-models", is_flag=True,
               help="Leave the model and golden images out (for a copy kept in git).")
-def command(bundle_dir: str, output: str, runtime: str | None, no_models: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Write into an existing folder mobiledeploy did not generate (its other files are kept).")
+def command(bundle_dir: str, output: str, runtime: str | None, no_models: bool, force: bool) -> None:
     """Generate the Android camera app (CameraX + LiteRT or ExecuTorch) from BUNDLE_DIR."""
-    from ..app import context_from_bundle, render_android_app
+    from ..app import check_output_dir, context_from_bundle, render_android_app
 
+    check_output_dir(output, force)  # before reading the bundle: a refusal is immediate
     ctx = context_from_bundle(bundle_dir, runtime=runtime)
-    out = render_android_app(ctx, output, copy_models=not no_models)
+    out = render_android_app(ctx, output, copy_models=not no_models, force=force)
     what = "without models" if no_models else f"with {ctx.model_asset}, {len(ctx.golden)} golden images"
     click.echo(f"wrote {out} ({ctx.runtime}, {ctx.model_target}, {what})")
     click.echo(f"next: cd {out} && gradle wrapper --gradle-version {ctx.versions['gradle']} "

@@ -150,12 +150,15 @@ def test_render_refuses_a_directory_that_is_not_a_generated_project(tmp_path, de
     assert (victim / "notes.txt").read_text() == "keep me"
 
 
-def test_rerender_replaces_the_project(tmp_path, definition):
-    ctx = context_from_definition(definition)
-    out = render_android_app(ctx, tmp_path / "app", copy_models=False)
-    (out / "stale.txt").write_text("old")
-    render_android_app(ctx, out, copy_models=False)
-    assert not (out / "stale.txt").exists() and (out / "settings.gradle.kts").is_file()
+def test_rerender_replaces_what_it_wrote_and_keeps_the_rest(tmp_path, definition):
+    out = render_android_app(context_from_definition(definition), tmp_path / "app", copy_models=False)
+    src = out / "app/src/main/java/com/example/nasty"
+    assert (src / "LiteRtClassifier.kt").is_file()
+    (out / "local.properties").write_text("sdk.dir=/opt/android")  # the developer's own file
+    render_android_app(context_from_definition(definition, runtime="executorch"), out, copy_models=False)
+    # a recorded file the new render does not produce is removed; the developer's file is kept
+    assert not (src / "LiteRtClassifier.kt").exists() and (src / "ExecuTorchClassifier.kt").is_file()
+    assert (out / "local.properties").read_text() == "sdk.dir=/opt/android"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "def"]  # no temp dirs left
 
 
