@@ -423,6 +423,11 @@ def check_definition_files(d: ModelDefinition) -> None:
         check_option_values(opts, src, f"target_options.{t}")
         resolve_target(d, t)  # options type-checked against the backend's model for the precision
     check_model_size(d)
+    from .validate.inputs import probe_image, select_images
+
+    for field in ("calibration", "validation"):  # every image decodes: no surprise inside a converter
+        for p, _ in select_images(d, field):
+            probe_image(p)
 
 
 def check_option_values(opts: dict[str, Any], src: str, where: str) -> None:

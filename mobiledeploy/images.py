@@ -157,6 +157,23 @@ def decode_resized(path: Path, height: int, width: int, resize: str = "bilinear"
         raise UserError(f"{path}: cannot decode image ({clip(str(exc), 120)})") from None
 
 
+def probe_image(path: Path) -> None:
+    """Decode an image once (no resize) so that a corrupt or oversized file is a user error
+    before the build writes anything, not a converter crash later."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..safety import clip
+
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise UserError(f"{path}: {im.width}x{im.height} pixels; images are at most "
+                                f"{MAX_PIXELS // 1_000_000} megapixels (resize it)")
+            im.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise UserError(f"{path}: cannot decode image ({clip(str(exc), 120)})") from None
+
+
 def normalise(pixels: np.ndarray, input_spec) -> np.ndarray:
     """RGB uint8 NHWC pixels -> the reference models' float NCHW input.
 

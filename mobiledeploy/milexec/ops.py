@@ -124,8 +124,9 @@ def _silu(x):
 
 @op("thresholded_relu")
 def _thresholded_relu(x, alpha=1.0):
+    # MIL: "Return x if x >= alpha, otherwise 0" (the reference zeroes y < alpha only)
     x = _f(x)
-    return np.where(x > _f(alpha), x, np.zeros_like(x))
+    return np.where(x >= _f(alpha), x, np.zeros_like(x))
 
 
 @op("leaky_relu")
@@ -187,11 +188,35 @@ OPS["reduce_min"] = _reduce(np.min)
 
 
 # ------------------------------------------------------------------ shapes
+# kernels whose semantics changed between opsets take the program's opset version (5 = iOS15)
+OPSET_AWARE: set[str] = {"reshape"}
+
+
+def opset_version(opset: str) -> int:
+    """``"CoreML7"`` -> 7 (iOS17); an unknown spelling is refused rather than guessed."""
+    digits = opset.removeprefix("CoreML")
+    if not digits.isdigit():
+        raise UnsupportedMILOp(f"unsupported MIL opset {opset!r}")
+    return int(digits)
+
+
 @op("reshape")
-def _reshape(x, shape):
+def _reshape(x, shape, opset: int = 5):
+    """A 0 in ``shape`` copies a dimension of ``x``: by position before iOS17 (where ``len(shape)``
+    must equal ``rank(x)``), counted from the right from iOS17 on (out of range: 1)."""
     x = np.asarray(x)
-    dims = [x.shape[i] if s == 0 else s for i, s in enumerate(_ints(shape))]
-    return x.reshape(dims)
+    want = _ints(shape)
+    if 0 in want:
+        if opset < 7:
+            if len(want) != x.ndim:
+                raise ValueError(f"reshape: a 0 in shape {want} needs len(shape) == rank(x) = {x.ndim} "
+                                 "before iOS17")
+            want = [x.shape[i] if s == 0 else s for i, s in enumerate(want)]
+        else:
+            off = x.ndim - len(want)
+            want = [(x.shape[i + off] if 0 <= i + off < x.ndim else 1) if s == 0 else s
+                    for i, s in enumerate(want)]
+    return x.reshape(want)
 
 
 @op("squeeze")

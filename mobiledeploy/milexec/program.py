@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .ops import OPS, UnsupportedMILOp
+from .ops import OPS, OPSET_AWARE, UnsupportedMILOp, opset_version
 
 # MIL DataType enum name -> numpy dtype
 _DTYPES = {
@@ -83,9 +83,12 @@ class MILProgram:
         block = fn.block_specializations[fn.opset]
         self.opset = fn.opset
         self.input_names = [i.name for i in fn.inputs]
+        # None marks a symbolic (unknown) dimension
         self.input_shapes = {
-            i.name: tuple(d.constant.size for d in i.type.tensorType.dimensions) for i in fn.inputs
+            i.name: tuple(d.constant.size if d.WhichOneof("dimension") == "constant" else None
+                          for d in i.type.tensorType.dimensions) for i in fn.inputs
         }
+        self.opset_version = opset_version(self.opset)
         self.input_dtypes = {i.name: self._dtype(i.type) for i in fn.inputs}
         self.output_names = list(block.outputs)
         self.images = {
@@ -207,11 +210,24 @@ class MILProgram:
         if missing:
             raise ValueError(f"missing program inputs {missing}; expected {self.input_names}")
         feeds = {n: self._feed(n, inputs[n]) for n in self.input_names}
-        batches = {n: v.shape[0] for n, v in feeds.items()}
-        n = max(batches.values()) if batches else 1
-        declared = {k: (s[0] if s else 1) for k, s in self.input_shapes.items()}
-        if all(batches[k] == declared[k] for k in feeds):
+        for k, shape in self.input_shapes.items():
+            if shape and shape[0] is None:
+                # a symbolic batch could be run whole or split; which one Core ML does per op is
+                # not knowable here, so refuse rather than guess
+                raise UnsupportedMILOp(f"input {k!r} has a symbolic first dimension {shape}; "
+                                       "this executor runs fixed shapes only")
+        if all(v.shape == self.input_shapes[k] for k, v in feeds.items()):
             return self._run_one(feeds, intermediates)
+        # a batch of N samples through a batch-1 program is exact only when every input is a
+        # batch-1 sample input fed the same N (a weights input must never be sliced)
+        batches = {k: v.shape[0] if v.ndim else None for k, v in feeds.items()}
+        n = next(iter(batches.values()), None)
+        if not all(self.input_shapes[k][:1] == (1,) and v.shape[1:] == self.input_shapes[k][1:]
+                   and batches[k] == n for k, v in feeds.items()):
+            got = {k: tuple(v.shape) for k, v in feeds.items()}
+            raise UnsupportedMILOp(f"inputs {got} do not match the program's shapes "
+                                   f"{self.input_shapes} (only a common batch over batch-1 inputs "
+                                   "is split sample by sample)")
         per = [self._run_one({k: v[i : i + 1] for k, v in feeds.items()}, intermediates)
                for i in range(n)]
         return {k: _stack([p[k] for p in per]) for k in per[0]}
@@ -231,6 +247,8 @@ class MILProgram:
                 for key, binds in op.inputs.items():
                     vals = [env[v] if kind == "name" else v for kind, v in binds]
                     args[key] = vals if op.type == "concat" and key == "values" else vals[0]
+                if op.type in OPSET_AWARE:
+                    args["opset"] = self.opset_version
                 result = fn(**args)
                 results = result if isinstance(result, tuple) else (result,)
                 for (name, dtype), val in zip(op.outputs, results, strict=True):

@@ -97,7 +97,11 @@ def test_pools_and_reductions():
 def test_shape_ops():
     x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
     assert OPS["reshape"](x=x, shape=np.array([1, -1])).shape == (1, 24)
-    assert OPS["reshape"](x=x, shape=np.array([0, 6, 4])).shape == (1, 6, 4)
+    # MIL's 0 rule: same position before iOS17 (len(shape) == rank), from the right from iOS17 on
+    assert OPS["reshape"](x=x, shape=np.array([0, 0, 12, 1]), opset=5).shape == (1, 2, 12, 1)
+    assert OPS["reshape"](x=x, shape=np.array([0, -1, 0]), opset=7).shape == (2, 3, 4)
+    with pytest.raises(ValueError, match="rank"):
+        OPS["reshape"](x=x, shape=np.array([0, 6, 4]), opset=5)
     assert OPS["squeeze"](x=np.zeros((1, 5, 1, 1)), axes=np.array([2, 3])).shape == (1, 5)
     assert OPS["expand_dims"](x=np.zeros((1, 5)), axes=np.array([-1, -2])).shape == (1, 5, 1, 1)
     assert OPS["transpose"](x=x, perm=np.array([0, 2, 3, 1])).shape == (1, 3, 4, 2)
