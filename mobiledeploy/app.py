@@ -517,6 +517,26 @@ def check_output_dir(out_dir: str | Path, force: bool = False) -> None:
     _owned_files(Path(out_dir), force)
 
 
+def _copy_models(ctx: AppContext, tmp: Path) -> None:
+    shutil.copyfile(ctx.model_path, tmp / "app/src/main/assets" / ctx.model_asset)
+    if not ctx.golden:
+        return
+    gdir = tmp / "app/src/androidTest/assets/golden"
+    gdir.mkdir(parents=True, exist_ok=True)
+    for g in ctx.golden:
+        if not Path(g.source).is_file():
+            raise UserError(f"{g.source}: golden image missing; rebuild the app context")
+        shutil.copyfile(g.source, gdir / g.file)
+    doc = {
+        "name": ctx.name, "target": ctx.model_target, "runtime": ctx.runtime,
+        "expected_source": ctx.golden_expected_source, "min_agreement": ctx.golden_min_agreement,
+        "input": {"dtype": ctx.input_dtype, "scale": ctx.input_scale,
+                  "zero_point": ctx.input_zero_point},
+        "samples": [g.model_dump() for g in ctx.golden],
+    }
+    (gdir / "golden_inputs.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
 def _version() -> str:
     from . import __version__
 

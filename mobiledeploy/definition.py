@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import DefinitionError
+from .safety import MAX_LABEL_CHARS, MAX_LABELS, clip, confine, read_text_file
 from .tolerance import Tolerance
-from .safety import MAX_LABEL_CHARS, MAX_LABELS, clip, confine, finite, read_text_file
 
 # NaN and infinity are refused in every number (a NaN std would pass every `> 0` check)
 Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -423,7 +423,7 @@ def check_definition_files(d: ModelDefinition) -> None:
         check_option_values(opts, src, f"target_options.{t}")
         resolve_target(d, t)  # options type-checked against the backend's model for the precision
     check_model_size(d)
-    from .validate.inputs import probe_image, select_images
+    from .images import probe_image, select_images
 
     for field in ("calibration", "validation"):  # every image decodes: no surprise inside a converter
         for p, _ in select_images(d, field):

@@ -66,11 +66,27 @@ def tiny_definition(example_copy: Path) -> Path:
     return write_definition(example_copy, tiny_data(), "tiny.yaml")
 
 
+def need_tool(*names: str, install: str) -> str:
+    """The first of ``names`` on PATH; otherwise skip, or fail under CI (``CI=true``), where a
+    missing tool must not turn a check into a silent skip."""
+    import os
+
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    why = f"{' / '.join(names)} not installed ({install})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{why}: required in CI")
+    pytest.skip(why)
+
+
 def edgetpu_reference_dir() -> Path:
     """shared/edgetpu-reference (real Edge TPU compiler inputs and outputs), or skip."""
     import os
 
-    for cand in (os.environ.get("MOBILEDEPLOY_SHARED"), ROOT.parent / "shared", "/work/shared"):
+    # MOBILEDEPLOY_SHARED or the folder beside the repository; no machine-specific fallback
+    for cand in (os.environ.get("MOBILEDEPLOY_SHARED"), ROOT.parent / "shared"):
         if cand and (Path(cand) / "edgetpu-reference").is_dir():
             return Path(cand) / "edgetpu-reference"
     pytest.skip("shared/edgetpu-reference not found beside the repository")

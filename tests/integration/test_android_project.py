@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -148,10 +147,13 @@ def test_executorch_android_follows_the_exporter_pin():
 
 
 def _aapt2():
-    exe = shutil.which("aapt2")
+    from tests.conftest import need_tool
+
+    install = "apt-get install aapt android-framework-res"
+    exe = need_tool("aapt2", install=install)
     jar = next((p for p in FRAMEWORK_RES if p.is_file()), None)
-    if exe is None or jar is None:
-        pytest.skip("aapt2 / framework resources missing: apt-get install aapt android-framework-res")
+    if jar is None:
+        need_tool("android-framework-res.jar (absent)", install=install)  # skip, or fail in CI
     return exe, jar
 
 

@@ -107,9 +107,11 @@ def screenshot(html_path: Path, png: Path, height: int = 2000) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(chromium() is None, reason="chromium not installed (apt-get install chromium)")
 @pytest.mark.parametrize("status", ["fail", "pass"])
 def test_report_renders_in_headless_chromium(tmp_path, status):
+    from tests.conftest import need_tool
+
+    need_tool("chromium", "chromium-browser", "google-chrome", install="apt-get install chromium")
     pytest.importorskip("PIL")
     from PIL import Image
 
