@@ -49,7 +49,7 @@ def list_images(source: Path, labels: list[str], *, where: str = "",
     ``root`` (the definition's folder unless it allows outside paths) confines every image a
     list file names; a list entry must be an image file. Labels are data, never paths.
     """
-    from ..safety import clip, confine, read_text_file, walk_files
+    from .safety import clip, confine, read_text_file, walk_files
 
     index = {name: i for i, name in enumerate(labels)}
     src = where or clip(str(source))
@@ -141,7 +141,7 @@ def decode_resized(path: Path, height: int, width: int, resize: str = "bilinear"
     """Decode any image file to RGB uint8 (H, W, 3), resized to the model's input size."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..safety import clip
+    from .safety import clip
 
     try:
         with Image.open(path) as im:
@@ -162,7 +162,7 @@ def probe_image(path: Path) -> None:
     before the build writes anything, not a converter crash later."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..safety import clip
+    from .safety import clip
 
     try:
         with Image.open(path) as im:

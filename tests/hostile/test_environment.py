@@ -61,8 +61,8 @@ def test_read_only_output_for_init(tmp_path):
 
 @needs_ns
 def test_read_only_output_for_build(tmp_path):
-    from tests.hostile.helpers import mini_data, write
     from tests.conftest import EXAMPLE
+    from tests.hostile.helpers import mini_data, write
 
     root = tmp_path / "defn"
     root.mkdir()

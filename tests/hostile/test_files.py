@@ -153,7 +153,7 @@ def test_list_label_not_in_labels(mini, tmp_path):
 
 def test_labels_are_data_never_folders(mini, tmp_path):
     # a label that looks like a path round-trips through the bundle's list file as a string
-    from mobiledeploy.validate.inputs import list_images, write_image_list
+    from mobiledeploy.images import list_images, write_image_list
 
     labels = ["../../../escape", "/abs/x", "two words", "7"]
     img = first_image(mini.parent / "validation")
