@@ -249,12 +249,13 @@ def context_from_bundle(bundle_dir: str | Path, runtime: str | None = None,
     """
     bundle = Path(bundle_dir)
     from .bundle import load_manifest
+    from .trust import inside, verify_bundle
 
     manifest = load_manifest(bundle)
+    verify_bundle(bundle, manifest)  # paths inside the bundle, every recorded hash as built
     if definition is None:
         definition = _bundle_definition(bundle)
-    artifacts = {a["target"]: bundle / a["path"] for a in manifest["artifacts"]
-                 if isinstance(a, dict) and a.get("target") and a.get("path")}
+    artifacts = {a["target"]: inside(bundle, a["path"], a["target"]) for a in manifest["artifacts"]}
     return context_from_artifacts(definition, artifacts, runtime=runtime, model_target=model_target,
                                   bundle_dir=bundle, where=str(bundle / "manifest.json"))
 
@@ -378,7 +379,7 @@ def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path 
 
     try:
         src = definition.path(definition.validation.source)
-        items = list_images(src, ctx.labels)
+        items = list_images(src, ctx.labels, root=definition.root)
     except UserError:
         return [], "none", 0.0
     if len(items) > GOLDEN_SAMPLES:

@@ -169,12 +169,22 @@ def bench_bundle(bundle: str | Path, *, runs: int = 300, threads: int = 2, warmu
     from . import amx
     from .bundle import load_manifest
     from .errors import UserError
+    from .safety import clip
 
     if no_amx and not amx.supported():
         raise UserError(f"--no-amx: AMX can only be denied on x86-64 Linux (this is "
                         f"{platform.system()} {platform.machine()}); drop the flag")
     bundle = Path(bundle)
     manifest = load_manifest(bundle)  # UserError (exit 2) when the bundle or manifest is missing
+    from .trust import verify_bundle
+
+    known = [a["target"] for a in manifest.get("artifacts", []) if isinstance(a, dict)] + [
+        f["target"] for f in manifest.get("failed", []) if isinstance(f, dict)]
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        raise UserError(f"--target {clip(unknown[0], 40)}: not in this bundle; present: "
+                        f"{', '.join(known) or 'none'}")
+    verify_bundle(bundle, manifest, set(targets) if targets else None)  # before timing anything
     warmup = warmup if warmup is not None else max(5, min(50, runs // 10))
     machine = machine_info(threads)
     rows: list[dict[str, Any]] = []

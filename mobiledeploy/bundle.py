@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -54,13 +55,14 @@ def install(tmp: Path, final: Path) -> None:
     """Move a finished temporary file or folder to its final name.
 
     Files are replaced atomically. A folder cannot be swapped atomically, so the old one is
-    first renamed away; a kill between the two renames leaves no folder (rebuilt next time),
-    never a half-written one under the final name.
+    first moved into the state folder's ``tmp/`` (beside ``tmp``, the same filesystem); a kill
+    between the two renames leaves no folder (rebuilt next time), never a half-written one under
+    the final name, and nothing of ours outside the state folder.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     if tmp.is_dir():
         if final.exists():
-            trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            trash = tmp.parent / f"old-{uuid.uuid4().hex[:8]}-{final.name}"
             final.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
         tmp.rename(final)
@@ -71,24 +73,57 @@ def install(tmp: Path, final: Path) -> None:
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, interrupted: no partial file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+# the names write_bytes_atomic gives its temporaries: ".NAME.tmp-" and 8 hex digits
+_OUR_TMP = re.compile(r"^\..+\.tmp-[0-9a-f]{8}$")
+# the folders a build writes files into (a temporary of ours can only be left there)
+BUNDLE_DIRS = ("model", "tflite", "edgetpu", "coreml", "executorch", "report", "android")
+
+
 def clean_stale(out_dir: Path) -> None:
-    """Remove what a killed build may have left: temporaries and half-swapped folders."""
-    shutil.rmtree(Path(out_dir) / STATE_DIR / "tmp", ignore_errors=True)
-    for p in Path(out_dir).rglob(".*.old-*"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    for p in Path(out_dir).rglob(".*.tmp-*"):
-        p.unlink(missing_ok=True)
+    """Remove what a killed build may have left, and only that: the state folder's ``tmp/``
+    and atomic-write temporaries (exact name pattern) at the top of OUT and its bundle folders.
+
+    A user's files elsewhere in OUT (even one called ``.x.tmp-1``) are never touched.
+    """
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir / STATE_DIR / "tmp", ignore_errors=True)
+    for folder in (out_dir, *(out_dir / d for d in BUNDLE_DIRS)):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for p in folder.iterdir():
+            if _OUR_TMP.match(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+
+
+def is_bundle(out_dir: Path) -> bool:
+    """OUT holds a bundle (or a build's state): a build may write there without --force."""
+    out_dir = Path(out_dir)
+    return (out_dir / STATE_DIR).is_dir() or (out_dir / "manifest.json").is_file()
+
+
+def check_output_folder(out_dir: Path, force: bool = False) -> None:
+    """An existing non-empty folder that is not a bundle is refused unless ``force``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory; choose another -o")
+    if out_dir.is_dir() and not is_bundle(out_dir) and any(out_dir.iterdir()) and not force:
+        raise UserError(f"{out_dir}: exists and is not a mobiledeploy bundle; choose a new or empty "
+                        "folder, or pass --force to build into it (files of the same names are replaced)")
 
 
 @contextlib.contextmanager
@@ -97,6 +132,8 @@ def bundle_lock(out_dir: Path, wait: float = 0.0):
     import fcntl
 
     state = Path(out_dir) / STATE_DIR
+    if state.exists() and not state.is_dir():
+        raise UserError(f"{state}: is not a folder (mobiledeploy keeps its state there); remove it")
     state.mkdir(parents=True, exist_ok=True)
     path = state / "lock"
     f = open(path, "a+")

@@ -31,8 +31,12 @@ def save_weights(module_or_state, path: str | Path, metadata: dict[str, str] | N
     state = module_or_state if isinstance(module_or_state, dict) else state_dict_numpy(module_or_state)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in sorted(state.items())}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in sorted(state.items())}, str(tmp), metadata=metadata)
+        tmp.replace(path)
+    except BaseException:  # disk full, interrupted: no partial weights file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_weights(path: str | Path) -> dict[str, np.ndarray]:

@@ -146,6 +146,9 @@ class Backend(ABC):
     app_runtime: ClassVar[str | None] = None
     #: what ``bench`` calls the device the host latency is measured on
     bench_device: ClassVar[str] = "CPU"
+    #: the reference twin the artifact is converted from: when the Keras twin disagrees with
+    #: PyTorch, artifacts built from it are not judged
+    built_from: ClassVar[str] = "pytorch"
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries that shape the artifact (part of the cache key)."""

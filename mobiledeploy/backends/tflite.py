@@ -209,6 +209,7 @@ class TFLiteBackend(Backend):
     """tflite-fp32 / fp16 / int8: the TensorFlow converter on the Keras twin, run with LiteRT."""
 
     name = "tflite"
+    built_from = "keras"
     requires = ("tensorflow", "ai_edge_litert", "torch")
     extra = "tflite"
     distributions = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert")

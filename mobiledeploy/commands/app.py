@@ -17,11 +17,15 @@ import click
               help="Write into an existing folder mobiledeploy did not generate (its other files are kept).")
 def command(bundle_dir: str, output: str, runtime: str | None, no_models: bool, force: bool) -> None:
     """Generate the Android camera app (CameraX + LiteRT or ExecuTorch) from BUNDLE_DIR."""
+    from pathlib import Path
+
     from ..app import check_output_dir, context_from_bundle, render_android_app
+    from ..trust import reading
 
     check_output_dir(output, force)  # before reading the bundle: a refusal is immediate
-    ctx = context_from_bundle(bundle_dir, runtime=runtime)
-    out = render_android_app(ctx, output, copy_models=not no_models, force=force)
+    with reading(Path(bundle_dir)):  # a build cannot swap the model while it is copied
+        ctx = context_from_bundle(bundle_dir, runtime=runtime)
+        out = render_android_app(ctx, output, copy_models=not no_models, force=force)
     what = "without models" if no_models else f"with {ctx.model_asset}, {len(ctx.golden)} golden images"
     click.echo(f"wrote {out} ({ctx.runtime}, {ctx.model_target}, {what})")
     click.echo(f"next: cd {out} && gradle wrapper --gradle-version {ctx.versions['gradle']} "

@@ -27,10 +27,20 @@ def command(bundle, json_path, runs, threads, targets, no_references, no_amx, qu
     from ..bench import bench_bundle, print_table
 
     say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
-    report = bench_bundle(Path(bundle), runs=runs, threads=threads, references=not no_references,
-                          targets=tuple(targets), no_amx=no_amx, say=say)
+    from ..errors import ValidationFailed
+    from ..trust import reading
+
+    with reading(Path(bundle)):  # a build cannot swap an artifact while it is timed
+        report = bench_bundle(Path(bundle), runs=runs, threads=threads, references=not no_references,
+                              targets=tuple(targets), no_amx=no_amx, say=say)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
     if not quiet:
         print_table(report)
+    rows = report["results"]
+    if rows and all(r["status"] == "failed" for r in rows):
+        raise ValidationFailed("bench: every row failed: " + "; ".join(
+            f"{r['target']}: {r.get('reason', '')}" for r in rows[:3]))
+    if not rows:
+        raise ValidationFailed("bench: nothing was measured (no artifacts, references off)")

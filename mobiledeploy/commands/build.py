@@ -19,7 +19,9 @@ import click
 @click.option("--wait", default=0.0, type=click.FloatRange(0), show_default=True,
               help="Seconds to wait for another build holding the bundle's lock.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output (CI).")
-def command(model, out, targets, jobs, no_cache, explain, samples, no_validate, no_app, wait, quiet):
+@click.option("--force", is_flag=True,
+              help="Build into an existing folder that is not a bundle (files of the same names are replaced).")
+def command(model, out, targets, jobs, no_cache, explain, samples, no_validate, no_app, wait, quiet, force):
     """Build the bundle: artifacts, validation, Android app, manifest (written last)."""
     from pathlib import Path
 
@@ -29,7 +31,7 @@ def command(model, out, targets, jobs, no_cache, explain, samples, no_validate, 
 
     res = build(model, BuildOptions(out=Path(out), targets=tuple(targets), jobs=jobs, cache=not no_cache,
                                     quiet=quiet, wait=wait, validate=not no_validate,
-                                    app=not no_app, samples=samples))
+                                    app=not no_app, samples=samples, force=force))
     if explain:
         for step, what, why in res.explain:
             click.echo(f"{step:32s} {what:8s} {why}")

@@ -16,14 +16,18 @@ def command(bundle, samples, json_path, quiet):
     from pathlib import Path
 
     from ..errors import ValidationFailed
+    from ..trust import reading, writable
     from ..validate.runner import failure_summary, validate_bundle
     from .build import _print_summary
 
-    report = validate_bundle(Path(bundle), samples=samples,
-                             json_path=Path(json_path) if json_path else None,
-                             say=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+    write = writable(Path(bundle))  # a read-only bundle is validated without writing its report
+    with reading(Path(bundle), write=write):
+        report = validate_bundle(Path(bundle), samples=samples, write=write,
+                                 json_path=Path(json_path) if json_path else None,
+                                 say=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     if not quiet:
         _print_summary(report)
-        click.echo(f"report: {Path(bundle) / 'report' / 'index.html'}")
+        if write:
+            click.echo(f"report: {Path(bundle) / 'report' / 'index.html'}")
     if report["status"] == "fail":
         raise ValidationFailed(failure_summary(report))

@@ -39,9 +39,14 @@ class Cache:
         self.path = self.out_dir / STATE_DIR / "steps.json"
         self.enabled = enabled
         try:
-            self.records: dict = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            self.records = {}
+            records = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON: an empty cache
+            records = {}
+        # a foreign or damaged record (a list, entries without a key) is an empty cache too
+        self.records: dict = ({k: v for k, v in records.items() if isinstance(v, dict) and
+                              isinstance(v.get("key"), str) and isinstance(v.get("outputs", {}), dict)
+                              and isinstance(v.get("inputs", {}), dict) and isinstance(v.get("facts", {}), dict)}
+                        if isinstance(records, dict) else {})
 
     def check(self, step: Step) -> tuple[bool, str]:
         """(fresh, reason): whether the step can be skipped, and why it runs or not."""
@@ -63,6 +68,8 @@ class Cache:
             return False, "; ".join(detail) or "inputs changed"
         for rel, sha in rec.get("outputs", {}).items():
             p = self.out_dir / rel
+            if not p.resolve().is_relative_to(self.out_dir.resolve()):
+                return False, f"output {rel} is outside the bundle"
             if not p.exists():
                 return False, f"output {rel} is missing"
             if sha256_path(p) != sha:

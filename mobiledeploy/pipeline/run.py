@@ -21,6 +21,7 @@ from ..backends.registry import backend_class, check, get_backend
 from ..bundle import (
     STATE_DIR,
     bundle_lock,
+    check_output_folder,
     clean_stale,
     install,
     sha256_file,
@@ -29,9 +30,9 @@ from ..bundle import (
     tmp_path,
     write_json_atomic,
 )
-from ..errors import UserError
 from ..targets import ResolvedTarget, keras_tolerance, resolve_targets
 from .graph import Cache, Step, digest
+from .lifeline import PARENT_ENV
 from .sources import source_digest
 
 # what the references and the validator run on: their versions are inputs of validation
@@ -51,6 +52,7 @@ class BuildOptions:
     validate: bool = True
     app: bool = True
     samples: int | None = None
+    force: bool = False  # build into an existing folder that is not a bundle
 
 
 @dataclass
@@ -149,8 +151,11 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
 
         check_weights_file(d)
     out = Path(opts.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory; choose another -o")
+    check_output_folder(out, opts.force)  # a user's folder is not a bundle: refused unless --force
+    if opts.app:
+        from ..app import check_output_dir
+
+        check_output_dir(out / "android", opts.force)  # a hand-written android/ is not ours
     labels = d.labels_list()
     val_items = select_images(d, "validation")
     needs_calibration = any(t.precision == "int8" for t in targets)
@@ -164,9 +169,8 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     with bundle_lock(out, opts.wait):
         clean_stale(out)
         manifest_path = out / "manifest.json"
-        if manifest_path.exists():
-            # the bundle is about to change: no manifest until it is whole again
-            manifest_path.unlink()
+        # the manifest goes only when the first new output is about to be written (a refusal
+        # or a crash before that leaves a good bundle whole): see each `if not fresh` below
         cache = Cache(out, enabled=opts.cache)
         t_start = time.monotonic()
         labels_digest = digest(labels)
@@ -189,6 +193,7 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
             rec.update(status="skipped" if fresh else "ran", why=why)
             result.explain.append(("model", rec["status"], why))
             if not fresh:
+                manifest_path.unlink(missing_ok=True)  # the bundle changes: no manifest until whole
                 _write_model_dir(out, d, weights_src, weights_name, labels, val_items)
                 cache.record(model_step)
         weights_sha = sha256_file(out / "model" / weights_name)
@@ -221,6 +226,7 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
             else:
                 todo.append((step, t, why))
         if todo:
+            manifest_path.unlink(missing_ok=True)
             say(f"[bold]converting[/] {len(todo)} target(s) with {opts.jobs} job(s): "
                 + ", ".join(t.name for _, t, _ in todo))
         _run_conversions(out, d, todo, opts, cache, result, say, record)
@@ -252,6 +258,8 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
             "definition_sha256": d.sha256(),
             "mobiledeploy_version": __version__,
             "reference": {"weights": f"model/{weights_name}", "weights_sha256": weights_sha,
+                          # definition, labels, validation images: readers check it before use
+                          "model_sha256": sha256_path(out / "model"),
                           "definition": "model/definition.yaml", "seeded_weights": d.weights is None,
                           "keras_tolerance": keras_tolerance(d).set_values()},
             "artifacts": artifacts,
@@ -313,7 +321,8 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
     logs.mkdir(parents=True, exist_ok=True)
     pending = list(todo)
     running: list[tuple] = []
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore",
+           PARENT_ENV: str(os.getpid())}  # the worker dies with this process (lifeline.py)
     if opts.jobs > 1:
         env.setdefault("OMP_NUM_THREADS", "1")
     while pending or running:
@@ -399,6 +408,7 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
         result.explain.append(("validate", rec["status"], why))
         if fresh:
             return json.loads((out / "report" / "validation.json").read_text())
+        (out / "manifest.json").unlink(missing_ok=True)  # the report changes: no manifest until whole
         say("[bold]validating[/] every artifact against the PyTorch reference on real images …")
         report = validate_bundle(out, manifest=manifest, samples=opts.samples, say=say)
         cache.record(step)
@@ -423,9 +433,11 @@ def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, s
         rec.update(status="skipped" if fresh else "ran", why=why)
         result.explain.append(("app", rec["status"], why))
         if not fresh:
+            (out / "manifest.json").unlink(missing_ok=True)
             arts = {a["target"]: out / a["path"] for a in manifest["artifacts"]}
             ctx = context_from_artifacts(d, arts, bundle_dir=out)
-            render_android_app(ctx, out / "android")
+            # checked before the build started (check_output_dir with --force): ours to write
+            render_android_app(ctx, out / "android", force=True)
             cache.record(step, facts={"runtime": ctx.runtime, "model": ctx.model_target,
                                       "application_id": ctx.application_id})
             say(f"[bold]android[/] app generated in {out / 'android'} ({ctx.runtime}, {ctx.model_target})")

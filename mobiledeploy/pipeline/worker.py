@@ -33,6 +33,9 @@ def main() -> int:
     import os
     import warnings
 
+    from .lifeline import die_with_parent
+
+    die_with_parent()  # a killed build takes its converters with it
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore")
     req = json.loads(Path(sys.argv[1]).read_text())
