@@ -53,6 +53,15 @@ def check_manifest_shape(bundle: Path, manifest: dict) -> None:
                                 "rerun mobiledeploy build")
 
 
+def check_paths(bundle: Path, manifest: dict) -> None:
+    """Every artifact and extra-file path stays inside the bundle (before any heavy work)."""
+    check_manifest_shape(bundle, manifest)
+    for art in manifest.get("artifacts", []):
+        inside(bundle, art["path"], f"{art['target']} artifact")
+        for extra in art.get("extra_files", []) or []:
+            inside(bundle, extra["path"], f"{art['target']} extra file")
+
+
 def verify_reference(bundle: Path, manifest: dict) -> None:
     """The reference weights and the ``model/`` folder are what the build wrote.
 

@@ -6,6 +6,7 @@ BatchNorm weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ def save_weights(module_or_state, path: str | Path, metadata: dict[str, str] | N
     tmp = path.with_name(path.name + ".tmp")
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in sorted(state.items())}, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # safetensors writes 0600; the bundle's files are ordinary files
         tmp.replace(path)
     except BaseException:  # disk full, interrupted: no partial weights file left behind
         tmp.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import numpy as np
 from .. import __version__
 from .._quiet import native_quiet
 from ..bundle import load_manifest, write_bytes_atomic, write_json_atomic
-from ..errors import MissingDependencyError, UserError
+from ..errors import MissingDependencyError, UserError, ValidationFailed
 from ..targets import KERAS_ROW, keras_tolerance
 from ..tolerance import Tolerance, failures, judge
 from . import metrics as M
@@ -61,11 +61,15 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     from ..architectures.reference import build_torch_reference
     from ..architectures.weights import read_weights
     from ..images import load_batch
-    from ..trust import verify_reference
+    from ..trust import check_paths, verify_reference
 
     bundle = Path(bundle)
     manifest = manifest or load_manifest(bundle)
+    check_paths(bundle, manifest)  # nothing outside the bundle is ever read
     verify_reference(bundle, manifest)  # a changed reference is a broken bundle, not bad artifacts
+    if not manifest["artifacts"] and not manifest.get("failed"):
+        raise ValidationFailed(f"{bundle / 'manifest.json'}: lists no artifacts; nothing to judge is not a "
+                               "pass: rerun mobiledeploy build")
     d = bundle_definition(bundle)
     batch = load_batch(d, "validation", limit=samples)
     state = read_weights(bundle / manifest["reference"]["weights"])
@@ -126,9 +130,6 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         say(f"  {r['target']}: {r['status']} {r['reason']}")
     for f in manifest.get("failed", []):
         rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))
-    if not manifest["artifacts"] and not manifest.get("failed"):
-        # nothing was judged: that is not a pass
-        rows.append(_row("artifacts", "fail", reason="the manifest lists no artifacts; nothing was judged"))
 
     # the reference is what everything is judged against, not a judged row: counts leave it out
     judged = [r for r in rows if r["status"] != "skipped" and r["target"] != REFERENCE_ROW]

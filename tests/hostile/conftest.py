@@ -1,3 +1,3 @@
 """Fixtures of the hostile-input suite (defined in helpers.py, shared by its modules)."""
 
-from tests.hostile.helpers import mini  # noqa: F401
+from tests.hostile.helpers import built_bundle, mini  # noqa: F401

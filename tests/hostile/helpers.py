@@ -34,15 +34,7 @@ def mini_data() -> dict:
 def mini(tmp_path: Path) -> Path:
     """tmp_path/defn: labels.txt (the example's), 3 classes x 2 images for calibration and
     validation, and mini.yaml. Returns the definition file."""
-    root = tmp_path / "defn"
-    root.mkdir()
-    shutil.copy(EXAMPLE / "labels.txt", root / "labels.txt")
-    for split in ("calibration", "validation"):
-        for cls in sorted(p.name for p in (EXAMPLE / split).iterdir() if p.is_dir())[:3]:
-            (root / split / cls).mkdir(parents=True)
-            for img in sorted((EXAMPLE / split / cls).iterdir())[:2]:
-                shutil.copy(img, root / split / cls / img.name)
-    return write(root, mini_data())
+    return make_mini_folder(tmp_path / "defn")
 
 
 def write(folder: Path, data: dict, name: str = "mini.yaml") -> Path:
@@ -90,3 +82,37 @@ def build_refused(definition: Path, tmp_path: Path, *, match: str | None = None,
     assert not out.exists()
     assert snapshot(tmp_path) == before
     return line
+
+
+def make_mini_folder(root: Path) -> Path:
+    """The ``mini`` folder (see the fixture) under ``root``; returns the definition file."""
+    root.mkdir(parents=True)
+    shutil.copy(EXAMPLE / "labels.txt", root / "labels.txt")
+    for split in ("calibration", "validation"):
+        for cls in sorted(p.name for p in (EXAMPLE / split).iterdir() if p.is_dir())[:3]:
+            (root / split / cls).mkdir(parents=True)
+            for img in sorted((EXAMPLE / split / cls).iterdir())[:2]:
+                shutil.copy(img, root / split / cls / img.name)
+    return write(root, mini_data())
+
+
+@pytest.fixture(scope="session")
+def built_bundle(tmp_path_factory) -> Path:
+    """One real bundle of the mini definition (tflite-fp32, validated, with its app), built once;
+    tests take a copy (``bundle_copy``) before changing anything."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("torch")
+    from tests.conftest import run_cli
+
+    root = tmp_path_factory.mktemp("hostile-bundle")
+    definition = make_mini_folder(root / "defn")
+    out = root / "bundle"
+    r = run_cli("build", str(definition), "-o", str(out), "--target", "tflite-fp32", "-q")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def bundle_copy(built: Path, dest: Path) -> Path:
+    shutil.copytree(built, dest, symlinks=True)
+    return dest
