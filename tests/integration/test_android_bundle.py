@@ -51,8 +51,15 @@ def _bundle(root: Path) -> Path:
     (bundle / "model").mkdir()
     model_bytes = conv.convert()
     (bundle / "tflite/tiny_int8.tflite").write_bytes(model_bytes)
+    (bundle / "model/tiny.safetensors").write_bytes(b"stand-in weights")  # the app never reads them
+    from mobiledeploy.bundle import sha256_path
+
+    # readers verify what the manifest records: the reference and every artifact hash
     (bundle / "manifest.json").write_text(json.dumps({"name": "tiny", "artifacts": [
-        {"target": "tflite-int8", "path": "tflite/tiny_int8.tflite", "bytes": len(model_bytes)}]}))
+        {"target": "tflite-int8", "path": "tflite/tiny_int8.tflite", "bytes": len(model_bytes),
+         "sha256": sha256_path(bundle / "tflite/tiny_int8.tflite")}],
+        "reference": {"weights": "model/tiny.safetensors",
+                      "weights_sha256": sha256_path(bundle / "model/tiny.safetensors")}}))
     return bundle, src
 
 
@@ -88,9 +95,10 @@ def test_app_command_copies_model_and_golden_inputs(built, tmp_path):
 
     bundle, src = built
     # the bundle carries its definition (as the build writes it), with paths that resolve
-    (bundle / "model/definition.yaml").write_text(
-        (src / "tiny.yaml").read_text().replace('"labels.txt"', json.dumps(str(src / "labels.txt")))
-        .replace('"val"', json.dumps(str(src / "val"))))
+    doc = json.loads((src / "tiny.yaml").read_text().replace('"labels.txt"', json.dumps(str(src / "labels.txt")))
+                     .replace('"val"', json.dumps(str(src / "val"))))
+    doc["allow_outside_paths"] = True  # this hand-made bundle names the source folder's files
+    (bundle / "model/definition.yaml").write_text(json.dumps(doc))
     out = tmp_path / "app"
     r = CliRunner().invoke(main, ["app", str(bundle), "-o", str(out)])
     assert r.exit_code == 0, r.output

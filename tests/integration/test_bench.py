@@ -71,8 +71,11 @@ def test_coreml_rows_are_skipped_not_passed(tiny_bundle: Path, tmp_path: Path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     fake = bundle / "coreml" / "shapes_fp32.mlpackage"
     fake.mkdir(parents=True)
+    from mobiledeploy.bundle import sha256_path
+
     manifest["artifacts"].append({"target": "coreml-fp32", "backend": "coreml", "precision": "fp32",
-                                  "path": "coreml/shapes_fp32.mlpackage", "bytes": 1, "sha256": "x"})
+                                  "path": "coreml/shapes_fp32.mlpackage", "bytes": 1,
+                                  "sha256": sha256_path(fake)})  # readers check every recorded hash
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "bench.json"
     r = run_cli("bench", str(bundle), "--json", str(out), "--runs", "5", "--no-references",
