@@ -48,6 +48,17 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        import warnings
+
+        # a warning is one line on stderr, like an error (not Python's file:line + source line)
+        saved = warnings.formatwarning
+        warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+        try:
+            return self._invoke(ctx)
+        finally:
+            warnings.formatwarning = saved
+
+    def _invoke(self, ctx):
         from .errors import MobileDeployError
 
         try:

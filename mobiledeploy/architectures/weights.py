@@ -38,8 +38,15 @@ def save_weights(module_or_state, path: str | Path, metadata: dict[str, str] | N
         os.umask(umask)
         tmp.chmod(0o666 & ~umask)  # safetensors writes 0600; the bundle's files are ordinary files
         tmp.replace(path)
-    except BaseException:  # disk full, interrupted: no partial weights file left behind
+    except BaseException as exc:  # disk full, interrupted: no partial weights file left behind
         tmp.unlink(missing_ok=True)
+        import re
+
+        # safetensors wraps the OS error in its own type: give it back its errno (exit 2, one line)
+        m = re.search(r"os error (\d+)", str(exc)) if not isinstance(exc, OSError) else None
+        if m:
+            code = int(m.group(1))
+            raise OSError(code, os.strerror(code), str(path)) from None
         raise
 
 

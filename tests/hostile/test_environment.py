@@ -30,17 +30,20 @@ def _namespaces_work() -> bool:
 needs_ns = pytest.mark.skipif(not _namespaces_work(), reason="no mount namespaces here (unshare -rm)")
 
 
-def in_mount(mount: Path, options: str, *args: str, prepare: str = "") -> subprocess.CompletedProcess:
-    """Run the CLI with a fresh tmpfs (``options``) on ``mount``, in a private mount namespace."""
+def in_mount(mount: Path, options: str, *args: str, after: str = "") -> subprocess.CompletedProcess:
+    """Run the CLI with a fresh tmpfs (``options``) on ``mount``, in a private mount namespace;
+    ``after`` (shell) runs in the same namespace and then stdout ends with RC=<the CLI's code>."""
     mount.mkdir(parents=True, exist_ok=True)
     cmd = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "mobiledeploy", *args])
-    script = f"mount -t tmpfs -o {options} tmpfs {shlex.quote(str(mount))} && {prepare} {cmd}"
+    script = f"mount -t tmpfs -o {options} tmpfs {shlex.quote(str(mount))} && {cmd}"
+    if after:
+        script += f"; echo RC=$? {after}"
     return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
                           cwd=ROOT, timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
 
 
 def one_line(r: subprocess.CompletedProcess, match: str) -> str:
-    lines = r.stderr.strip().splitlines()
+    lines = [x for x in r.stderr.strip().splitlines() if not x.startswith("warning: ")]
     assert r.returncode == 2, r.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) <= MAX_LINE, r.stderr[-2000:]
     assert match in lines[0], lines[0]
@@ -114,3 +117,15 @@ def test_missing_tool_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
         need_tool("no-such-tool-mobiledeploy", install="apt-get install nothing")
+
+
+@needs_ns
+def test_disk_full_during_build_is_exit_2_and_leaves_no_partial_weights(mini, tmp_path):
+    # 5 pages: the lock and the resolved files fit, the 31 kB seeded weights do not
+    mount = tmp_path / "full"
+    r = in_mount(mount, "size=20k", "build", mini, "-o", mount / "out", "--target", "tflite-fp32", "-q",
+                 "--no-app", "--no-validate", after=f"; echo LEFT; find {mount} -name '*.safetensors*'")
+    out, _, left = r.stdout.partition("LEFT\n")
+    r.returncode = int(out.strip().rsplit("RC=", 1)[1])
+    one_line(r, "No space left on device")
+    assert left.strip() == "", left  # no partial weights file in the full filesystem
