@@ -154,14 +154,14 @@ def test_android_app_takes_preprocessing_from_the_model(demo, tmp_path):
 def test_coreml_fields_and_executorch_sidecar(example_copy, tmp_path):
     """On a tiny model: Core ML model fields, and the sidecar beside each .pte (in the manifest)."""
     from mobiledeploy.artifact_metadata import check_sidecar
-    from mobiledeploy.backends.registry import entry
+    from mobiledeploy.backends.registry import check
     from mobiledeploy.definition import load_definition
     from mobiledeploy.errors import MissingDependencyError
 
     targets = []
     for backend, target in (("coreml", "coreml-fp32"), ("executorch", "executorch-xnnpack")):
         try:
-            entry(backend).check()
+            check(backend)
             targets.append(target)
         except MissingDependencyError:
             pass
