@@ -27,11 +27,11 @@ WEIGHTS = EXAMPLE / "shapes.safetensors"
 
 
 def _available(backend: str) -> bool:
-    from mobiledeploy.backends.registry import entry
+    from mobiledeploy.backends.registry import check
     from mobiledeploy.errors import MissingDependencyError
 
     try:
-        entry(backend).check()
+        check(backend)
         return True
     except MissingDependencyError:
         return False
