@@ -7,7 +7,7 @@ OUT    ?= dist
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-fast demo test test-fast lint bench train-demo app-sync clean
+.PHONY: setup setup-fast demo test test-fast lint bench train-demo app-sync clean mediapipe-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with every backend and the test tools
+
+# MediaPipe Tasks (a real TFLite-metadata client) cannot share TensorFlow's venv: its own venv.
+# validate finds it here (or via MOBILEDEPLOY_MEDIAPIPE_PYTHON) and adds mediapipe:<target> rows.
+MEDIAPIPE_VENV    ?= .venv-mediapipe
+MEDIAPIPE_VERSION ?= 1.2.2
+$(MEDIAPIPE_VENV)/.installed:
+	test -x $(MEDIAPIPE_VENV)/bin/python || $(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MEDIAPIPE_VENV)/bin/python -m pip install -q 'mediapipe==$(MEDIAPIPE_VERSION)'
+	touch $@
+
+mediapipe-venv: $(MEDIAPIPE_VENV)/.installed  ## MediaPipe Tasks in .venv-mediapipe (validate's mediapipe rows)
 
 demo: $(STAMP)  ## build, validate and package the shipped example into dist/
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)

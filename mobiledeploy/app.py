@@ -34,6 +34,7 @@ VERSIONS: dict[str, str] = {
     "activity": "1.9.3",
     "camerax": "1.4.1",
     "litert": "1.4.0",
+    "litert_metadata": "1.0.1",  # org.tensorflow:tensorflow-lite-metadata's new home
     "executorch": "1.4.1",
     "junit": "4.13.2",
     "androidx_junit": "1.2.1",
@@ -101,6 +102,8 @@ class AppContext(BaseModel):
     golden_expected_source: Literal["host", "label", "none"] = "none"
     golden_min_agreement: float = Field(0.9, ge=0, le=1)
     model_path: str = Field("", exclude=True)  # the model file on the host, when there is one
+    sidecar_asset: str = ""  # ExecuTorch: the .pte's sidecar in assets (ArtifactCheck reads it)
+    sidecar_path: str = Field("", exclude=True)  # ... and that sidecar on the host
 
     @field_validator("application_id")
     @classmethod
@@ -220,6 +223,13 @@ def context_from_definition(definition, *, runtime: str | None = None,
     _check_target_runtime(target, rt)
     inp = definition.input
     scale, bias = inp.normalise_affine()
+    color_order = inp.color_order.value
+    if rt == "litert":  # a TFLite model takes what its metadata says (tflite_metadata.input_plan)
+        from .targets import resolve_target
+        from .tflite_metadata import planned_app_preprocessing
+
+        pre = planned_app_preprocessing(definition, resolve_target(definition, target))
+        scale, bias, color_order = pre["scale"], pre["bias"], pre["color_order"]
     return AppContext(
         name=definition.name,
         application_id=definition.android.application_id,
@@ -231,12 +241,14 @@ def context_from_definition(definition, *, runtime: str | None = None,
         input_height=inp.height,
         input_width=inp.width,
         channels=inp.channels,
-        color_order=inp.color_order.value,
+        color_order=color_order,
         scale=scale,
         bias=bias,
         # the .pte takes the PyTorch reference's NCHW input; TFLite follows the definition
         layout="nchw" if rt == "executorch" else inp.layout.value,
         resize=inp.resize,
+        sidecar_asset=Path(get_target(target).artifact_path(definition.name)).stem + ".json"
+        if rt == "executorch" else "",
     )
 
 
@@ -284,6 +296,15 @@ def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runt
     updates: dict = {"model_asset": model_path.name, "model_path": str(model_path.resolve())}
     if rt == "litert":
         updates.update(_tflite_input(model_path))
+        # the constants follow what the model's metadata says (the app checks it again at start)
+        from .tflite_metadata import app_preprocessing
+
+        scale, bias = definition.input.normalise_affine()  # a model without metadata: the definition's
+        updates.update(app_preprocessing(model_path) or {
+            "scale": scale, "bias": bias, "color_order": definition.input.color_order.value})
+    elif model_path.with_suffix(".json").is_file():
+        updates.update(sidecar_asset=model_path.with_suffix(".json").name,
+                       sidecar_path=str(model_path.with_suffix(".json").resolve()))
     ctx = ctx.model_copy(update=updates)
     golden, source, min_agree = _golden_samples(ctx, definition, model_path,
                                                 Path(bundle_dir) if bundle_dir else None)
@@ -432,7 +453,8 @@ def _reported_accuracy(bundle: Path, target: str) -> float | None:
 
 # --------------------------------------------------------------------------- rendering
 
-_RUNTIME_ONLY = {"LiteRtClassifier.kt.j2": "litert", "ExecuTorchClassifier.kt.j2": "executorch"}
+_RUNTIME_ONLY = {"LiteRtClassifier.kt.j2": "litert", "ExecuTorchClassifier.kt.j2": "executorch",
+                 "TfliteMetadataCheck.kt.j2": "litert", "SidecarCheck.kt.j2": "executorch"}
 
 
 def _environment(template_dir: Path):
@@ -520,6 +542,8 @@ def check_output_dir(out_dir: str | Path, force: bool = False) -> None:
 
 def _copy_models(ctx: AppContext, tmp: Path) -> None:
     shutil.copyfile(ctx.model_path, tmp / "app/src/main/assets" / ctx.model_asset)
+    if ctx.sidecar_path:
+        shutil.copyfile(ctx.sidecar_path, tmp / "app/src/main/assets" / ctx.sidecar_asset)
     if not ctx.golden:
         return
     gdir = tmp / "app/src/androidTest/assets/golden"

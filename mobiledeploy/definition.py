@@ -224,6 +224,26 @@ class AndroidSpec(BaseModel):
         return v
 
 
+class MetadataSpec(BaseModel):
+    """What every artifact says about itself (TFLite metadata, Core ML, the ExecuTorch sidecar).
+
+    All optional: the description defaults to one naming the task and labels.
+    """
+
+    model_config = Strict
+    author: str = ""
+    license: str = ""
+    version: str = "1"
+    description: str | None = None
+
+    @field_validator("author", "license", "version", "description")
+    @classmethod
+    def _bounded(cls, v):
+        if v is not None and len(v) > 2000:
+            raise ValueError("must be at most 2000 characters")
+        return v
+
+
 class ModelDefinition(BaseModel):
     """The whole definition. ``base_dir`` (set by the loader) anchors relative paths."""
 
@@ -239,6 +259,7 @@ class ModelDefinition(BaseModel):
     calibration: ImageSource
     validation: ImageSource
     android: AndroidSpec = AndroidSpec()
+    metadata: MetadataSpec = MetadataSpec()
     tolerances: dict[str, Tolerance] = {}
     target_options: dict[str, dict[str, Any]] = {}
     # paths the definition names stay inside its folder unless this is set (documented in README)
@@ -283,6 +304,16 @@ class ModelDefinition(BaseModel):
         )
         return resolve(raw, name=f"{self.name}", width_multiplier=a.width_multiplier,
                        num_classes=self.num_classes, resolution=res, in_channels=self.input.channels)
+
+    def description_text(self) -> str:
+        """The artifacts' description: ``metadata.description`` or one naming the task and labels."""
+        if self.metadata.description:
+            return self.metadata.description
+        labels = self.labels_list()
+        shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
+        return (f"{self.name}: {self.task.value} ({len(labels)} classes: {shown}), "
+                f"{self.input.height}x{self.input.width} {self.input.color_order.value.upper()} input; "
+                "built by mobiledeploy")
 
     def sha256(self) -> str:
         return hashlib.sha256(Path(self.source_path).read_bytes()).hexdigest()

@@ -60,6 +60,7 @@ def convert_torch_to_mlpackage(
     precision: str = "fp32",
     minimum_deployment_target: str = "iOS15",
     image_input: bool = True,
+    fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
 
@@ -127,6 +128,10 @@ def convert_torch_to_mlpackage(
     if LOGITS not in names:  # pragma: no cover - a converter change; fail loudly, not silently
         raise RuntimeError(f"Core ML outputs {names} lack '{LOGITS}'")
     mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)"
+    if fields:  # author, license, version, descriptions (artifact_metadata.coreml_fields)
+        from ..artifact_metadata import apply_coreml_fields
+
+        apply_coreml_fields(mlmodel, fields)
     mlmodel.save(str(out))
     if image_input:
         desc = {"type": "image", "name": IMAGE_INPUT, "color_layout": order.upper(),
@@ -250,6 +255,8 @@ class CoreMLBackend(Backend):
         return "not benchmarked by mobiledeploy: use Xcode's Core ML performance report"
 
     def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
+        from ..artifact_metadata import coreml_fields
+
         d = ctx.definition
         inp = d.input
         return convert_torch_to_mlpackage(
@@ -265,6 +272,7 @@ class CoreMLBackend(Backend):
             precision=target.precision,
             minimum_deployment_target=target.option("minimum_deployment_target"),
             image_input=target.option("image_input"),
+            fields=coreml_fields(d),
         )
 
     def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:

@@ -138,6 +138,13 @@ class ExecuTorchBackend(Backend):
                                    precision=target.precision, calibration=calib,
                                    lowering=target.option("lowering", Lowering.none.value))
         Path(out).write_bytes(data)
+        # a .pte carries no metadata an app can read: the sidecar beside it says what it takes
+        from ..artifact_metadata import write_sidecar
+
+        final = Path(target.artifact_path(ctx.definition.name))
+        side = write_sidecar(ctx.definition, Path(out), Path(ctx.workdir) / f"{final.stem}.json",
+                             target=target.name)
+        facts["_extra_files"] = {**facts.get("_extra_files", {}), f"{final.parent.as_posix()}/{side.name}": str(side)}
         return facts
 
     def bench(self, path: Path, x: np.ndarray, *, runs: int, warmup: int, threads: int, loaded) -> dict[str, Any]:

@@ -130,9 +130,10 @@ def layers_of(tensor_name: str) -> set[str]:
 
 
 class TFLiteInt8Options(Int8Options):
-    """int8 TFLite: I/O tensor type (apps and MediaPipe feed uint8; int8 is the converter's default)."""
+    """int8 TFLite: I/O tensor type (apps and MediaPipe feed uint8; int8 for pipelines that need it)."""
 
-    io_dtype: Literal["int8", "uint8"] = "int8"
+    # uint8: MediaPipe Tasks and camera pipelines feed the pixel bytes (q = p, see tflite_metadata)
+    io_dtype: Literal["int8", "uint8"] = "uint8"
 
 
 FLOAT_TOLERANCE = Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0, max_accuracy_drop=0.0)
@@ -156,7 +157,10 @@ class TFLiteRunner(Runner):
         self.executor = f"ai-edge-litert {version('ai-edge-litert')} ({label or kind})"
 
     def run(self, batch: InputBatch) -> np.ndarray:
-        x = batch.nhwc()
+        from ..tflite_metadata import artifact_input, read_model_metadata
+
+        # the artifact's own metadata says how pixels become its input (older files: the definition)
+        x = artifact_input(read_model_metadata(self.path)[0], batch)
         if list(self.inp["shape"][1:]) != list(x.shape[1:]):
             raise SkipRun(
                 f"{self.path.name} takes input {list(self.inp['shape'])}, the definition gives "
@@ -189,7 +193,9 @@ class TFLiteRunner(Runner):
         details = {t["index"]: t for t in interp.get_tensor_details()}
         order = [i for op in interp._get_ops_details() for i in op["outputs"] if i >= 0]
         values: dict[int, list[np.ndarray]] = {i: [] for i in order}
-        x = batch.nhwc()
+        from ..tflite_metadata import artifact_input, read_model_metadata
+
+        x = artifact_input(read_model_metadata(self.path)[0], batch)
         for n in range(len(x)):
             interp.set_tensor(inp["index"], quantize(x[n:n + 1], inp))
             interp.invoke()
@@ -228,15 +234,25 @@ class TFLiteBackend(Backend):
         return GraphVariant(hswish="lowered" if lowered else "fused")
 
     def convert(self, ctx: ConvertContext, target, out: Path) -> dict[str, Any]:
+        from .. import tflite_metadata as meta
+
         graph = self.graph(target)
-        model = ctx.keras_model(graph, batch_size=1)
-        calib = None
-        if target.precision == "int8":
-            calib = ctx.calibration.nhwc()[:target.option("calibration_samples")]
-        data = convert_keras_to_tflite(model, target.precision, calibration=calib,
-                                       io_dtype=target.option("io_dtype", "int8"))
+        io_dtype = target.option("io_dtype", "int8") if target.precision == "int8" else "float32"
+        # the artifact takes what its metadata can say (one mean/std over RGB pixels): see input_plan
+        model = meta.wrap_keras(ctx.keras_model(graph, batch_size=1), ctx.definition, io_dtype)
+        n = int(target.option("calibration_samples", 100) or 100)
+        calib = meta.calibration_input(ctx.calibration.pixels[:n], ctx.definition, io_dtype)
+        data = convert_keras_to_tflite(model, target.precision,
+                                       calibration=calib if target.precision == "int8" else None,
+                                       io_dtype=io_dtype if io_dtype != "float32" else "int8")
+        stats = (calib.min(axis=(0, 1, 2)).tolist(), calib.max(axis=(0, 1, 2)).tolist())
+        data = meta.finish_tflite(data, ctx.definition, io_dtype=io_dtype, target=target.name, stats=stats)
         Path(out).write_bytes(data)
         facts = model_facts(data)
+        facts["metadata"] = {**meta.facts(data),
+                             "input_adapter": meta.input_plan(ctx.definition.input, io_dtype).adapter is not None}
+        if target.precision != "int8":
+            calib = None
         if calib is not None:
             facts["calibration_images"] = int(len(calib))
         return facts

@@ -47,6 +47,7 @@ def _finish(row: dict, ref: np.ndarray, out: np.ndarray, batch, ref_acc: float |
     row["metrics"] = m
     per_sample = np.max(np.abs(ref - out), axis=1)
     row["per_sample_max_abs"] = [float(v) for v in per_sample]
+    row["top1"] = [int(v) for v in out.argmax(1)]  # per sample: what a client of this row would answer
     row["checks"] = judge(m, row["tolerance"])  # the verdict per metric, computed once
     bad = failures(row["checks"])
     row["status"] = "fail" if bad else "pass"
@@ -127,6 +128,12 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
                                                          d, torch_model, batch)
         rows[-1]["seconds"] = round(time.monotonic() - t0, 3)
         r = rows[-1]
+        say(f"  {r['target']}: {r['status']} {r['reason']}")
+    # a real metadata client, when its environment is installed: MediaPipe reads the .tflite's metadata
+    from .mediapipe import mediapipe_rows
+
+    for r in mediapipe_rows(bundle, manifest, d, batch, ref, ref_acc, _finish, _row):
+        rows.append(r)
         say(f"  {r['target']}: {r['status']} {r['reason']}")
     for f in manifest.get("failed", []):
         rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))

@@ -61,7 +61,7 @@ def test_cache_hit_option_change_and_integrity(tiny_definition, tmp_path):
 
     # one option of one target changes: only that target reruns, and it says why
     data = yaml.safe_load(tiny_definition.read_text())
-    data["target_options"] = {"tflite-int8": {"io_dtype": "uint8"}}
+    data["target_options"] = {"tflite-int8": {"io_dtype": "int8"}}
     tiny_definition.write_text(yaml.safe_dump(data))
     r = run_cli("build", str(tiny_definition), "-o", str(out), *TFLITE, "--no-app", "--no-validate",
                 "--explain", "--quiet")
@@ -70,7 +70,7 @@ def test_cache_hit_option_change_and_integrity(tiny_definition, tmp_path):
     assert rows["convert:tflite-fp32"][0] == "skipped"
     assert rows["convert:tflite-int8"][0] == "ran" and "options" in rows["convert:tflite-int8"][1]
     int8 = next(a for a in _manifest(out)["artifacts"] if a["target"] == "tflite-int8")
-    assert int8["facts"]["input"]["dtype"] == "uint8"
+    assert int8["facts"]["input"]["dtype"] == "int8"
 
     # a modified artifact is rebuilt and the reason named
     (out / int8["path"]).write_bytes(b"garbage")

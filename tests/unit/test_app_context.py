@@ -83,13 +83,16 @@ def test_invalid_application_ids_are_user_errors(bad):
 
 def test_context_from_definition_carries_the_preprocessing(definition):
     ctx = context_from_definition(definition)
-    scale, bias = definition.input.normalise_affine()
-    assert (ctx.scale, ctx.bias) == (scale, bias)
-    assert (ctx.input_height, ctx.input_width, ctx.color_order) == (32, 40, "bgr")
+    # LiteRT: what the TFLite file's metadata will say (RGB p / 255; the BGR swap is inside the model)
+    assert (ctx.scale, ctx.bias) == ([1 / 255] * 3, [0.0] * 3)
+    assert (ctx.input_height, ctx.input_width, ctx.color_order) == (32, 40, "rgb")
     assert ctx.labels == NASTY_LABELS and ctx.num_classes == len(NASTY_LABELS)
     assert (ctx.model_target, ctx.model_asset, ctx.layout) == ("tflite-int8", "nasty_int8.tflite", "nhwc")
     assert ctx.input_dtype is None  # read on the device, not baked into the sources
     et = context_from_definition(definition, runtime="executorch")
+    scale, bias = definition.input.normalise_affine()  # a .pte takes the definition's input
+    assert (et.scale, et.bias, et.color_order) == (scale, bias, "bgr")
+    assert et.sidecar_asset == "nasty_xnnpack_int8.json"
     assert (et.model_target, et.model_asset, et.layout) == (
         "executorch-xnnpack-int8", "nasty_xnnpack_int8.pte", "nchw")
     with pytest.raises(UserError, match="cannot run on runtime executorch"):
@@ -127,7 +130,8 @@ def test_render_writes_only_the_selected_runtime(tmp_path, definition, runtime):
     config = (src / "ModelConfig.kt").read_text(encoding="utf-8")
     app_name = re.search(r"APP_NAME: String = (\".*\")$", config, re.M).group(1)
     assert unescape_kotlin(app_name) == NASTY_NAME
-    assert "const val BGR: Boolean = true" in config
+    # a .pte takes BGR as defined; a TFLite model takes RGB (its metadata's) and swaps inside
+    assert ("const val BGR: Boolean = true" in config) == (runtime == "executorch")
     assert ("const val NCHW: Boolean = true" in config) == (runtime == "executorch")
 
 

@@ -44,7 +44,10 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
             Accelerator.NNAPI -> NnApiDelegate()
         }
         delegate?.let { options.addDelegate(it) }
-        interpreter = Interpreter(mapAsset(context, ModelConfig.MODEL_ASSET), options)
+        val model = mapAsset(context, ModelConfig.MODEL_ASSET)
+        // preprocessing and labels come with the model: stop here when the app's copy disagrees
+        ArtifactCheck.verify(model, Labels.load(context))
+        interpreter = Interpreter(model, options)
         val input = interpreter.getInputTensor(0)
         val shape = input.shape().toList()
         val expected = if (ModelConfig.NCHW) {

@@ -1,0 +1,133 @@
+"""Runs a .tflite through MediaPipe Tasks' ImageClassifier and prints JSON (a real metadata client).
+
+Executed by the MediaPipe virtual environment's own Python (``make mediapipe-venv``), not imported
+by mobiledeploy: MediaPipe's dependencies do not fit beside TensorFlow. So this file imports only
+the standard library, numpy, flatbuffers and mediapipe.
+
+    python mediapipe_runner.py MODEL.tflite --pixels X.npy      # (N, H, W, 3) RGB uint8
+    python mediapipe_runner.py MODEL.tflite IMAGE [IMAGE ...]   # files, MediaPipe decodes them
+    python mediapipe_runner.py MODEL.tflite --metadata          # MediaPipe's own schema parser
+
+Output: {"executor": ..., "results": [{"top1": i, "label": ..., "scores": [per class index]}]}.
+The preprocessing (normalisation, colour space) and the labels come from the model's metadata
+alone; MediaPipe reads them the way an app using it would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def classify(model: str, pixels=None, files=()) -> dict:
+    import mediapipe as mp
+    import numpy as np
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    opts = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=model), max_results=-1)
+    results = []
+    with vision.ImageClassifier.create_from_options(opts) as clf:
+        images = ([mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(p)) for p in pixels]
+                  if pixels is not None else [mp.Image.create_from_file(f) for f in files])
+        for img in images:
+            cats = clf.classify(img).classifications[0].categories
+            scores = [0.0] * (max(c.index for c in cats) + 1)
+            for c in cats:
+                scores[c.index] = float(c.score)
+            best = max(cats, key=lambda c: c.score)
+            results.append({"top1": int(best.index), "label": best.category_name, "scores": scores})
+    from importlib.metadata import version
+
+    return {"executor": f"mediapipe {version('mediapipe')} (ImageClassifier, preprocessing from metadata)",
+            "results": results}
+
+
+def metadata(model: str) -> dict:
+    """The model's TFLITE_METADATA read with MediaPipe's generated metadata schema."""
+    import flatbuffers
+    from flatbuffers import number_types as N
+    from flatbuffers.table import Table
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as S
+
+    data = bytearray(open(model, "rb").read())
+    root = Table(data, flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0))
+
+    def vec(t: Table, slot: int) -> list[Table]:
+        o = t.Offset(4 + 2 * slot)
+        if not o:
+            return []
+        start = t.Vector(o)
+        return [Table(data, t.Indirect(start + 4 * i)) for i in range(t.VectorLen(o))]
+
+    buffers = vec(root, 4)  # Model.buffers
+    raw = None
+    for e in vec(root, 6):  # Model.metadata: {name, buffer}
+        name = e.String(e.Offset(4) + e.Pos).decode()
+        if name == "TFLITE_METADATA":
+            idx = e.Get(N.Uint32Flags, e.Offset(6) + e.Pos)
+            b = buffers[idx]
+            o = b.Offset(4)
+            raw = bytes(data[b.Vector(o):b.Vector(o) + b.VectorLen(o)])
+    if raw is None:
+        return {"metadata": None}
+    m = S.ModelMetadataT.InitFromObj(S.ModelMetadata.GetRootAs(raw, 0))
+
+    def s(v):
+        return v.decode() if isinstance(v, bytes) else v
+
+    def files(fs):
+        return [{"name": s(f.name), "description": s(f.description), "type": f.type, "locale": s(f.locale)}
+                for f in fs or []]
+
+    def tensor(t):
+        out = {"name": s(t.name), "description": s(t.description), "process_units": [],
+               "associated_files": files(t.associatedFiles)}
+        c = t.content
+        if c is not None:
+            out["content_type"] = c.contentPropertiesType
+            p = c.contentProperties
+            if c.contentPropertiesType == S.ContentProperties.ImageProperties:
+                out["color_space"] = p.colorSpace
+                out["image_size"] = [p.defaultSize.width, p.defaultSize.height] if p.defaultSize else None
+        for u in t.processUnits or []:
+            if u.optionsType == S.ProcessUnitOptions.NormalizationOptions:
+                out["process_units"].append({"mean": [float(v) for v in u.options.mean],
+                                             "std": [float(v) for v in u.options.std]})
+        if t.stats is not None:  # numpy arrays in the object API: no truth value
+            out["stats"] = {k: [float(v) for v in (getattr(t.stats, k) if getattr(t.stats, k) is not None else [])]
+                            for k in ("min", "max")}
+        return out
+
+    sg = m.subgraphMetadata[0]
+    return {"metadata": {
+        "name": s(m.name), "description": s(m.description), "version": s(m.version),
+        "author": s(m.author), "license": s(m.license), "min_parser_version": s(m.minParserVersion),
+        "subgraph_name": s(sg.name),
+        "inputs": [tensor(t) for t in sg.inputTensorMetadata or []],
+        "outputs": [tensor(t) for t in sg.outputTensorMetadata or []],
+    }}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    model, rest = argv[0], argv[1:]
+    try:
+        if rest[:1] == ["--metadata"]:
+            out = metadata(model)
+        elif rest[:1] == ["--pixels"]:
+            import numpy as np
+
+            out = classify(model, pixels=np.load(rest[1]))
+        else:
+            out = classify(model, files=rest)
+    except Exception as exc:  # report MediaPipe's own message to the caller, one line
+        print(json.dumps({"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}))
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
