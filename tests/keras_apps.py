@@ -1,0 +1,65 @@
+"""keras.applications MobileNetV3 models with non-trivial random weights, for the import tests.
+
+Random weights with keras' initial BatchNorm statistics (mean 0, variance 1) give near-constant
+logits; here every BatchNorm gets the statistics its input really has on real images, perturbed
+(mean shifted, variance scaled), and a random gamma/beta, so the logits spread across images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+VARIANTS = {
+    # id: (constructor, alpha, minimalistic)
+    "small": ("MobileNetV3Small", 1.0, False),
+    "large": ("MobileNetV3Large", 1.0, False),
+    "small_min": ("MobileNetV3Small", 1.0, True),
+    "large_min": ("MobileNetV3Large", 1.0, True),
+    "small_075": ("MobileNetV3Small", 0.75, False),
+    "large_075": ("MobileNetV3Large", 0.75, False),
+}
+
+
+def keras_application(variant: str, *, size: int, classes: int, preprocessing: bool = True,
+                      softmax: bool = True):
+    """keras.applications' own constructor with weights=None (no internet here)."""
+    import keras
+
+    ctor, alpha, minimalistic = VARIANTS[variant]
+    return getattr(keras.applications, ctor)(
+        input_shape=(size, size, 3), alpha=alpha, minimalistic=minimalistic, weights=None,
+        classes=classes, include_preprocessing=preprocessing,
+        classifier_activation="softmax" if softmax else None)
+
+
+def randomise(model, pixels: np.ndarray, seed: int = 0, preprocessing: bool = True) -> None:
+    """Random biases, gamma, beta; BatchNorm statistics measured on ``pixels`` (uint8 NHWC), then
+    perturbed. Statistics are set in topological order so each sees the ones before it."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    x = pixels.astype(np.float32)
+    if not preprocessing:
+        x = x / 127.5 - 1.0
+    for layer in model.layers:
+        if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D") and layer.use_bias:
+            k, b = layer.get_weights()
+            layer.set_weights([k, rng.normal(0.0, 0.2, b.shape).astype(np.float32)])
+    bns = [lay for lay in model.layers if type(lay).__name__ == "BatchNormalization"]
+    for bn in bns:
+        a = np.asarray(keras.Model(model.input, bn.input)(x, training=False), dtype=np.float64)
+        mean, var = a.mean(axis=(0, 1, 2)), a.var(axis=(0, 1, 2))
+        n = mean.shape[0]
+        bn.set_weights([
+            rng.uniform(0.6, 1.6, n).astype(np.float32),  # gamma
+            rng.normal(0.0, 0.3, n).astype(np.float32),  # beta
+            (mean + rng.normal(0.0, 0.2, n) * np.sqrt(var + 1e-3)).astype(np.float32),  # moving mean
+            (var * rng.uniform(0.6, 1.6, n) + 1e-3).astype(np.float32),  # moving variance
+        ])
+
+
+def logits_model(model):
+    """The model up to its classifier activation (softmax or none): logits."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer("predictions").input)
