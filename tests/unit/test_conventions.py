@@ -89,7 +89,7 @@ def test_definition_conventions_are_strict_and_reach_the_spec(tmp_path):
     from tests.conftest import example_data, write_definition
 
     data = example_data()
-    data["labels"] = str((tmp_path / "labels.txt"))
+    data["labels"] = str(tmp_path / "labels.txt")
     (tmp_path / "labels.txt").write_text("a\nb\nc\n")
     data["conventions"] = {"padding": "tf_same", "channel_rounding": "tf_slim"}
     data["architecture"]["width_multiplier"] = 0.75
