@@ -25,10 +25,12 @@ def command(source: str, out_dir: str, labels_file: str | None, images_dir: str 
     preprocessing, and writes DIR/NAME.yaml, DIR/NAME.safetensors and DIR/labels.txt."""
     from pathlib import Path
 
+    from .._quiet import native_quiet
     from ..importers import plan_import, write_import
 
-    plan = plan_import(Path(source), Path(out_dir), labels_file=labels_file, images_dir=images_dir,
-                       name=name, size=size, force=force)
+    with native_quiet():  # TensorFlow's and PyTorch's loaders print from C++
+        plan = plan_import(Path(source), Path(out_dir), labels_file=labels_file, images_dir=images_dir,
+                           name=name, size=size, force=force)
     write_import(plan)
     imp = plan.imported
     src = imp.source

@@ -160,3 +160,36 @@ def test_keras_application_imports_and_builds_exactly(variant, suffix, preproces
         max_abs = float(np.abs(ours - theirs).max())
         agree = float(np.mean(ours.argmax(1) == theirs.argmax(1)))
         assert max_abs <= 1e-4 and agree == 1.0, (name, max_abs, agree)
+
+
+def test_the_function_check_catches_a_padding_convention_that_is_off(tmp_path):
+    """The same tensors under PyTorch's symmetric padding: every shape fits, the function does
+    not (the issue's 1.4-2.4 logit error), and the import refuses it."""
+    import dataclasses
+
+    from mobiledeploy.definition import InputSpec
+    from mobiledeploy.errors import UserError
+    from mobiledeploy.importers import check_function, fit, read_source
+
+    model = keras_application("small_min", size=32, classes=4, preprocessing=True, softmax=False)
+    px = _pixels(8, size=32)
+    randomise(model, px, seed=3)
+    model.save(tmp_path / "m.keras")
+    imp = fit(read_source(tmp_path / "m.keras"))
+    spec_in = InputSpec(height=32, width=32, pixel_range=imp.source.pixel_range)
+    ok = check_function(imp, px, spec_in)
+    assert ok["max_abs"] < 1e-4 and ok["top1_agreement"] == 1.0
+    wrong = dataclasses.replace(imp, spec=dataclasses.replace(imp.spec, padding="symmetric"))
+    with pytest.raises(UserError, match="does not reproduce the source"):
+        check_function(wrong, px, spec_in)
+
+
+def test_a_model_without_its_classifier_is_refused_and_nothing_written(tmp_path):
+    import keras
+
+    model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, include_top=False)
+    model.save(tmp_path / "notop.keras")
+    r = run_cli("import", str(tmp_path / "notop.keras"), "-o", str(tmp_path / "out"))
+    assert r.returncode == 2, r.stderr
+    assert "include_top" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "out").exists()
