@@ -461,7 +461,7 @@ def check_function(imported: Imported, pixels: np.ndarray, input_spec) -> dict[s
 
     from .architectures.torch_builder import build_torch_model
     from .architectures.weights import load_torch_weights
-    from .validate.inputs import normalise
+    from .images import normalise
 
     src = imported.source
     model = source_model(imported)
@@ -532,7 +532,7 @@ def _images(images_dir: str | None, out: Path, labels: list[str], notes: list[st
     """(definition source, extra files, make DIR/images, image paths for the function check)."""
     import os
 
-    from .validate.inputs import IMAGE_SUFFIXES
+    from .images import IMAGE_SUFFIXES
 
     if images_dir is None:
         notes.append(f"no --images: put real images in {out / 'images'} (class sub-folders named as in "
@@ -560,7 +560,7 @@ def _images(images_dir: str | None, out: Path, labels: list[str], notes: list[st
 def _probe_pixels(files: list[Path], resolution: tuple[int, int]) -> np.ndarray:
     """Real images when given (spread over the folder), else seeded random pixels: the function
     check compares two implementations of one function, so any input serves."""
-    from .validate.inputs import decode_resized
+    from .images import decode_resized
 
     h, w = resolution
     if files:

@@ -53,7 +53,7 @@ PRESET = {"small_trained": "mobilenet_v3_small", "small": "mobilenet_v3_small", 
 
 
 def _pixels(n: int, size: int = SIZE) -> np.ndarray:
-    from mobiledeploy.validate.inputs import decode_resized, list_images
+    from mobiledeploy.images import decode_resized, list_images
 
     labels = (EXAMPLE / "labels.txt").read_text().split()
     items = list_images(EXAMPLE / "validation", labels)
@@ -96,8 +96,8 @@ def test_keras_application_imports_and_builds_exactly(variant, suffix, preproces
     from mobiledeploy.architectures.reference import build_torch_reference
     from mobiledeploy.architectures.weights import read_weights
     from mobiledeploy.backends.registry import get_backend
-    from mobiledeploy.targets import all_targets
-    from mobiledeploy.validate.inputs import load_batch
+    from mobiledeploy.images import load_batch
+    from mobiledeploy.targets import ResolvedTarget
     from mobiledeploy.validate.runner import bundle_definition
 
     model, size = _source_model(variant, preprocessing, softmax)
@@ -150,11 +150,10 @@ def test_keras_application_imports_and_builds_exactly(variant, suffix, preproces
     state = read_weights(bundle / manifest["reference"]["weights"])
     with torch.no_grad():
         outputs = {"reference-pytorch": build_torch_reference(d, state)(torch.from_numpy(batch.x)).numpy()}
-    profiles = all_targets()
     for art in manifest["artifacts"]:
         if art["target"] in FP32:
-            prof = profiles[art["target"]].with_overrides(art.get("options"), None)
-            outputs[art["target"]] = get_backend(prof.backend).load(bundle / art["path"], prof, d).run(batch)
+            target = ResolvedTarget.from_record(art)  # as built
+            outputs[art["target"]] = get_backend(target.backend).load(bundle / art["path"], target, d).run(batch)
     assert set(outputs) == {"reference-pytorch", *(t for t in targets if t in FP32)}
     for name, ours in outputs.items():
         max_abs = float(np.abs(ours - theirs).max())

@@ -103,7 +103,7 @@ class TorchvisionMobileNetV3(nn.Module):
 
 
 def _pixels(n: int = 16, size: int = 64) -> np.ndarray:
-    from mobiledeploy.validate.inputs import decode_resized, list_images
+    from mobiledeploy.images import decode_resized, list_images
 
     labels = (EXAMPLE / "labels.txt").read_text().split()
     items = list_images(EXAMPLE / "validation", labels)[:: 200 // n][:n]
