@@ -157,7 +157,7 @@ def test_tf_same_twins_agree_at_even_and_odd_sizes(name):
     for variant in ("fused", "lowered"):
         km = build_keras_model(spec, hswish=variant)
         assert not any(type(la).__name__ == "ZeroPadding2D" for la in km.layers)
-        load_keras_weights(km, state, spec)
+        load_keras_weights(km, state, spec, hswish=variant)
         out = km(x.transpose(0, 2, 3, 1)).numpy()
         # float32 rounding (MobileNetEdgeTPU ~2e-5, see above); a padding off by one is > 1e-3
         assert np.abs(out - ref).max() <= 1e-4 * scale, (variant, np.abs(out - ref).max())
