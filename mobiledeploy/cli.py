@@ -24,7 +24,10 @@ COMMANDS = {
     "inspect": "Ops, tensors and quantization of a .tflite file (--edgetpu: Edge TPU mapping).",
     "app": "Generate the Android camera app from a bundle.",
     "bench": "Host latency and size of every artifact in a bundle.",
+    "import": "A definition, canonical weights and labels from a keras.applications or torchvision checkpoint.",
 }
+# command name -> module name where the name is a Python keyword
+MODULES = {"import": "import_"}
 
 
 MAX_MESSAGE = 600  # characters of one error line
@@ -39,7 +42,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        return importlib.import_module(f"mobiledeploy.commands.{name}").command
+        return importlib.import_module(f"mobiledeploy.commands.{MODULES.get(name, name)}").command
 
     def format_commands(self, ctx, formatter):
         # short help from the table above: listing must not import command modules

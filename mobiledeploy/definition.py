@@ -47,6 +47,46 @@ class Runtime(str, Enum):
     executorch = "executorch"
 
 
+class Padding(str, Enum):
+    symmetric = "symmetric"
+    tf_same = "tf_same"
+
+
+class ChannelRounding(str, Enum):
+    torchvision = "torchvision"
+    tf_slim = "tf_slim"
+
+
+class Conventions(BaseModel):
+    """The framework conventions a checkpoint was trained under (see ``architectures.spec``).
+
+    ``padding``: ``symmetric`` pads (k-1)/2 on every side (PyTorch, torchvision); ``tf_same``
+    pads as TensorFlow's "same" (a stride-2 conv on an even size pads (0,1) for 3x3 and (1,2)
+    for 5x5: keras.applications, TF-slim, TF Hub). ``channel_rounding``: ``torchvision``
+    scales every row's expansion size by the width; ``tf_slim`` rounds the expansion from the
+    ratio times the rounded input channels and keeps the stem unscaled (keras.applications).
+    """
+
+    model_config = Strict
+    padding: Padding = Padding.symmetric
+    channel_rounding: ChannelRounding = ChannelRounding.torchvision
+
+
+class ImportedFrom(BaseModel):
+    """Where ``mobiledeploy import`` took the weights from (informational; the build ignores it).
+
+    ``classifier_activation`` is the source's last activation: the reference models output
+    logits, so a ``softmax`` source's outputs are ``softmax`` of the reference's.
+    """
+
+    model_config = Strict
+    format: Literal["keras", "torchvision"]
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    classifier_activation: Literal["softmax", "none"] = "none"
+    preprocessing_in_model: bool = False
+
+
 class InputSpec(BaseModel):
     """How a camera frame becomes the tensor the model takes.
 
@@ -253,6 +293,8 @@ class ModelDefinition(BaseModel):
     input: InputSpec
     labels: str
     architecture: ArchitectureSection
+    conventions: Conventions = Conventions()
+    imported_from: ImportedFrom | None = None
     weights: str | None = None
     seed: int = Field(0, ge=0, le=2**32 - 1)
     targets: list[str] | None = None
@@ -292,8 +334,10 @@ class ModelDefinition(BaseModel):
 
         a = self.architecture
         res = (self.input.height, self.input.width)
+        conv = {"padding": self.conventions.padding.value,
+                "channel_rounding": self.conventions.channel_rounding.value}
         if a.preset:
-            return preset(a.preset, a.width_multiplier, self.num_classes, res)
+            return preset(a.preset, a.width_multiplier, self.num_classes, res, **conv)
         stem = a.stem or StemSpec()
         head = a.head or HeadSpec()
         raw = RawArchitecture(
@@ -303,7 +347,8 @@ class ModelDefinition(BaseModel):
             a.last_stage.conv, a.last_stage.activation, head.hidden, head.activation, head.dropout,
         )
         return resolve(raw, name=f"{self.name}", width_multiplier=a.width_multiplier,
-                       num_classes=self.num_classes, resolution=res, in_channels=self.input.channels)
+                       num_classes=self.num_classes, resolution=res, in_channels=self.input.channels,
+                       **conv)
 
     def description_text(self) -> str:
         """The artifacts' description: ``metadata.description`` or one naming the task and labels."""

@@ -1,8 +1,10 @@
 """Keras 3 reference model built from the same ArchitectureSpec as the PyTorch one.
 
 Layer names mirror the PyTorch module names with ``_`` for ``.`` so that one canonical weights
-file loads into both. PyTorch pads symmetrically; where TensorFlow's "same" would pad
-asymmetrically (stride 2), an explicit symmetric ``ZeroPadding2D`` + "valid" conv is used.
+file loads into both. With ``padding: symmetric`` (PyTorch's convention), where TensorFlow's
+"same" would pad asymmetrically (stride 2), an explicit symmetric ``ZeroPadding2D`` + "valid"
+conv is used; with ``padding: tf_same`` every conv is ``padding="same"``, which is what
+keras.applications computes (its ``ZeroPadding2D(correct_pad)`` + "valid" is the same padding).
 
 ``hswish="lowered"`` builds h-swish as ``x * relu6(x + 3)`` and hard-sigmoid as ``relu6(x + 3)``
 with the 1/6 folded into the weights of the next linear op (see ``weights.fold_sixth``): the
@@ -52,7 +54,7 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
         n = prefix.replace(".", "_")
         pad = (k - 1) // 2
         padding = "same"
-        if stride > 1 and pad:
+        if stride > 1 and pad and spec.padding == "symmetric":
             x = layers.ZeroPadding2D(pad, name=n + "_pad")(x)
             padding = "valid"
         if depthwise:

@@ -7,6 +7,17 @@ kxk conv expands, a 1x1 conv projects) or ``residual: false``.
 
 Channel counts are rounded to multiples of 8 as in the reference implementation
 (``_make_divisible``: never more than 10% below the unrounded value).
+
+Two framework conventions change the function of the same table, and checkpoints carry one of
+each (the definition's ``conventions:``):
+
+- ``channel_rounding``: ``torchvision`` rounds ``exp x width`` for every row and scales the stem;
+  ``tf_slim`` (keras.applications, TF-slim, TF Hub) keeps the stem at its table value and rounds
+  ``(exp / table input channels) x rounded input channels``, the expansion *ratio* applied to the
+  channels the block really receives. The two agree at width 1.0 and differ below it.
+- ``padding``: ``symmetric`` pads (k-1)/2 on every side; ``tf_same`` pads as TensorFlow's
+  "same" (``tf_same_pads``), which differs only for a stride-2 conv on an even size: (0,1) for
+  3x3 and (1,2) for 5x5 instead of (1,1) and (2,2). Output sizes are the same either way.
 """
 
 from __future__ import annotations
@@ -24,6 +35,17 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if new < 0.9 * value:
         new += divisor
     return new
+
+
+def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of TensorFlow's "same" along one axis of ``size``.
+
+    The output has ceil(size / stride) positions; the padding that needs is split with the
+    odd one after, as TensorFlow (and keras.applications' ``correct_pad``) does.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
 
 @dataclass(frozen=True)
@@ -66,9 +88,33 @@ class ArchitectureSpec:
     dropout: float = 0.2
     width_multiplier: float = 1.0
     bn_eps: float = 1e-3
+    padding: Literal["symmetric", "tf_same"] = "symmetric"
+    channel_rounding: Literal["torchvision", "tf_slim"] = "torchvision"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def conv_pads(self, in_hw: tuple[int, int], kernel: int, stride: int) -> tuple[tuple[int, int], ...]:
+        """((top, bottom), (left, right)) zero padding of a conv on an ``in_hw`` input."""
+        if self.padding == "tf_same":
+            return tuple(tf_same_pads(n, kernel, stride) for n in in_hw)
+        p = (kernel - 1) // 2
+        return ((p, p), (p, p))
+
+    def conv_inputs(self) -> dict[str, tuple[int, int]]:
+        """Spatial input size of every spatial (k > 1) conv, by canonical module prefix."""
+        h, w = self.resolution
+        sizes = {"stem": (h, w)}
+        h, w = -(-h // self.stem_stride), -(-w // self.stem_stride)
+        cin = self.stem_out
+        for i, b in enumerate(self.blocks):
+            if b.fused:
+                if b.has_expand(cin):
+                    sizes[f"blocks.{i}.expand"] = (h, w)
+            else:
+                sizes[f"blocks.{i}.dw"] = (h, w)
+            h, w, cin = -(-h // b.stride), -(-w // b.stride), b.out
+        return sizes
 
     def block_inputs(self) -> list[int]:
         """Input channel count of every block."""
@@ -214,31 +260,46 @@ def resolve(
     resolution: tuple[int, int] = (224, 224),
     in_channels: int = 3,
     dropout: float | None = None,
+    padding: str = "symmetric",
+    channel_rounding: str = "torchvision",
 ) -> ArchitectureSpec:
-    """Scale channels by the width multiplier, round them, and freeze the result."""
+    """Scale channels by the width multiplier, round them, and freeze the result.
+
+    ``channel_rounding`` and ``padding`` are the conventions of the module docstring.
+    """
     w = width_multiplier
+    slim = channel_rounding == "tf_slim"
+    if channel_rounding not in ("torchvision", "tf_slim"):
+        raise ValueError(f"channel_rounding must be torchvision or tf_slim, not {channel_rounding!r}")
+    if padding not in ("symmetric", "tf_same"):
+        raise ValueError(f"padding must be symmetric or tf_same, not {padding!r}")
 
     def ch(c: float) -> int:
         return make_divisible(c * w, 8)
 
+    stem_out = raw.stem[0] if slim else ch(raw.stem[0])
     blocks = []
+    cin_raw, cin = raw.stem[0], stem_out
     for r in raw.rows:
         out = ch(r.out)
-        exp = ch(r.exp)
+        # TF-slim: the ratio first, then times the real input channels (keras' _depth(in * ratio))
+        exp = make_divisible(cin * (r.exp / cin_raw), 8) if slim else ch(r.exp)
         se_ch = make_divisible(exp // 4, 8) if r.se else 0
         blocks.append(Block(r.kernel, exp, out, r.se, r.activation, r.stride, r.fused, r.residual, se_ch))
+        cin_raw, cin = r.out, out
     # finegrain classification mode: the final wide layer keeps full width below 1.0
     head_w = max(w, 1.0)
     if raw.head_hidden is None:
         last, hidden = make_divisible(raw.last_conv * head_w, 8), None
     else:
-        last, hidden = ch(raw.last_conv), make_divisible(raw.head_hidden * head_w, 8)
+        last = make_divisible(cin * (raw.last_conv / cin_raw), 8) if slim else ch(raw.last_conv)
+        hidden = make_divisible(raw.head_hidden * head_w, 8)
     return ArchitectureSpec(
         name=name,
         resolution=resolution,
         in_channels=in_channels,
         num_classes=num_classes,
-        stem_out=ch(raw.stem[0]),
+        stem_out=stem_out,
         stem_kernel=raw.stem[1],
         stem_stride=raw.stem[2],
         stem_activation=raw.stem[3],
@@ -249,6 +310,8 @@ def resolve(
         head_activation=raw.head_activation,
         dropout=raw.dropout if dropout is None else dropout,
         width_multiplier=w,
+        padding=padding,
+        channel_rounding=channel_rounding,
     )
 
 
@@ -257,6 +320,8 @@ def preset(
     width_multiplier: float = 1.0,
     num_classes: int = 1000,
     resolution: int | tuple[int, int] = 224,
+    padding: str = "symmetric",
+    channel_rounding: str = "torchvision",
 ) -> ArchitectureSpec:
     """A named preset at a width and resolution. Unknown names list the valid ones."""
     from ..errors import UserError
@@ -266,6 +331,6 @@ def preset(
     res = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     return resolve(
         PRESETS[name], name=name, width_multiplier=width_multiplier, num_classes=num_classes,
-        resolution=res,
+        resolution=res, padding=padding, channel_rounding=channel_rounding,
     )
 

@@ -34,10 +34,20 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
     torch = _torch()
     nn = torch.nn
 
+    sizes = spec.conv_inputs()
+
     class ConvBN(nn.Sequential):
-        def __init__(self, cin, cout, k, stride, groups, act):
+        def __init__(self, cin, cout, k, stride, groups, act, prefix=""):
             super().__init__()
-            self.conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False)
+            p = (k - 1) // 2
+            pads = spec.conv_pads(sizes[prefix], k, stride) if k > 1 else ((p, p), (p, p))
+            if pads != ((p, p), (p, p)):
+                # TensorFlow "same" at stride 2 on an even size pads more after than before,
+                # which Conv2d's own padding cannot say: an explicit zero pad, then no padding
+                (top, bottom), (left, right) = pads
+                self.pad = nn.ZeroPad2d((left, right, top, bottom))
+                p = 0
+            self.conv = nn.Conv2d(cin, cout, k, stride, p, groups=groups, bias=False)
             self.bn = nn.BatchNorm2d(cout, eps=spec.bn_eps, momentum=0.01)
             self.act = _act(act)
 
@@ -54,16 +64,16 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
             return x * self.gate(self.fc2(self.relu(self.fc1(s))))
 
     class Bottleneck(nn.Module):
-        def __init__(self, cin: int, b: Block):
+        def __init__(self, cin: int, b: Block, prefix: str):
             super().__init__()
             self.use_res = b.residual and b.stride == 1 and cin == b.out
             if b.fused:
                 if b.has_expand(cin):
-                    self.expand = ConvBN(cin, b.exp, b.kernel, b.stride, 1, b.activation)
+                    self.expand = ConvBN(cin, b.exp, b.kernel, b.stride, 1, b.activation, prefix + ".expand")
             else:
                 if b.has_expand(cin):
                     self.expand = ConvBN(cin, b.exp, 1, 1, 1, b.activation)
-                self.dw = ConvBN(b.exp, b.exp, b.kernel, b.stride, b.exp, b.activation)
+                self.dw = ConvBN(b.exp, b.exp, b.kernel, b.stride, b.exp, b.activation, prefix + ".dw")
             if b.se:
                 self.se = SE(b.exp, b.se_channels)
             self.project = ConvBN(b.exp, b.out, 1, 1, 1, "none")
@@ -99,11 +109,11 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
             super().__init__()
             self.stem = ConvBN(
                 spec.in_channels, spec.stem_out, spec.stem_kernel, spec.stem_stride, 1,
-                spec.stem_activation,
+                spec.stem_activation, "stem",
             )
             blocks, cin = [], spec.stem_out
-            for b in spec.blocks:
-                blocks.append(Bottleneck(cin, b))
+            for i, b in enumerate(spec.blocks):
+                blocks.append(Bottleneck(cin, b, f"blocks.{i}"))
                 cin = b.out
             self.blocks = nn.Sequential(*blocks)
             self.last = ConvBN(cin, spec.last_conv, 1, 1, 1, spec.last_activation)

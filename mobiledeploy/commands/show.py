@@ -31,6 +31,8 @@ def command(model: str, as_json: bool) -> None:
     a = d.architecture
     title = (f"{d.name}: {a.preset or 'custom'} x{a.width_multiplier:g} @ "
              f"{d.input.height}x{d.input.width}, {spec.num_classes} classes")
+    if (spec.padding, spec.channel_rounding) != ("symmetric", "torchvision"):
+        title += f" ({spec.padding} padding, {spec.channel_rounding} rounding)"
     t = Table(title=title)
     for col in ("input", "operator", "exp", "out", "SE", "NL", "s", "MACs", "params"):
         t.add_column(col, justify="right" if col in ("exp", "out", "s", "MACs", "params") else "left")

@@ -16,7 +16,7 @@ def test_help_imports_no_heavy_framework():
         "import sys\n"
         "from mobiledeploy.cli import main\n"
         "try:\n    main(['--help'], prog_name='mobiledeploy')\nexcept SystemExit:\n    pass\n"
-        "for c in ['build', 'validate', 'inspect', 'app', 'bench', 'show', 'init', 'targets']:\n"
+        "for c in ['build', 'validate', 'inspect', 'app', 'bench', 'show', 'init', 'targets', 'import']:\n"
         "    try:\n        main([c, '--help'], prog_name='mobiledeploy')\n    except SystemExit:\n        pass\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
@@ -28,7 +28,7 @@ def test_help_imports_no_heavy_framework():
 def test_help_lists_every_command():
     r = run_cli("--help")
     assert r.returncode == 0
-    for c in ("init", "show", "targets", "build", "validate", "inspect", "app", "bench"):
+    for c in ("init", "show", "targets", "build", "validate", "inspect", "app", "bench", "import"):
         assert c in r.stdout
 
 

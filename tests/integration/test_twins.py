@@ -129,10 +129,40 @@ def test_trained_demo_twins_agree_on_real_images():
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_expected_shapes_mirror_the_torch_module(name):
+@pytest.mark.parametrize("conventions", [{}, {"padding": "tf_same", "channel_rounding": "tf_slim"}])
+def test_expected_shapes_mirror_the_torch_module(name, conventions):
     from mobiledeploy.architectures.reference import expected_shapes
 
-    spec = preset(name, 0.75, num_classes=7, resolution=64)
+    spec = preset(name, 0.75, num_classes=7, resolution=64, **conventions)
     torch_shapes = {k: tuple(v.shape) for k, v in build_torch_model(spec).state_dict().items()
                     if not k.endswith("num_batches_tracked")}
     assert expected_shapes(spec) == torch_shapes
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_edgetpu"])
+def test_tf_same_twins_agree_at_even_and_odd_sizes(name):
+    """TensorFlow "same" padding: the PyTorch twin's explicit (0,1)/(1,2) pads and the Keras twin's
+    padding="same" are one function. At 80 the last stride-2 conv of Small sees an odd size (5),
+    where TensorFlow pads symmetrically."""
+    res = 80
+    spec = preset(name, 0.75, num_classes=10, resolution=res, padding="tf_same", channel_rounding="tf_slim")
+    x = _real_images(res, n=6)
+    tm = build_torch_model(spec, seed=2)
+    _realistic(tm, x)
+    assert any(isinstance(m, torch.nn.ZeroPad2d) for m in tm.modules())
+    with torch.no_grad():
+        ref = tm(torch.from_numpy(x)).numpy()
+    state = state_dict_numpy(tm)
+    scale = max(1.0, float(np.abs(ref).max()))
+    for variant in ("fused", "lowered"):
+        km = build_keras_model(spec, hswish=variant)
+        assert not any(type(la).__name__ == "ZeroPadding2D" for la in km.layers)
+        load_keras_weights(km, state, spec, hswish=variant)
+        out = km(x.transpose(0, 2, 3, 1)).numpy()
+        # float32 rounding (MobileNetEdgeTPU ~2e-5, see above); a padding off by one is > 1e-3
+        assert np.abs(out - ref).max() <= 1e-4 * scale, (variant, np.abs(out - ref).max())
+    # the symmetric twin computes something else from the same tensors
+    sym = build_torch_model(preset(name, 0.75, 10, res, channel_rounding="tf_slim"))
+    load_torch_weights(sym, state)
+    with torch.no_grad():
+        assert np.abs(sym(torch.from_numpy(x)).numpy() - ref).max() > 1e-3 * scale
