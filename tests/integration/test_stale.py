@@ -43,8 +43,11 @@ def test_a_replaced_validation_image_reruns_model_and_validation_only(tiny_defin
     out = tmp_path / "out"
     _build(tiny_definition, out, *FP32)
     before = json.loads((out / "report" / "validation.json").read_text())
-    # the first image validation used (as copied into model/), replaced by another class's image
-    first = tiny_definition.parent / before["inputs"]["files"][0]
+    from mobiledeploy.definition import load_definition
+    from mobiledeploy.images import select_images
+
+    # the first image validation uses, replaced by another class's image
+    first = select_images(load_definition(tiny_definition), "validation")[0][0]
     other = sorted(p for p in first.parent.parent.rglob("*.png") if p.parent != first.parent)[-1]
     shutil.copy2(other, first)
     rows = _build(tiny_definition, out, *FP32)
