@@ -208,11 +208,12 @@ def test_content_hash_stable_across_conversions(opsnet, tmp_path):
 
 
 def _definition(size=48, labels=LABELS):
-    from mobiledeploy.definition import InputSpec
+    from mobiledeploy.definition import InputSpec, MetadataSpec
 
     inp = InputSpec(height=size, width=size, color_order="rgb", pixel_range=(0.0, 1.0),
                     mean=MEAN, std=STD)
-    return SimpleNamespace(name="t", input=inp, labels_list=lambda: list(labels))
+    return SimpleNamespace(name="t", input=inp, labels_list=lambda: list(labels), metadata=MetadataSpec(),
+                           description_text=lambda: "a test classifier")
 
 
 def _target(precision="fp32", **options):
@@ -236,7 +237,7 @@ def test_backend_convert_load_run(opsnet, images, tmp_path):
         got = runner.run(batch)
         assert got.dtype == np.float32 and got.shape == (len(x), 10)
         assert np.abs(got - torch_logits(opsnet, x)).max() <= tol
-    assert "logits" in runner.intermediates(batch.subset(1))
+    assert "logits" in [name for name, _, _ in runner.intermediates(batch.subset(1))]
 
 
 def test_backend_tensor_input(opsnet, images, tmp_path):
