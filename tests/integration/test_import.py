@@ -131,7 +131,7 @@ def test_keras_application_imports_and_builds_exactly(variant, suffix, preproces
     batch = load_batch(d, "validation", limit=SAMPLES)
     theirs, feed = _keras_logits(model, batch, preprocessing)
     spread = theirs.std(axis=0).mean()
-    assert spread > 0.1 and len(set(theirs.argmax(1).tolist())) >= 3, \
+    assert spread > 0.05 and len(set(theirs.argmax(1).tolist())) >= 3, \
         f"logits near constant (spread {spread:.3g}): the test would prove nothing"
     if softmax:
         probs = np.asarray(model(feed, training=False))
