@@ -528,10 +528,11 @@ def _labels(labels_file: str | None, n: int) -> tuple[list[str], str]:
     return labels, str(labels_file)
 
 
+MAX_IMPORT_IMAGES = 1000
+
+
 def _images(images_dir: str | None, out: Path, labels: list[str], notes: list[str]):
     """(definition source, extra files, make DIR/images, image paths for the function check)."""
-    import os
-
     from .images import IMAGE_SUFFIXES
 
     if images_dir is None:
@@ -545,16 +546,22 @@ def _images(images_dir: str | None, out: Path, labels: list[str], notes: list[st
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"--images {images_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+    if len(files) > MAX_IMPORT_IMAGES:  # a spread that keeps every folder represented
+        step = len(files) / MAX_IMPORT_IMAGES
+        files = [files[int(i * step)] for i in range(MAX_IMPORT_IMAGES)]
+        notes.append(f"--images: {MAX_IMPORT_IMAGES} of the images copied (spread over the folder)")
+    # copied into DIR/images: the definition stays self-contained (paths outside its folder are
+    # refused by default) and the folder can be moved
     folders = {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}
-    rel = Path(os.path.relpath(root.resolve(), out.resolve()))
     if folders <= set(labels):
-        return rel.as_posix(), {}, False, files
+        extra = {f"images/{p.relative_to(root).as_posix()}": p.read_bytes() for p in files}
+        return "images", extra, False, files
     # sub-folders that are not labels (e.g. synset ids): use the images, unlabelled
     stray = sorted(folders - set(labels))[0]
-    notes.append(f"sub-folder '{stray}' of {images_dir} is not a label: images listed unlabelled in images.txt "
+    notes.append(f"sub-folder '{stray}' of {images_dir} is not a label: images copied unlabelled "
                  "(agreement with the reference is measured, accuracy is not)")
-    lines = [Path(os.path.relpath(p.resolve(), out.resolve())).as_posix() for p in files]
-    return "images.txt", {"images.txt": ("\n".join(lines) + "\n").encode()}, False, files
+    extra = {f"images/{i:05d}{p.suffix.lower()}": p.read_bytes() for i, p in enumerate(files)}
+    return "images", extra, False, files
 
 
 def _probe_pixels(files: list[Path], resolution: tuple[int, int]) -> np.ndarray:
@@ -661,10 +668,12 @@ def write_import(plan: ImportPlan) -> None:
                 save_weights(content, tmp / fname, metadata={"imported_from": src.path.name,
                                                              "format": src.format})
             else:
+                (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / fname).write_bytes(content)
         load_definition(tmp / f"{plan.name}.yaml", check_files=False)
         out.mkdir(parents=True, exist_ok=True)
         for fname in plan.files:
+            (out / fname).parent.mkdir(parents=True, exist_ok=True)
             (tmp / fname).replace(out / fname)
             plan.written.append(out / fname)
         if plan.make_images_dir:

@@ -43,6 +43,10 @@ def command(source: str, out_dir: str, labels_file: str | None, images_dir: str 
                    f"(logits up to {c['logit_scale']:.3g}), top-1 agreement {c['top1_agreement']:.2f}")
     for note in plan.notes:
         click.echo(f"note: {note}")
+    images = [p for p in plan.written if p.parent.name != plan.out.name]
     for p in plan.written:
-        click.echo(f"wrote {p}")
+        if p not in images:
+            click.echo(f"wrote {p}")
+    if images:
+        click.echo(f"wrote {len(images)} image(s) under {plan.out / 'images'}")
     click.echo(f"next: mobiledeploy build {plan.definition_path} -o {plan.out / 'dist'}")

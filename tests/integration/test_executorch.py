@@ -235,7 +235,7 @@ def test_int8_pte_computes_the_quantized_graph(demo, built):
     ctx, model, calib, valid, trained = demo
     target, path, _ = built["executorch-xnnpack-int8"]
     gm, _ = et_quant.prepare_module(model, tuple(calib.x.shape[1:]), precision="int8",
-                                    calibration=calib.x[:target.options["calibration_samples"]])
+                                    calibration=calib.x[:target.option("calibration_samples")])
     with torch.no_grad():
         sim = np.concatenate([gm(torch.from_numpy(valid.x[i:i + 1])).numpy()
                               for i in range(len(valid))])
