@@ -105,7 +105,8 @@ def _plan(art: dict[str, Any]) -> tuple[str | None, str, str]:
     except UserError as exc:
         return None, art.get("backend", "?"), str(exc)
     why = cls().bench_skip_reason()
-    return (None if why else cls.name), cls.bench_device, why or ""
+    # the engine is the manifest's backend reference (a plugin's "module:Class" resolves in the child)
+    return (None if why else art["backend"]), cls.bench_device, why or ""
 
 
 def _write_input(bundle: Path, workdir: Path) -> tuple[Path, Any]:

@@ -74,6 +74,7 @@ def test_coral_reference_model_through_our_preprocessing(tmp_path):
         "input": {"height": 224, "width": 224, "pixel_range": [-1.0, 1.0]},
         "architecture": {"preset": "mobilenet_v3_small"},
         "calibration": "images.txt", "validation": "images.txt",
+        "allow_outside_paths": True,  # Coral's own images, in shared/
     }
     (tmp_path / "coral.yaml").write_text(yaml.safe_dump(definition))
     d = load_definition(tmp_path / "coral.yaml")

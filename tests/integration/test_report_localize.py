@@ -27,6 +27,13 @@ def _broken(state):
     return s
 
 
+def _art(target: str, hswish: str = "fused") -> dict:
+    """A manifest artifact record for ``target`` as the build writes it (resolved target, graph)."""
+    from mobiledeploy.targets import get_target
+
+    return {**get_target(target).resolve().record(), "graph": {"hswish": hswish}}
+
+
 def _tflite(d, state, tmp_path, precision="fp32", calibration=None):
     from mobiledeploy.architectures.reference import build_keras_reference
     from mobiledeploy.backends.tflite import convert_keras_to_tflite
@@ -44,7 +51,7 @@ def test_tflite_fp32_first_divergent_layer(tiny, tmp_path):
     from mobiledeploy.validate.localize import localize_artifact, module_points
 
     d, state, model, batch = tiny
-    art = {"target": "tflite-fp32"}
+    art = _art("tflite-fp32")
     good = localize_artifact(_tflite(d, state, tmp_path), art, {"max_abs": 1e-4}, d, model, batch)
     assert good["first_divergent_layer"] is None, good
     # every hooked module found its TFLite tensor by name, and agrees to float32 precision
@@ -65,7 +72,7 @@ def test_tflite_int8_lowered_graph_is_matched_with_its_6x_scales(tiny, tmp_path)
 
     d, state, model, batch = tiny
     calib = batch.nhwc()
-    res = localize_artifact(_tflite(d, state, tmp_path, "int8", calib), {"target": "tflite-int8"},
+    res = localize_artifact(_tflite(d, state, tmp_path, "int8", calib), _art("tflite-int8", "lowered"),
                             {"min_snr_db": 12.0}, d, model, batch)
     assert res["matched_layers"] == len(module_points(model))
     # h-swish outputs of the lowered graph are 6x the reference; matched as such, and close
@@ -86,7 +93,7 @@ def test_coreml_intermediates_without_names(tiny, tmp_path):
     convert_torch_to_mlpackage(build_torch_reference(d, _broken(state)), path, height=i.height,
                                width=i.width, color_order=i.color_order.value, pixel_range=i.pixel_range,
                                mean=i.mean, std=i.std, labels=d.labels_list(), precision="fp32")
-    res = localize_artifact(path, {"target": "coreml-fp32", "options": {}}, {"max_abs": 1e-4}, d,
+    res = localize_artifact(path, _art("coreml-fp32"), {"max_abs": 1e-4}, d,
                             model, batch)
     assert "milexec" in res["executor"]
     assert res["first_divergent_layer"] == "blocks.1.dw", {k: v for k, v in res.items() if k != "layers"}

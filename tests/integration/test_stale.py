@@ -29,8 +29,8 @@ def _explain(stdout: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def _build(defn: Path, out: Path, *args: str, env: dict | None = None):
-    r = run_cli("build", str(defn), "-o", str(out), "--explain", "--quiet", *args, env=env)
+def _build(defn: Path, out: Path, *args: str, env: dict | None = None, cwd: Path | None = None):
+    r = run_cli("build", str(defn), "-o", str(out), "--explain", "--quiet", *args, env=env, cwd=cwd)
     assert r.returncode == 0, r.stderr
     return _explain(r.stdout)
 
@@ -109,10 +109,11 @@ def test_a_changed_backend_module_reruns_its_conversions_only(tiny_definition, t
     env = {"PYTHONPATH": str(src)}
     out = tmp_path / "out"
     targets = ("--target", "tflite-fp32", "--target", "executorch-xnnpack", "--no-app")
-    _build(tiny_definition, out, *targets, env=env)
+    # run from outside the checkout: `python -m` puts the working folder first on sys.path
+    _build(tiny_definition, out, *targets, env=env, cwd=tmp_path)
     with open(src / "mobiledeploy" / "backends" / "executorch.py", "a") as f:
         f.write("\n# a changed converter module\n")
-    rows = _build(tiny_definition, out, *targets, env=env)
+    rows = _build(tiny_definition, out, *targets, env=env, cwd=tmp_path)
     assert rows["convert:executorch-xnnpack"] == ("ran", "source changed"), rows
     assert rows["convert:tflite-fp32"][0] == "skipped"
     assert rows["validate"][0] == "ran" and "source changed" in rows["validate"][1]
