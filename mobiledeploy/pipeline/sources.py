@@ -60,7 +60,8 @@ def imports(name: str) -> set[str]:
     return _imports(path, name) if path else set()
 
 
-def _imports(path: Path, name: str) -> set[str]:
+@functools.cache
+def _imports(path: Path, name: str) -> frozenset[str]:
     tree = ast.parse(path.read_bytes(), str(path))
     pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -76,7 +77,7 @@ def _imports(path: Path, name: str) -> set[str]:
                 mod = node.module or ""
             found.add(mod)
             found.update(f"{mod}.{a.name}" for a in node.names)  # "from . import x" names modules
-    return {m for m in found if module_file(m) is not None}
+    return frozenset(m for m in found if module_file(m) is not None)
 
 
 @functools.cache
