@@ -169,7 +169,8 @@ def test_the_function_check_catches_a_padding_convention_that_is_off(tmp_path):
     imp = fit(read_source(tmp_path / "m.keras"))
     spec_in = InputSpec(height=32, width=32, pixel_range=imp.source.pixel_range)
     ok = check_function(imp, px, spec_in)
-    assert ok["max_abs"] < 1e-4 and ok["top1_agreement"] == 1.0
+    # float32 rounding grows with the logits: the bound is relative to their scale
+    assert ok["max_abs"] < 1e-4 * max(1.0, ok["logit_scale"]) and ok["top1_agreement"] == 1.0
     wrong = dataclasses.replace(imp, spec=dataclasses.replace(imp.spec, padding="symmetric"))
     with pytest.raises(UserError, match="does not reproduce the source"):
         check_function(wrong, px, spec_in)
