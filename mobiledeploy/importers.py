@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle import sha256_file
 from .errors import UserError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -591,7 +592,7 @@ def _yaml(plan_name: str, imp: Imported, images_src: str, weights: str) -> bytes
         "architecture": {"preset": imp.preset, "width_multiplier": imp.width},
         "conventions": dict(src.conventions),
         "weights": weights,
-        "imported_from": {"format": src.format, "file": src.path.name, "sha256": _sha256(src.path),
+        "imported_from": {"format": src.format, "file": src.path.name, "sha256": sha256_file(src.path),
                           "classifier_activation": src.classifier_activation,
                           "preprocessing_in_model": src.preprocessing_in_model},
         "calibration": {"source": images_src, "max_images": 100},
@@ -605,16 +606,6 @@ def _yaml(plan_name: str, imp: Imported, images_src: str, weights: str) -> bytes
         head.append("# the source's Rescaling layer is input.pixel_range here (the artifacts take it "
                     "from the app's normalisation)")
     return ("\n".join(head) + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)).encode()
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def plan_import(source: Path, out: Path, *, labels_file: str | None = None, images_dir: str | None = None,
