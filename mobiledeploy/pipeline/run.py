@@ -384,6 +384,7 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
 
 def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, result: BuildResult, say,
                    record: BuildRecord, common: dict) -> dict:
+    from ..validate.mediapipe import mediapipe_version
     from ..validate.runner import validate_bundle
 
     runs = {a["backend"] for a in manifest["artifacts"]}
@@ -396,6 +397,8 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
         "keras_tolerance": digest(manifest["reference"]["keras_tolerance"]),
         "weights": manifest["reference"]["weights_sha256"],
         "samples": opts.samples,
+        # a newly installed (or removed) MediaPipe adds (or drops) the mediapipe:<target> rows
+        "mediapipe": mediapipe_version(),
         # the runtimes that run the artifacts and the references they are compared with
         "toolchain": json.dumps(_toolchain(REFERENCE_TOOLCHAIN) | {
             k: v for a in manifest["artifacts"] for k, v in a["toolchain"].items()}, sort_keys=True),

@@ -37,6 +37,17 @@ def mediapipe_python() -> Path | None:
     return None
 
 
+def mediapipe_version() -> str:
+    """What a cached validation must key on: the MediaPipe version of the environment validation
+    would use ("none" without one), read from its installed metadata (no process started)."""
+    python = mediapipe_python()
+    if python is None:
+        return "none"
+    venv = Path(python).parent.parent
+    found = sorted(venv.glob("lib/python*/site-packages/mediapipe-*.dist-info"))
+    return found[-1].name.removesuffix(".dist-info").removeprefix("mediapipe-") if found else f"at {python.name}"
+
+
 def run_mediapipe(model: Path, pixels: np.ndarray | None = None, *, metadata: bool = False,
                   python: Path | None = None, timeout: int = 600) -> dict:
     """Run the MediaPipe runner on ``model``: classify ``pixels`` (N, H, W, 3 RGB uint8) or read its
