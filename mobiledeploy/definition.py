@@ -40,6 +40,7 @@ class Layout(str, Enum):
 
 class Task(str, Enum):
     image_classification = "image-classification"
+    object_detection = "object-detection"
 
 
 class Runtime(str, Enum):
@@ -195,6 +196,84 @@ PRESET_NAMES = (
 )
 
 
+class AnchorSpec(BaseModel):
+    """SSD anchors (TF's ssd_anchor_generator): scales linear from min to max over the feature
+    maps, one box per aspect ratio plus an interpolated-scale box, three in the lowest layer."""
+
+    model_config = Strict
+    min_scale: float = Field(0.2, gt=0.0, le=1.0)
+    max_scale: float = Field(0.95, gt=0.0, le=1.0)
+    aspect_ratios: tuple[float, ...] = Field((1.0, 2.0, 0.5, 3.0, 1.0 / 3.0), min_length=1, max_length=16)
+    interpolated_scale_aspect_ratio: float = Field(1.0, ge=0.0, le=100.0)
+    reduce_boxes_in_lowest_layer: bool = True
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min_scale > self.max_scale:
+            raise ValueError(f"min_scale ({self.min_scale}) must not exceed max_scale ({self.max_scale})")
+        if any(a <= 0 or a > 100 for a in self.aspect_ratios):
+            raise ValueError("every aspect ratio must be > 0 and <= 100")
+        return self
+
+
+class BoxCoderSpec(BaseModel):
+    """Center-size box coder scales (TFLite_Detection_PostProcess's y/x/h/w_scale)."""
+
+    model_config = Strict
+    y_scale: float = Field(10.0, gt=0.0, le=1000.0)
+    x_scale: float = Field(10.0, gt=0.0, le=1000.0)
+    h_scale: float = Field(5.0, gt=0.0, le=1000.0)
+    w_scale: float = Field(5.0, gt=0.0, le=1000.0)
+
+
+class PostprocessSpec(BaseModel):
+    """Decoding and NMS, as TFLite_Detection_PostProcess runs them (see detection.py).
+
+    ``use_regular_nms: false`` (the op's default) is class-agnostic NMS on each box's best class
+    score; ``true`` is per-class NMS keeping ``detections_per_class`` per class.
+    """
+
+    model_config = Strict
+    score_conversion: Literal["softmax", "sigmoid"] = "softmax"
+    score_threshold: float = Field(0.3, ge=0.0, le=1.0)
+    iou_threshold: float = Field(0.6, gt=0.0, le=1.0)
+    max_detections: int = Field(10, ge=1, le=1000)
+    use_regular_nms: bool = False
+    detections_per_class: int = Field(100, ge=1, le=1000)
+
+
+class DetectionSection(BaseModel):
+    """SSDLite head options (``task: object-detection``), defaults as in SSD / the TF OD API."""
+
+    model_config = Strict
+    extra_layers: list[int] | None = Field(None, max_length=8,
+                                           description="extra layer depths; default 512, 256, 256, 128 "
+                                           "until a map is 1x1")
+    reduced_tail: bool = True
+    anchors: AnchorSpec = AnchorSpec()
+    box_coder: BoxCoderSpec = BoxCoderSpec()
+    postprocess: PostprocessSpec = PostprocessSpec()
+
+    @field_validator("extra_layers")
+    @classmethod
+    def _extras(cls, v):
+        if v is not None and any(d < 2 or d > MAX_CHANNELS for d in v):
+            raise ValueError(f"every extra layer depth must be 2..{MAX_CHANNELS}")
+        return v
+
+    def options(self):
+        from .architectures.spec import DetectionOptions
+
+        a, c, p = self.anchors, self.box_coder, self.postprocess
+        return DetectionOptions(
+            None if self.extra_layers is None else tuple(self.extra_layers), self.reduced_tail,
+            a.min_scale, a.max_scale, tuple(a.aspect_ratios), a.interpolated_scale_aspect_ratio,
+            a.reduce_boxes_in_lowest_layer, (c.y_scale, c.x_scale, c.h_scale, c.w_scale),
+            p.score_conversion, p.score_threshold, p.iou_threshold, p.max_detections, p.use_regular_nms,
+            p.detections_per_class,
+        )
+
+
 class ArchitectureSection(BaseModel):
     """A preset, or the search space spelled out (stem, rows, last stage, head)."""
 
@@ -205,6 +284,7 @@ class ArchitectureSection(BaseModel):
     blocks: list[BlockRow] | None = Field(None, max_length=128)
     last_stage: LastStageSpec | None = None
     head: HeadSpec | None = None
+    detection: DetectionSection | None = None
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -217,15 +297,23 @@ class ArchitectureSection(BaseModel):
             raise ValueError("blocks must list at least one row")
         if custom and self.last_stage is None:
             raise ValueError("a custom table needs last_stage: {conv: N, activation: hswish}")
+        if self.detection is not None and self.head is not None:
+            raise ValueError("head is the classifier's; a detection network has the SSDLite head "
+                             "(architecture.detection): remove head")
         return self
 
 
 class ImageSource(BaseModel):
-    """A folder of labelled images (label = sub-folder name) or a list file ("path label")."""
+    """A folder of labelled images (label = sub-folder name) or a list file ("path label").
+
+    ``boxes`` (detection): a JSON file of labelled boxes keyed by the image's path relative to
+    ``source`` (``boxes.py``).
+    """
 
     model_config = Strict
     source: str = Field(min_length=1, max_length=4096)
     max_images: int | None = Field(None, ge=1)
+    boxes: str | None = Field(None, min_length=1, max_length=4096)
 
     @model_validator(mode="before")
     @classmethod
@@ -309,6 +397,20 @@ class ModelDefinition(BaseModel):
     base_dir: str = Field("", exclude=True)
     source_path: str = Field("", exclude=True)
 
+    @model_validator(mode="after")
+    def _task_sections(self):
+        det = self.task == Task.object_detection
+        if not det and self.architecture.detection is not None:
+            raise ValueError("architecture.detection needs task: object-detection")
+        if not det:
+            for field in ("calibration", "validation"):
+                if getattr(self, field).boxes is not None:
+                    raise ValueError(f"{field}.boxes needs task: object-detection")
+        if det and self.conventions.padding != Padding.symmetric:
+            raise ValueError("the SSDLite head pads symmetrically: object-detection needs conventions.padding: "
+                             "symmetric")
+        return self
+
     def path(self, rel: str) -> Path:
         return (Path(self.base_dir) / rel).resolve()
 
@@ -336,6 +438,8 @@ class ModelDefinition(BaseModel):
         res = (self.input.height, self.input.width)
         conv = {"padding": self.conventions.padding.value,
                 "channel_rounding": self.conventions.channel_rounding.value}
+        if self.task == Task.object_detection:
+            conv["detection"] = (a.detection or DetectionSection()).options()
         if a.preset:
             return preset(a.preset, a.width_multiplier, self.num_classes, res, **conv)
         stem = a.stem or StemSpec()
@@ -481,6 +585,10 @@ def check_definition_files(d: ModelDefinition) -> None:
         if not p.exists():
             raise DefinitionError(src, f"{field}.source", f"not found: {clip(str(p))} "
                                                           "(a folder of images or a list file)")
+        b = getattr(d, field).boxes
+        if b is not None and not d.confined(b, f"{field}.boxes").is_file():
+            raise DefinitionError(src, f"{field}.boxes", f"not found: {clip(str(d.path(b)))} (a JSON file of "
+                                  "labelled boxes, see mobiledeploy/boxes.py)")
     from .targets import KERAS_ROW, all_targets, resolve_target
 
     known = all_targets()

@@ -25,7 +25,9 @@ def _keras():
 
 
 def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_size: int | None = None):
-    """A functional Keras model: NHWC float input (normalised) -> logits.
+    """A functional Keras model: NHWC float input (normalised) -> logits ((N, classes); for a
+    detection spec the list [class_logits (N, anchors, classes + 1), box_encodings (N, anchors, 4)],
+    see ssdlite.py).
 
     ``batch_size=1`` gives the static shapes that converters (and the Edge TPU) want.
     """
@@ -88,12 +90,16 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
     for i, b in enumerate(spec.blocks):
         p = f"blocks.{i}"
         y = x
+        if spec.detection and i == spec.detection.tap_block:
+            tap = x  # a fused block (or one without expansion) is tapped at its input
         if b.fused:
             if b.has_expand(cin):
                 y = conv_bn(y, p + ".expand", b.exp, b.kernel, b.stride, False, b.activation)
         else:
             if b.has_expand(cin):
                 y = conv_bn(y, p + ".expand", b.exp, 1, 1, False, b.activation)
+            if spec.detection and i == spec.detection.tap_block:
+                tap = y  # SSDLite's feature 0: the expansion output at stride 16
             y = conv_bn(y, p + ".dw", b.exp, b.kernel, b.stride, True, b.activation)
         if b.se:
             y = se(y, p + ".se", b.exp, b.se_channels)
@@ -102,6 +108,10 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
             y = layers.Add(name=f"blocks_{i}_add")([x, y])
         x, cin = y, b.out
     x = conv_bn(x, "last", spec.last_conv, 1, 1, False, spec.last_activation)
+    if spec.detection:
+        from .ssdlite import keras_head as ssd_head
+
+        return keras.Model(inp, ssd_head(spec, tap, x, conv_bn), name=spec.name)
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     if spec.head_hidden:
         x = layers.Dense(spec.head_hidden, name="head_fc1")(x)

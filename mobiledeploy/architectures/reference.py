@@ -83,6 +83,10 @@ def expected_shapes(spec) -> dict[str, tuple]:
         conv_bn(f"{p}.project", b.exp, b.out, 1)
         cin = b.out
     conv_bn("last", cin, spec.last_conv, 1)
+    if spec.detection:
+        from .ssdlite import head_shapes as ssd_shapes
+
+        return {**shapes, **ssd_shapes(spec)}
     feat = spec.last_conv
     if spec.head_hidden:
         shapes["head.fc1.weight"] = (spec.head_hidden, feat)

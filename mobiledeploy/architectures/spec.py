@@ -25,6 +25,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+# the SSDLite head's option and resolved types live beside the head (ssdlite imports nothing from here)
+from .ssdlite import DetectionOptions, DetHead
+
 Activation = Literal["relu", "relu6", "hswish", "none"]
 
 
@@ -90,6 +93,12 @@ class ArchitectureSpec:
     bn_eps: float = 1e-3
     padding: Literal["symmetric", "tf_same"] = "symmetric"
     channel_rounding: Literal["torchvision", "tf_slim"] = "torchvision"
+    # object detection: the SSDLite head replaces the pooled classifier (see ssdlite.py)
+    detection: DetHead | None = None
+
+    @property
+    def task(self) -> str:
+        return "object-detection" if self.detection else "image-classification"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -262,11 +271,20 @@ def resolve(
     dropout: float | None = None,
     padding: str = "symmetric",
     channel_rounding: str = "torchvision",
+    detection: DetectionOptions | None = None,
 ) -> ArchitectureSpec:
     """Scale channels by the width multiplier, round them, and freeze the result.
 
-    ``channel_rounding`` and ``padding`` are the conventions of the module docstring.
+    ``channel_rounding`` and ``padding`` are the conventions of the module docstring. With
+    ``detection`` the backbone gets the paper's detection change (reduced tail) and the pooled
+    classifier is replaced by an SSDLite head (``ssdlite.py``).
     """
+    if detection is not None:
+        from .ssdlite import detection_backbone
+
+        if padding != "symmetric":
+            raise ValueError("the SSDLite head pads symmetrically; detection needs padding: symmetric")
+        raw = detection_backbone(raw, detection)
     w = width_multiplier
     slim = channel_rounding == "tf_slim"
     if channel_rounding not in ("torchvision", "tf_slim"):
@@ -289,7 +307,13 @@ def resolve(
         cin_raw, cin = r.out, out
     # finegrain classification mode: the final wide layer keeps full width below 1.0
     head_w = max(w, 1.0)
-    if raw.head_hidden is None:
+    det_head = None
+    if detection is not None:  # no pooled classifier: the last conv is a width-scaled feature
+        from .ssdlite import resolve_detection
+
+        last, hidden = ch(raw.last_conv), None
+        det_head = resolve_detection(raw.stem[2], tuple(blocks), last, resolution, w, detection)
+    elif raw.head_hidden is None:
         last, hidden = make_divisible(raw.last_conv * head_w, 8), None
     else:
         last = make_divisible(cin * (raw.last_conv / cin_raw), 8) if slim else ch(raw.last_conv)
@@ -307,11 +331,12 @@ def resolve(
         last_conv=last,
         last_activation=raw.last_activation,
         head_hidden=hidden,
-        head_activation=raw.head_activation,
-        dropout=raw.dropout if dropout is None else dropout,
+        head_activation="none" if det_head else raw.head_activation,
+        dropout=0.0 if det_head else raw.dropout if dropout is None else dropout,
         width_multiplier=w,
         padding=padding,
         channel_rounding=channel_rounding,
+        detection=det_head,
     )
 
 
@@ -322,8 +347,10 @@ def preset(
     resolution: int | tuple[int, int] = 224,
     padding: str = "symmetric",
     channel_rounding: str = "torchvision",
+    detection: DetectionOptions | None = None,
 ) -> ArchitectureSpec:
-    """A named preset at a width and resolution. Unknown names list the valid ones."""
+    """A named preset at a width and resolution (with an SSDLite head when ``detection`` is
+    given). Unknown names list the valid ones."""
     from ..errors import UserError
 
     if name not in PRESETS:
@@ -331,6 +358,6 @@ def preset(
     res = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     return resolve(
         PRESETS[name], name=name, width_multiplier=width_multiplier, num_classes=num_classes,
-        resolution=res, padding=padding, channel_rounding=channel_rounding,
+        resolution=res, padding=padding, channel_rounding=channel_rounding, detection=detection,
     )
 

@@ -68,6 +68,11 @@ def stage_table(spec: ArchitectureSpec) -> list[StageRow]:
     _, _, m, p = _conv(h, w, c, spec.last_conv, 1, 1)
     rows.append(StageRow(f"{h}x{w}x{c}", "conv2d 1x1", None, spec.last_conv, False,
                          _NL[spec.last_activation], 1, m, p))
+    if spec.detection:
+        from .ssdlite import head_stats as ssd_stats
+
+        rows += [StageRow(inp, op, None, out, False, nl, s, m, p) for inp, op, out, s, nl, m, p in ssd_stats(spec)]
+        return rows
     rows.append(StageRow(f"{h}x{w}x{spec.last_conv}", "avg pool", None, spec.last_conv, False, "-", 1,
                          0, 0))
     c = spec.last_conv

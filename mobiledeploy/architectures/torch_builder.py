@@ -26,7 +26,9 @@ def _act(name: str):
 
 
 def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
-    """An ``nn.Module`` in eval mode: NCHW float input (normalised) -> logits.
+    """An ``nn.Module`` in eval mode: NCHW float input (normalised) -> logits ((N, classes); for a
+    detection spec the tuple (class_logits (N, anchors, classes + 1), box_encodings (N, anchors, 4)),
+    see ssdlite.py).
 
     Parameters are initialised deterministically from ``seed`` (Kaiming for convs, as
     torchvision does); load real weights with ``weights.load_torch_weights``.
@@ -40,7 +42,8 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
         def __init__(self, cin, cout, k, stride, groups, act, prefix=""):
             super().__init__()
             p = (k - 1) // 2
-            pads = spec.conv_pads(sizes[prefix], k, stride) if k > 1 else ((p, p), (p, p))
+            # the SSDLite head's convs carry no prefix: detection is symmetric-only (spec.resolve)
+            pads = spec.conv_pads(sizes[prefix], k, stride) if k > 1 and prefix else ((p, p), (p, p))
             if pads != ((p, p), (p, p)):
                 # TensorFlow "same" at stride 2 on an even size pads more after than before,
                 # which Conv2d's own padding cannot say: an explicit zero pad, then no padding
@@ -117,9 +120,18 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
                 cin = b.out
             self.blocks = nn.Sequential(*blocks)
             self.last = ConvBN(cin, spec.last_conv, 1, 1, 1, spec.last_activation)
-            self.head = Head()
+            if spec.detection:
+                from .ssdlite import torch_head as ssd_head
+
+                self.head = ssd_head(spec, ConvBN)
+            else:
+                self.head = Head()
 
         def forward(self, x):
+            if spec.detection is not None:
+                from .ssdlite import torch_forward
+
+                return torch_forward(self, x)
             return self.head(self.last(self.blocks(self.stem(x))))
 
     gen_state = torch.random.get_rng_state()

@@ -143,6 +143,12 @@ def sixth_folds(spec: ArchitectureSpec) -> dict[str, float]:
             fold(f"{p}.project.conv.weight", six)
         if b.se:
             fold(f"{p}.project.conv.weight", six)
+    if spec.detection:
+        from .ssdlite import sixth_folds as ssd_folds
+
+        for name, factor in ssd_folds(spec).items():
+            fold(name, factor)
+        return folds
     nxt = "head.fc1.weight" if spec.head_hidden else "head.classifier.weight"
     if spec.last_activation == "hswish":
         fold(nxt, six)

@@ -91,14 +91,17 @@ def _rot(a: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _shape_mask(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Alpha mask (size, size) float32 in [0, 1] of one randomly placed, posed symbol."""
+def _shape_mask(
+    cls: int, rng: np.random.Generator, size: int, scale: tuple[float, float] = (0.2, 0.38)
+) -> np.ndarray:
+    """Alpha mask (size, size) float32 in [0, 1] of one randomly placed, posed symbol whose
+    half-extent is ``scale`` (a range, drawn) times the image side."""
     parts = _geometry(cls, rng)
     # hearts read as hearts only roughly upright; everything else is rotation-invariant
     theta = rng.uniform(-0.7, 0.7) if CLASSES[cls] == "heart" else rng.uniform(0, 2 * np.pi)
     phi = rng.uniform(0, np.pi)  # direction of the camera tilt (foreshortening)
     squash = np.diag([rng.uniform(0.8, 1.0), 1.0])
-    m = _rot(-phi) @ squash @ _rot(phi) @ _rot(theta) * (rng.uniform(0.2, 0.38) * size)
+    m = _rot(-phi) @ squash @ _rot(phi) @ _rot(theta) * (rng.uniform(*scale) * size)
     parts = [(p @ m.T, f) for p, f in parts]
     solid = np.concatenate([p for p, f in parts if f])
     lo, hi = solid.min(0), solid.max(0)
@@ -233,6 +236,11 @@ def _compose(cls: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     img = _background(rng, size)
     _distractors(rng, img, size)
     mask = _shape_mask(cls, rng, size)
+    return _paint(img, mask, rng, size), mask
+
+
+def _paint(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Ink the symbol ``mask`` onto ``img`` in a colour that stands out, maybe with a shadow."""
     alpha = mask[..., None]
     colour = None
     for _ in range(6):
@@ -258,8 +266,7 @@ def _compose(cls: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray,
         img *= 1 - rng.uniform(0.15, 0.4) * sh[..., None]
     x, y = _grid(size)
     shade = 1 + rng.uniform(-0.08, 0.08) * (x + y)  # ink is never perfectly flat
-    img = img * (1 - alpha) + alpha * np.clip(colour * shade[..., None], 0, 1)
-    return img, mask
+    return img * (1 - alpha) + alpha * np.clip(colour * shade[..., None], 0, 1)
 
 
 @functools.lru_cache(maxsize=1)

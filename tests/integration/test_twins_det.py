@@ -1,0 +1,105 @@
+"""The detection twins (PyTorch, Keras) compute the same function from the same weights, and the
+host decoder gives the same boxes from either."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from mobiledeploy.architectures.keras_builder import build_keras_model  # noqa: E402
+from mobiledeploy.architectures.spec import PRESETS, DetectionOptions, preset  # noqa: E402
+from mobiledeploy.architectures.ssdlite import anchors, decoding_spec  # noqa: E402
+from mobiledeploy.architectures.torch_builder import build_torch_model, recalibrate_bn  # noqa: E402
+from mobiledeploy.architectures.weights import load_keras_weights, state_dict_numpy  # noqa: E402
+from mobiledeploy.detection import postprocess  # noqa: E402
+from mobiledeploy.validate.det_metrics import box_recall, matched_iou, score_max_abs  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+
+DET_EXAMPLE = ROOT / "examples" / "shapes_det"
+
+
+def _real_images(res: int, n: int = 8) -> np.ndarray:
+    from mobiledeploy.definition import load_definition
+    from mobiledeploy.images import decode_resized, list_images, normalise
+
+    d = load_definition(DET_EXAMPLE / "shapes_det.yaml", check_files=False)
+    items = list_images(DET_EXAMPLE / "validation" / "images", d.labels_list())[:n]
+    return normalise(np.stack([decode_resized(p, res, res) for p, _ in items]), d.input)
+
+
+def _compare(spec, state, x, tm, ref_logits, ref_boxes):
+    """Keras (both graph variants) against the PyTorch outputs: the same function in float64 (to
+    rounding), and in float32 within 1e-5 or the two libraries' own float32 errors."""
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    ref = np.concatenate([ref_logits, ref_boxes], -1)
+    with torch.no_grad():
+        exact = np.concatenate([t.numpy() for t in tm.double()(torch.from_numpy(x).double())], -1)
+    tm.float()
+    scale = max(1.0, float(np.abs(ref).max()))
+    for variant in ("fused", "lowered"):
+        km = build_keras_model(spec, hswish=variant)
+        load_keras_weights(km, state, spec, hswish=variant)
+        logits, boxes = (np.asarray(t) for t in km(x_nhwc))
+        assert logits.shape == ref_logits.shape and boxes.shape == ref_boxes.shape
+        out = np.concatenate([logits, boxes], -1)
+        keras.config.set_dtype_policy("float64")
+        try:
+            k64 = build_keras_model(spec, hswish=variant)
+            load_keras_weights(k64, state, spec, hswish=variant)
+            out64 = np.concatenate([np.asarray(t) for t in k64(x_nhwc.astype(np.float64))], -1)
+        finally:
+            keras.config.set_dtype_policy("float32")
+        assert out64.dtype == np.float64
+        assert np.abs(out64 - exact).max() <= 1e-9 * scale, (variant, np.abs(out64 - exact).max())
+        floors = float(np.abs(ref - exact).max()), float(np.abs(out - out64).max())
+        bound = max(1e-5 * scale, 1.5 * sum(floors))
+        assert np.abs(out - ref).max() <= bound, (variant, np.abs(out - ref).max(), floors)
+        yield variant, logits, boxes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_det_twins_agree_on_every_preset(name):
+    res = 128
+    spec = preset(name, 1.0, num_classes=10, resolution=res, detection=DetectionOptions(extra_layers=(64, 32)))
+    x = _real_images(res)
+    tm = build_torch_model(spec, seed=1)
+    recalibrate_bn(tm, x)  # real BN statistics
+    with torch.no_grad():
+        for p in tm.head.cls.parameters():  # predictors with a real spread (not near-constant)
+            if p.dim() == 4 and p.shape[1] > 1:
+                p.normal_(0, 1.0 / np.sqrt(p.shape[1]))
+        ref_logits, ref_boxes = (t.numpy() for t in tm(torch.from_numpy(x)))
+    assert ref_logits.shape == (len(x), spec.detection.num_anchors, 11)
+    assert ref_logits.std(axis=0).mean() > 0.05, "outputs must vary across real images"
+    list(_compare(spec, state_dict_numpy(tm), x, tm, ref_logits, ref_boxes))
+
+
+def test_trained_detector_twins_agree_and_decode_to_the_same_boxes():
+    from mobiledeploy.architectures.reference import build_torch_reference, canonical_state
+    from mobiledeploy.boxes import load_boxes
+    from mobiledeploy.definition import load_definition
+    from mobiledeploy.images import load_batch
+    from mobiledeploy.validate.det_metrics import map50
+
+    d = load_definition(DET_EXAMPLE / "shapes_det.yaml")
+    spec = d.architecture_spec()
+    state = canonical_state(d)
+    batch = load_batch(d, "validation", limit=24)
+    tm = build_torch_reference(d, state)
+    with torch.no_grad():
+        ref_logits, ref_boxes = (t.numpy() for t in tm(torch.from_numpy(batch.x)))
+    a, dspec = anchors(spec), decoding_spec(spec)
+    ref = postprocess(ref_logits, ref_boxes, a, dspec)
+    assert sum(len(r) for r in ref) >= len(ref), "the trained detector finds the shapes"
+    gts = load_boxes(d, "validation", batch.files)
+    assert map50(ref, gts, spec.num_classes) >= 0.6
+    for variant, logits, boxes in _compare(spec, state, batch.x, tm, ref_logits, ref_boxes):
+        dets = postprocess(logits, boxes, a, dspec)
+        assert box_recall(ref, dets) == 1.0, variant
+        assert matched_iou(ref, dets) >= 0.9999, variant
+        assert score_max_abs(ref, dets) <= 1e-5, variant
