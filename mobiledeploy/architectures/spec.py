@@ -61,11 +61,40 @@ class Block:
     fused: bool = False
     residual: bool = True
     se_channels: int = 0  # squeeze channels when se
+    dilation: int = 1  # >1 on a segmentation backbone whose late strides were removed (lraspp.py)
 
     def has_expand(self, cin: int) -> bool:
         """An expansion conv exists unless it would map cin to cin (as in the reference
         implementation: MobileNetEdgeTPU's first fused block is a bare 1x1 projection)."""
         return self.exp != cin or (self.fused and self.stride > 1)
+
+
+@dataclass(frozen=True)
+class SegmentationOptions:
+    """LR-ASPP options before resolution (the definition's ``architecture.segmentation``).
+
+    ``reduced_tail`` halves the channels of the last stage and ``output_stride`` removes late
+    strides (dilating what follows) as the MobileNetV3 paper does for segmentation; ``None`` keeps
+    the classification backbone's strides.
+    """
+
+    inter_channels: int = 128
+    low_level_stride: int = 8
+    output_stride: int | None = 16
+    reduced_tail: bool = True
+
+
+@dataclass(frozen=True)
+class SegHead:
+    """A resolved LR-ASPP head: which block feeds the low-level branch and the channel counts."""
+
+    inter_channels: int
+    low_block: int  # index in ArchitectureSpec.blocks whose output is the low-level feature
+    low_channels: int
+    low_stride: int
+    high_stride: int  # stride of the last conv's output (the high-level feature)
+    output_stride: int | None = 16
+    reduced_tail: bool = True
 
 
 @dataclass(frozen=True)
@@ -90,12 +119,22 @@ class ArchitectureSpec:
     bn_eps: float = 1e-3
     padding: Literal["symmetric", "tf_same"] = "symmetric"
     channel_rounding: Literal["torchvision", "tf_slim"] = "torchvision"
+    # semantic segmentation: the LR-ASPP head replaces the pooled classifier (see lraspp.py)
+    segmentation: SegHead | None = None
+
+    @property
+    def task(self) -> str:
+        return "semantic-segmentation" if self.segmentation else "image-classification"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def conv_pads(self, in_hw: tuple[int, int], kernel: int, stride: int) -> tuple[tuple[int, int], ...]:
-        """((top, bottom), (left, right)) zero padding of a conv on an ``in_hw`` input."""
+    def conv_pads(self, in_hw: tuple[int, int], kernel: int, stride: int,
+                  dilation: int = 1) -> tuple[tuple[int, int], ...]:
+        """((top, bottom), (left, right)) zero padding of a conv on an ``in_hw`` input.
+
+        A dilated conv pads as a conv of its effective kernel ``(kernel - 1) * dilation + 1``."""
+        kernel = (kernel - 1) * dilation + 1
         if self.padding == "tf_same":
             return tuple(tf_same_pads(n, kernel, stride) for n in in_hw)
         p = (kernel - 1) // 2
@@ -140,6 +179,7 @@ class RawRow:
     stride: int
     fused: bool = False
     residual: bool = True
+    dilation: int = 1
 
 
 @dataclass(frozen=True)
@@ -262,11 +302,18 @@ def resolve(
     dropout: float | None = None,
     padding: str = "symmetric",
     channel_rounding: str = "torchvision",
+    segmentation: SegmentationOptions | None = None,
 ) -> ArchitectureSpec:
     """Scale channels by the width multiplier, round them, and freeze the result.
 
-    ``channel_rounding`` and ``padding`` are the conventions of the module docstring.
+    ``channel_rounding`` and ``padding`` are the conventions of the module docstring. With
+    ``segmentation`` the backbone gets the paper's segmentation changes first and the pooled
+    classifier is replaced by an LR-ASPP head (``lraspp.py``).
     """
+    if segmentation is not None:
+        from .lraspp import segmentation_backbone
+
+        raw = segmentation_backbone(raw, segmentation)
     w = width_multiplier
     slim = channel_rounding == "tf_slim"
     if channel_rounding not in ("torchvision", "tf_slim"):
@@ -285,15 +332,24 @@ def resolve(
         # TF-slim: the ratio first, then times the real input channels (keras' _depth(in * ratio))
         exp = make_divisible(cin * (r.exp / cin_raw), 8) if slim else ch(r.exp)
         se_ch = make_divisible(exp // 4, 8) if r.se else 0
-        blocks.append(Block(r.kernel, exp, out, r.se, r.activation, r.stride, r.fused, r.residual, se_ch))
+        blocks.append(Block(r.kernel, exp, out, r.se, r.activation, r.stride, r.fused, r.residual, se_ch,
+                            r.dilation))
         cin_raw, cin = r.out, out
     # finegrain classification mode: the final wide layer keeps full width below 1.0
     head_w = max(w, 1.0)
-    if raw.head_hidden is None:
+    if segmentation is not None:  # no pooled classifier: the last conv is a width-scaled feature
+        last, hidden = ch(raw.last_conv), None
+    elif raw.head_hidden is None:
         last, hidden = make_divisible(raw.last_conv * head_w, 8), None
     else:
         last = make_divisible(cin * (raw.last_conv / cin_raw), 8) if slim else ch(raw.last_conv)
         hidden = make_divisible(raw.head_hidden * head_w, 8)
+    seg_head = None
+    if segmentation is not None:
+        from .lraspp import resolve_head
+
+        seg_head = resolve_head(raw.stem[2], tuple(blocks), last, segmentation)
+        hidden = None
     return ArchitectureSpec(
         name=name,
         resolution=resolution,
@@ -307,11 +363,12 @@ def resolve(
         last_conv=last,
         last_activation=raw.last_activation,
         head_hidden=hidden,
-        head_activation=raw.head_activation,
-        dropout=raw.dropout if dropout is None else dropout,
+        head_activation="none" if seg_head else raw.head_activation,
+        dropout=0.0 if seg_head else raw.dropout if dropout is None else dropout,
         width_multiplier=w,
         padding=padding,
         channel_rounding=channel_rounding,
+        segmentation=seg_head,
     )
 
 
@@ -322,8 +379,10 @@ def preset(
     resolution: int | tuple[int, int] = 224,
     padding: str = "symmetric",
     channel_rounding: str = "torchvision",
+    segmentation: SegmentationOptions | None = None,
 ) -> ArchitectureSpec:
-    """A named preset at a width and resolution. Unknown names list the valid ones."""
+    """A named preset at a width and resolution (with an LR-ASPP head when ``segmentation``
+    is given). Unknown names list the valid ones."""
     from ..errors import UserError
 
     if name not in PRESETS:
@@ -331,6 +390,6 @@ def preset(
     res = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     return resolve(
         PRESETS[name], name=name, width_multiplier=width_multiplier, num_classes=num_classes,
-        resolution=res, padding=padding, channel_rounding=channel_rounding,
+        resolution=res, padding=padding, channel_rounding=channel_rounding, segmentation=segmentation,
     )
 
