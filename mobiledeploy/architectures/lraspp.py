@@ -20,69 +20,7 @@ The gate is a global average pool (portable to every target), not the paper's la
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from .spec import ArchitectureSpec, Block, RawArchitecture, SegHead, SegmentationOptions
-
-
-def _error(message: str):
-    from ..errors import UserError
-
-    return UserError(f"architecture.segmentation: {message}")
-
-
-def segmentation_backbone(raw: RawArchitecture, opts: SegmentationOptions) -> RawArchitecture:
-    """The paper's backbone changes for segmentation, applied to an unscaled table."""
-    rows = list(raw.rows)
-    strided = [i for i, r in enumerate(rows) if r.stride > 1]
-    last_conv = raw.last_conv
-    if opts.reduced_tail:
-        if not strided:
-            raise _error("reduced_tail halves the stage after the last stride-2 block, but no block "
-                         "has stride 2; set reduced_tail: false")
-        first = strided[-1]
-        for i in range(first, len(rows)):
-            r = rows[i]
-            # the stage's first block keeps its expansion (it reads the unhalved previous stage)
-            rows[i] = replace(r, out=max(1, r.out // 2), exp=r.exp if i == first else r.exp / 2)
-        last_conv = max(1, last_conv // 2)
-    if opts.output_stride is not None:
-        total, dilation = raw.stem[2], 1
-        for i, r in enumerate(rows):
-            if r.stride > 1 and total * r.stride > opts.output_stride:
-                dilation *= r.stride
-                rows[i] = replace(r, stride=1, dilation=dilation, residual=False)
-            else:
-                total *= r.stride
-                rows[i] = replace(r, dilation=dilation)
-    return replace(raw, rows=tuple(rows), last_conv=last_conv, head_hidden=None, head_activation="none",
-                   dropout=0.0)
-
-
-def block_strides(stem_stride: int, blocks: tuple[Block, ...]) -> list[int]:
-    """Cumulative output stride after every block."""
-    out, s = [], stem_stride
-    for b in blocks:
-        s *= b.stride
-        out.append(s)
-    return out
-
-
-def resolve_head(stem_stride: int, blocks: tuple[Block, ...], last_conv: int,
-                 opts: SegmentationOptions) -> SegHead:
-    """Pick the low-level block (the last one whose output is at ``low_level_stride``)."""
-    strides = block_strides(stem_stride, blocks)
-    at = [i for i, s in enumerate(strides) if s == opts.low_level_stride]
-    if not at:
-        raise _error(f"no block output at stride {opts.low_level_stride} for the low-level branch "
-                     f"(block strides: {strides}); choose low_level_stride from {sorted(set(strides))}")
-    high = strides[-1] if strides else stem_stride
-    if high <= opts.low_level_stride:
-        raise _error(f"the high-level feature (stride {high}) must be coarser than the low-level one "
-                     f"(stride {opts.low_level_stride}); raise output_stride or lower low_level_stride")
-    low = at[-1]
-    return SegHead(opts.inter_channels, low, blocks[low].out, opts.low_level_stride, high,
-                   opts.output_stride, opts.reduced_tail)
+from .spec import ArchitectureSpec, block_strides, resolve_head, segmentation_backbone  # noqa: F401 (re-exported)
 
 
 def head_shapes(spec: ArchitectureSpec) -> dict[str, tuple]:
