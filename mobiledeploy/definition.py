@@ -40,6 +40,7 @@ class Layout(str, Enum):
 
 class Task(str, Enum):
     image_classification = "image-classification"
+    semantic_segmentation = "semantic-segmentation"
     object_detection = "object-detection"
 
 
@@ -159,6 +160,22 @@ class HeadSpec(BaseModel):
     hidden: int | None = Field(1024, ge=1, le=MAX_CHANNELS)
     activation: Literal["relu", "relu6", "hswish", "none"] = "hswish"
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class SegmentationSection(BaseModel):
+    """LR-ASPP head options (``task: semantic-segmentation``), defaults as in the MobileNetV3 paper."""
+
+    model_config = Strict
+    inter_channels: int = Field(128, ge=8, le=1024)
+    low_level_stride: Literal[4, 8] = 8
+    output_stride: Literal[16, 32] | None = 16
+    reduced_tail: bool = True
+
+    def options(self):
+        from .architectures.spec import SegmentationOptions
+
+        return SegmentationOptions(self.inter_channels, self.low_level_stride, self.output_stride,
+                                   self.reduced_tail)
 
 
 class BlockRow(BaseModel):
@@ -284,6 +301,7 @@ class ArchitectureSection(BaseModel):
     blocks: list[BlockRow] | None = Field(None, max_length=128)
     last_stage: LastStageSpec | None = None
     head: HeadSpec | None = None
+    segmentation: SegmentationSection | None = None
     detection: DetectionSection | None = None
 
     @model_validator(mode="after")
@@ -297,15 +315,22 @@ class ArchitectureSection(BaseModel):
             raise ValueError("blocks must list at least one row")
         if custom and self.last_stage is None:
             raise ValueError("a custom table needs last_stage: {conv: N, activation: hswish}")
+        if self.segmentation is not None and self.head is not None:
+            raise ValueError("head is the classifier's; a segmentation network has the LR-ASPP head "
+                             "(architecture.segmentation): remove head")
         if self.detection is not None and self.head is not None:
             raise ValueError("head is the classifier's; a detection network has the SSDLite head "
                              "(architecture.detection): remove head")
+        if self.detection is not None and self.segmentation is not None:
+            raise ValueError("give segmentation or detection, not both")
         return self
 
 
 class ImageSource(BaseModel):
     """A folder of labelled images (label = sub-folder name) or a list file ("path label").
 
+    ``masks`` (segmentation): a folder of PNG class-id masks, one per image with the image's
+    path relative to ``source`` and the suffix ``.png`` (``masks.py``).
     ``boxes`` (detection): a JSON file of labelled boxes keyed by the image's path relative to
     ``source`` (``boxes.py``).
     """
@@ -313,6 +338,7 @@ class ImageSource(BaseModel):
     model_config = Strict
     source: str = Field(min_length=1, max_length=4096)
     max_images: int | None = Field(None, ge=1)
+    masks: str | None = None
     boxes: str | None = Field(None, min_length=1, max_length=4096)
 
     @model_validator(mode="before")
@@ -398,7 +424,14 @@ class ModelDefinition(BaseModel):
     source_path: str = Field("", exclude=True)
 
     @model_validator(mode="after")
-    def _task_sections(self):
+    def _task(self):
+        seg = self.task == Task.semantic_segmentation
+        if not seg and self.architecture.segmentation is not None:
+            raise ValueError("architecture.segmentation needs task: semantic-segmentation")
+        if not seg:
+            for field in ("calibration", "validation"):
+                if getattr(self, field).masks is not None:
+                    raise ValueError(f"{field}.masks needs task: semantic-segmentation")
         det = self.task == Task.object_detection
         if not det and self.architecture.detection is not None:
             raise ValueError("architecture.detection needs task: object-detection")
@@ -432,16 +465,30 @@ class ModelDefinition(BaseModel):
 
     def architecture_spec(self):
         """The resolved ArchitectureSpec (width-scaled, rounded, classes and resolution set)."""
+        from .errors import UserError
+
+        try:
+            return self._architecture_spec()
+        except UserError as exc:
+            if isinstance(exc, DefinitionError) or "architecture." not in str(exc):
+                raise
+            field, _, msg = str(exc).partition(": ")
+            raise DefinitionError(self.source_path, field, msg) from None
+
+    def _architecture_spec(self):
         from .architectures.spec import RawArchitecture, RawRow, preset, resolve
 
         a = self.architecture
         res = (self.input.height, self.input.width)
         conv = {"padding": self.conventions.padding.value,
                 "channel_rounding": self.conventions.channel_rounding.value}
+        seg = None
+        if self.task == Task.semantic_segmentation:
+            seg = (a.segmentation or SegmentationSection()).options()
         if self.task == Task.object_detection:
             conv["detection"] = (a.detection or DetectionSection()).options()
         if a.preset:
-            return preset(a.preset, a.width_multiplier, self.num_classes, res, **conv)
+            return preset(a.preset, a.width_multiplier, self.num_classes, res, segmentation=seg, **conv)
         stem = a.stem or StemSpec()
         head = a.head or HeadSpec()
         raw = RawArchitecture(
@@ -452,7 +499,7 @@ class ModelDefinition(BaseModel):
         )
         return resolve(raw, name=f"{self.name}", width_multiplier=a.width_multiplier,
                        num_classes=self.num_classes, resolution=res, in_channels=self.input.channels,
-                       **conv)
+                       segmentation=seg, **conv)
 
     def description_text(self) -> str:
         """The artifacts' description: ``metadata.description`` or one naming the task and labels."""
@@ -585,6 +632,12 @@ def check_definition_files(d: ModelDefinition) -> None:
         if not p.exists():
             raise DefinitionError(src, f"{field}.source", f"not found: {clip(str(p))} "
                                                           "(a folder of images or a list file)")
+        m = getattr(d, field).masks
+        if m is not None:
+            mp = d.confined(m, f"{field}.masks")
+            if not mp.is_dir():
+                raise DefinitionError(src, f"{field}.masks", f"not found: {clip(str(mp))} (a folder of PNG "
+                                      "class-id masks, one per image at the image's relative path)")
         b = getattr(d, field).boxes
         if b is not None and not d.confined(b, f"{field}.boxes").is_file():
             raise DefinitionError(src, f"{field}.boxes", f"not found: {clip(str(d.path(b)))} (a JSON file of "

@@ -87,6 +87,10 @@ def expected_shapes(spec) -> dict[str, tuple]:
         from .ssdlite import head_shapes as ssd_shapes
 
         return {**shapes, **ssd_shapes(spec)}
+    if spec.segmentation:
+        from .lraspp import head_shapes
+
+        return {**shapes, **head_shapes(spec)}
     feat = spec.last_conv
     if spec.head_hidden:
         shapes["head.fc1.weight"] = (spec.head_hidden, feat)

@@ -61,7 +61,7 @@ def stage_table(spec: ArchitectureSpec) -> list[StageRow]:
             params += 2 * b.exp * b.se_channels + b.exp + b.se_channels
         _, _, m, p = _conv(h, w, b.exp, b.out, 1, 1)
         macs, params = macs + m, params + p
-        op = f"{'fused' if b.fused else 'bneck'} {b.kernel}x{b.kernel}"
+        op = f"{'fused' if b.fused else 'bneck'} {b.kernel}x{b.kernel}" + (f" d{b.dilation}" if b.dilation > 1 else "")
         rows.append(StageRow(f"{hin}x{win}x{c}", op, b.exp, b.out, b.se, _NL[b.activation], b.stride,
                              macs, params))
         c = b.out
@@ -72,6 +72,11 @@ def stage_table(spec: ArchitectureSpec) -> list[StageRow]:
         from .ssdlite import head_stats as ssd_stats
 
         rows += [StageRow(inp, op, None, out, False, nl, s, m, p) for inp, op, out, s, nl, m, p in ssd_stats(spec)]
+        return rows
+    if spec.segmentation:
+        from .lraspp import head_stats
+
+        rows += [StageRow(inp, op, None, out, False, nl, s, m, p) for inp, op, out, s, nl, m, p in head_stats(spec)]
         return rows
     rows.append(StageRow(f"{h}x{w}x{spec.last_conv}", "avg pool", None, spec.last_conv, False, "-", 1,
                          0, 0))

@@ -190,7 +190,8 @@ class _MILRunner(Runner):
             out = self.program.run(self._feed(batch))
         except UnsupportedMILOp as exc:
             raise SkipRun(str(exc)) from exc
-        return np.asarray(out[LOGITS], dtype=np.float32).reshape(len(batch), -1)
+        y = np.asarray(out[LOGITS], dtype=np.float32)
+        return y.reshape(len(batch), *y.shape[1:]) if y.ndim > 1 else y.reshape(len(batch), -1)
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         """Every float value of the program (names are the converter's: matched by shape)."""
@@ -222,7 +223,8 @@ class _CoreMLRunner(Runner):
             # Core ML reorders RGB pixels to BGR itself when the input's colour layout says so.
             feed = Image.fromarray(batch.pixels[i]) if self.is_image else batch.x[i : i + 1]
             rows.append(np.asarray(self.model.predict({self.input_name: feed})[LOGITS]))
-        return np.concatenate([r.reshape(1, -1) for r in rows]).astype(np.float32)
+        return np.concatenate([r.reshape(1, *r.shape[1:]) if r.ndim > 1 else r.reshape(1, -1)
+                               for r in rows]).astype(np.float32)
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         # Core ML does not expose inner values; the program's own semantics do.

@@ -143,6 +143,8 @@ INT8_TOLERANCE = Tolerance(min_snr_db=12.0, min_top1_agreement=0.95, max_accurac
 class TFLiteRunner(Runner):
     """Runs a .tflite one sample at a time (batch-1 signature), NHWC normalised input."""
 
+    layout = "nhwc"  # converted from the Keras twin: channels last
+
     def __init__(self, path: Path, *, reference_kernels: bool = False, label: str = ""):
         from .._deps import version
 
@@ -171,7 +173,7 @@ class TFLiteRunner(Runner):
             self.interp.set_tensor(self.inp["index"], quantize(x[i:i + 1], self.inp))
             self.interp.invoke()
             outs.append(dequantize(self.interp.get_tensor(self.out["index"]), self.out))
-        return np.concatenate(outs).reshape(len(x), -1)
+        return np.concatenate(outs)
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         """Every op output, int8 ones dequantized, NHWC -> NCHW, named by their Keras layers.

@@ -157,6 +157,7 @@ def test_explicit_block_table_takes_the_head(tmp_path):
     (lambda d: d["architecture"]["detection"].update(depth=3), "depth", "unknown key"),
     (lambda d: d["validation"].update(boxes="nowhere.json"), "validation.boxes", "not found"),
     (lambda d: d.update(conventions={"padding": "tf_same"}), "", "padding: symmetric"),
+    (lambda d: d["architecture"].update(segmentation={}), "", "not both"),
 ])
 def test_bad_detection_definitions_are_one_line_errors(tmp_path, edit, field, message):
     data = _det_data()
