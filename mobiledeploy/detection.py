@@ -46,6 +46,15 @@ class Detections:
         return len(self.scores)
 
 
+@dataclass
+class RuntimeDetections:
+    """A runner's raw heads plus the detections its runtime decoded itself (one per image)."""
+
+    class_logits: np.ndarray
+    box_encodings: np.ndarray
+    detections: list[Detections]
+
+
 def _coder(spec: dict) -> tuple[float, float, float, float]:
     c = spec["box_coder"]
     return c["y_scale"], c["x_scale"], c["h_scale"], c["w_scale"]

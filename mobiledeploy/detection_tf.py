@@ -60,9 +60,15 @@ def postprocess_fn(spec: dict, anchors: np.ndarray):
     return run
 
 
-def to_tflite(keras_model, spec: dict, anchors: np.ndarray, configure=None) -> bytes:
+RAW = ("class_logits", "box_encodings")
+DETECTIONS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+
+
+def to_tflite(keras_model, spec: dict, anchors: np.ndarray, configure=None, *, raw: bool = False) -> bytes:
     """The detector plus ``TFLite_Detection_PostProcess`` as one .tflite: image (1, H, W, C) ->
     (boxes, classes, scores, num_detections), the signature's ``output_0`` .. ``output_3``.
+    With ``raw`` the signature's outputs are named (``DETECTIONS``) and the two raw heads
+    (``RAW``) are outputs too, so that validation compares the network and the op apart.
 
     Written out as a SavedModel by Keras' ``ExportArchive`` (which tracks the model's variables;
     a plain ``tf.Module`` holding a Keras 3 model converts to NaN outputs, measured), then
@@ -80,7 +86,10 @@ def to_tflite(keras_model, spec: dict, anchors: np.ndarray, configure=None) -> b
 
     def detect(x):
         class_logits, box_encodings = keras_model(x, training=False)
-        return run(class_logits, box_encodings)
+        outs = run(class_logits, box_encodings)
+        if not raw:
+            return outs
+        return {**dict(zip(DETECTIONS, outs, strict=True)), RAW[0]: class_logits, RAW[1]: box_encodings}
 
     archive = keras.export.ExportArchive()
     archive.track(keras_model)
@@ -88,6 +97,17 @@ def to_tflite(keras_model, spec: dict, anchors: np.ndarray, configure=None) -> b
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
         archive.write_out(d)
         return saved_model_to_tflite(d, configure)
+
+
+def output_order(model: bytes) -> list[str]:
+    """The signature names of a converted detector's outputs, in the subgraph's output order
+    (what the metadata's output list must follow)."""
+    from ._deps import require
+
+    interp = require("ai_edge_litert.interpreter", "running .tflite files").Interpreter(model_content=bytes(model))
+    sig = next(iter(interp._get_full_signature_list().values()))
+    by_index = {i: k for k, i in sig["outputs"].items()}
+    return [by_index[d["index"]] for d in interp.get_output_details()]
 
 
 def saved_model_to_tflite(path, configure=None) -> bytes:

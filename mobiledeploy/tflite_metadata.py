@@ -404,8 +404,26 @@ def _quant(mean: float, std: float, io_dtype: str) -> tuple[float, int] | None:
     return 1.0 / std, int(round(mean)) - (128 if io_dtype == "int8" else 0)
 
 
+def _detection_outputs(definition, order: list[str]) -> list[TensorInfo]:
+    """Output metadata of a detector with the post-processing op, in the subgraph's ``order``."""
+    n = len(definition.labels_list())
+    labels = [AssociatedFile(LABEL_FILE, "class labels, one per line: class k is line k", "TENSOR_VALUE_LABELS")]
+    desc = {
+        "detection_boxes": ("location", "boxes [ymin, xmin, ymax, xmax], normalised 0..1 (TFLite_Detection_"
+                            "PostProcess); rows past num_detections are zero", []),
+        "detection_classes": ("category", f"class index (float) into {LABEL_FILE} ({n} classes, no background)",
+                              labels),
+        "detection_scores": ("score", "confidence of each detection (softmax over background + classes)", []),
+        "num_detections": ("number of detections", "how many rows of the other outputs are valid", []),
+        "class_logits": ("class_logits", f"raw class logits per anchor ({n} classes + background at index 0)",
+                         []),
+        "box_encodings": ("box_encodings", "raw box encodings (ty, tx, th, tw) per anchor", []),
+    }
+    return [TensorInfo(name=desc[k][0], description=desc[k][1], associated_files=desc[k][2]) for k in order]
+
+
 def metadata_for(definition, *, io_dtype: str = "float32", stats: tuple[list, list] | None = None,
-                 target: str = "") -> ModelInfo:
+                 target: str = "", output_order: list[str] | None = None) -> ModelInfo:
     """The ModelInfo of a definition's TFLite artifact with this input dtype.
 
     ``stats`` (min, max per channel) describes the values the input tensor takes on the
@@ -435,7 +453,8 @@ def metadata_for(definition, *, io_dtype: str = "float32", stats: tuple[list, li
     )
     return ModelInfo(
         name=definition.name, description=definition.description_text(), version=meta.version,
-        author=meta.author, license=meta.license, inputs=[image], outputs=[scores],
+        author=meta.author, license=meta.license, inputs=[image],
+        outputs=_detection_outputs(definition, output_order) if output_order else [scores],
         subgraph_name=target or definition.name,
     )
 
@@ -500,12 +519,12 @@ def force_input_quantization(model: bytes, scale: float, zero_point: int) -> byt
 
 
 def finish_tflite(data: bytes, definition, *, io_dtype: str = "float32", target: str = "",
-                  stats: tuple[list, list] | None = None) -> bytes:
+                  stats: tuple[list, list] | None = None, output_order: list[str] | None = None) -> bytes:
     """A converted model -> the artifact: forced integer input quantization, metadata, labels."""
     plan = input_plan(definition.input, io_dtype)
     if plan.quant is not None:
         data = force_input_quantization(data, *plan.quant)
-    info = metadata_for(definition, io_dtype=io_dtype, stats=stats, target=target)
+    info = metadata_for(definition, io_dtype=io_dtype, stats=stats, target=target, output_order=output_order)
     return attach(data, build_metadata(info), {LABEL_FILE: labels_file(definition)})
 
 
@@ -546,9 +565,10 @@ def check_against_definition(info: ModelInfo | None, files: dict[str, bytes], de
         bad.append(f"colour space {got.color_space} != {exp.color_space}")
     if got.image_size != exp.image_size:
         bad.append(f"image size {got.image_size} != {exp.image_size}")
-    label_files = [f.name for f in info.outputs[0].associated_files if f.type == "TENSOR_AXIS_LABELS"]
+    label_files = [f.name for t in info.outputs for f in t.associated_files
+                   if f.type in ("TENSOR_AXIS_LABELS", "TENSOR_VALUE_LABELS")]
     if not label_files or label_files[0] not in files:
-        bad.append("no TENSOR_AXIS_LABELS file in the model")
+        bad.append("no labels file (TENSOR_AXIS_LABELS / TENSOR_VALUE_LABELS) in the model")
     elif files[label_files[0]] != labels_file(definition):
         bad.append(f"{label_files[0]} differs from the definition's labels")
     return bad

@@ -35,6 +35,12 @@ class Tolerance(BaseModel):
     min_pixel_agreement: float | None = _limit("pixel_agreement", "min", ge=0, le=1)
     min_miou_vs_reference: float | None = _limit("miou_vs_reference", "min", ge=0, le=1)
     max_miou_drop: float | None = _limit("miou_drop", "max", ge=0, le=1)
+    # object detection (tasks/detection.py)
+    min_box_recall: float | None = _limit("box_recall", "min", ge=0, le=1)
+    min_matched_iou: float | None = _limit("matched_iou", "min", ge=0, le=1)
+    max_score_abs: float | None = _limit("score_max_abs", "max", ge=0, le=1)
+    max_map50_drop: float | None = _limit("map50_drop", "max", ge=0, le=1)
+    min_decoder_recall: float | None = _limit("decoder_recall", "min", ge=0, le=1)
 
     def over(self, *layers: Tolerance | dict | None) -> Tolerance:
         """This tolerance with every key set in ``layers`` (later wins) replacing its own."""

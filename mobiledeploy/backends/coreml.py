@@ -27,6 +27,8 @@ IMAGE_INPUT = "image"
 TENSOR_INPUT = "x"
 LOGITS = "logits"
 PROBS = "probs"
+# a detector's two raw heads (architectures.ssdlite.OUTPUTS): decoded on the host / in the app
+DETECTOR_OUTPUTS = ("class_logits", "box_encodings")
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14",
                       "macOS15")
 NOT_BYTE_STABLE = (
@@ -61,8 +63,12 @@ def convert_torch_to_mlpackage(
     minimum_deployment_target: str = "iOS15",
     image_input: bool = True,
     fields: dict[str, Any] | None = None,
+    detector: bool = False,
 ) -> dict[str, Any]:
     """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
+
+    ``detector``: the module returns SSDLite's two raw heads; the program outputs them as
+    ``class_logits`` and ``box_encodings`` (no classifier; the decoding spec is the manifest's).
 
     The package is written to ``out`` (a directory). Returns the facts for the manifest.
     """
@@ -93,12 +99,14 @@ def convert_torch_to_mlpackage(
 
         def forward(self, x):
             logits = self.net(x * self.mult if per_channel else x)
+            if detector:
+                return logits
             return logits, torch.softmax(logits, dim=1)
 
     wrapper = Classifier().eval()
     example = torch.rand(1, channels, height, width)
     with torch.no_grad():
-        n_out = wrapper(example)[0].shape[1]
+        n_out = wrapper(example)[0].shape[-1] - (1 if detector else 0)
         traced = torch.jit.trace(wrapper, example)
     if n_out != len(labels):
         raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
@@ -106,7 +114,7 @@ def convert_torch_to_mlpackage(
     # Inline first: the converter inlines submodule calls, which would drop names set on them.
     torch._C._jit_pass_inline(traced.graph)
     tup = traced.graph.return_node().inputsAt(0).node()
-    for value, name in zip(tup.inputs(), (LOGITS, PROBS), strict=True):
+    for value, name in zip(tup.inputs(), DETECTOR_OUTPUTS if detector else (LOGITS, PROBS), strict=True):
         value.setDebugName(name)
 
     if image_input:
@@ -118,16 +126,23 @@ def convert_torch_to_mlpackage(
     mlmodel = ct.convert(
         traced,
         inputs=[inp],
-        classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS),
+        classifier_config=None if detector else ct.ClassifierConfig(list(labels),
+                                                                    predicted_probabilities_output=PROBS),
         convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
     )
-    mlmodel.short_description = "mobiledeploy image classifier"
+    mlmodel.short_description = "mobiledeploy object detector (SSDLite raw heads)" if detector \
+        else "mobiledeploy image classifier"
     names = [o.name for o in mlmodel.get_spec().description.output]
-    if LOGITS not in names:  # pragma: no cover - a converter change; fail loudly, not silently
-        raise RuntimeError(f"Core ML outputs {names} lack '{LOGITS}'")
-    mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)"
+    wanted = DETECTOR_OUTPUTS if detector else (LOGITS,)
+    if not set(wanted) <= set(names):  # pragma: no cover - a converter change; fail loudly, not silently
+        raise RuntimeError(f"Core ML outputs {names} lack {wanted}")
+    if detector:
+        mlmodel.output_description[DETECTOR_OUTPUTS[0]] = "raw class logits per anchor (background first)"
+        mlmodel.output_description[DETECTOR_OUTPUTS[1]] = "raw box encodings (ty, tx, th, tw) per anchor"
+    else:
+        mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)"
     if fields:  # author, license, version, descriptions (artifact_metadata.coreml_fields)
         from ..artifact_metadata import apply_coreml_fields
 
@@ -144,7 +159,7 @@ def convert_torch_to_mlpackage(
         "compute_precision": "FLOAT16" if precision == "fp16" else "FLOAT32",
         "minimum_deployment_target": minimum_deployment_target,
         "input": desc,
-        "outputs": ["classLabel", "classLabel_probs", LOGITS],
+        "outputs": list(DETECTOR_OUTPUTS) if detector else ["classLabel", "classLabel_probs", LOGITS],
         "content_sha256": content_sha256(out),
         "note": NOT_BYTE_STABLE,
     }
@@ -190,6 +205,8 @@ class _MILRunner(Runner):
             out = self.program.run(self._feed(batch))
         except UnsupportedMILOp as exc:
             raise SkipRun(str(exc)) from exc
+        if all(k in out for k in DETECTOR_OUTPUTS):
+            return tuple(np.asarray(out[k], dtype=np.float32) for k in DETECTOR_OUTPUTS)
         y = np.asarray(out[LOGITS], dtype=np.float32)
         return y.reshape(len(batch), *y.shape[1:]) if y.ndim > 1 else y.reshape(len(batch), -1)
 
@@ -222,7 +239,13 @@ class _CoreMLRunner(Runner):
         for i in range(len(batch)):
             # Core ML reorders RGB pixels to BGR itself when the input's colour layout says so.
             feed = Image.fromarray(batch.pixels[i]) if self.is_image else batch.x[i : i + 1]
-            rows.append(np.asarray(self.model.predict({self.input_name: feed})[LOGITS]))
+            pred = self.model.predict({self.input_name: feed})
+            if all(k in pred for k in DETECTOR_OUTPUTS):
+                rows.append(tuple(np.asarray(pred[k], np.float32) for k in DETECTOR_OUTPUTS))
+                continue
+            rows.append(np.asarray(pred[LOGITS]))
+        if rows and isinstance(rows[0], tuple):
+            return tuple(np.concatenate([r[k] for r in rows]) for k in range(len(rows[0])))
         return np.concatenate([r.reshape(1, *r.shape[1:]) if r.ndim > 1 else r.reshape(1, -1)
                                for r in rows]).astype(np.float32)
 
@@ -275,6 +298,7 @@ class CoreMLBackend(Backend):
             minimum_deployment_target=target.option("minimum_deployment_target"),
             image_input=target.option("image_input"),
             fields=coreml_fields(d),
+            detector=d.architecture_spec().detection is not None,
         )
 
     def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:

@@ -201,10 +201,11 @@ class PteRunner(Runner):
         outs = []
         for i in range(len(batch)):
             x = torch.from_numpy(np.ascontiguousarray(batch.x[i:i + 1], dtype=np.float32))
-            y = self._method.execute([x])[0]
-            y = y.detach().numpy().astype(np.float32)
-            outs.append(y if y.ndim > 1 else y.reshape(1, -1))
-        return np.concatenate(outs, axis=0)
+            ys = [y.detach().numpy().astype(np.float32) for y in self._method.execute([x])]
+            outs.append([y if y.ndim > 1 else y.reshape(1, -1) for y in ys])
+        if len(outs[0]) > 1:  # several outputs (a detector's two heads): one array each
+            return tuple(np.concatenate([o[k] for o in outs], axis=0) for k in range(len(outs[0])))
+        return np.concatenate([o[0] for o in outs], axis=0)
 
 
 def bench_pte(path: str | Path, runs: int = 300, warmup: int = 20,

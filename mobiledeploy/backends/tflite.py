@@ -30,14 +30,10 @@ def _tf():
     return require("tensorflow", "the TensorFlow Lite converter")
 
 
-def convert_keras_to_tflite(model, precision: str, *, calibration: np.ndarray | None = None,
-                            io_dtype: str = "int8") -> bytes:
-    """Convert a Keras model (build it with ``batch_size=1`` for static shapes).
-
-    ``calibration`` (NHWC float, real images) drives full-integer quantization for int8.
-    """
+def configure_converter(conv, precision: str, *, calibration: np.ndarray | None = None,
+                        io_dtype: str = "int8", int_output: bool = True) -> None:
+    """Set a TFLiteConverter up for ``precision`` (``int_output``: int8 outputs too)."""
     tf = _tf()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -54,9 +50,21 @@ def convert_keras_to_tflite(model, precision: str, *, calibration: np.ndarray | 
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         dt = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
         conv.inference_input_type = dt
-        conv.inference_output_type = dt
+        if int_output:
+            conv.inference_output_type = dt
     elif precision != "fp32":
         raise ValueError(f"unknown precision {precision!r}")
+
+
+def convert_keras_to_tflite(model, precision: str, *, calibration: np.ndarray | None = None,
+                            io_dtype: str = "int8") -> bytes:
+    """Convert a Keras model (build it with ``batch_size=1`` for static shapes).
+
+    ``calibration`` (NHWC float, real images) drives full-integer quantization for int8.
+    """
+    tf = _tf()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    configure_converter(conv, precision, calibration=calibration, io_dtype=io_dtype)
     import contextlib
     import io
 
@@ -155,6 +163,10 @@ class TFLiteRunner(Runner):
         self.path = path
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
+        sigs = self.interp._get_full_signature_list()
+        outs = next(iter(sigs.values()))["outputs"] if sigs else {}
+        # a detector carrying TFLite_Detection_PostProcess: its raw heads and its own detections
+        self.detector = {"detection_boxes", "num_detections", "class_logits", "box_encodings"} <= set(outs)
         kind = "reference int8 kernels" if reference_kernels else "XNNPACK"
         self.executor = f"ai-edge-litert {version('ai-edge-litert')} ({label or kind})"
 
@@ -168,12 +180,33 @@ class TFLiteRunner(Runner):
                 f"{self.path.name} takes input {list(self.inp['shape'])}, the definition gives "
                 f"{[1, *x.shape[1:]]}"
             )
+        if self.detector:
+            return self._run_detector(x)
         outs = []
         for i in range(len(x)):
             self.interp.set_tensor(self.inp["index"], quantize(x[i:i + 1], self.inp))
             self.interp.invoke()
             outs.append(dequantize(self.interp.get_tensor(self.out["index"]), self.out))
         return np.concatenate(outs)
+
+    def _run_detector(self, x: np.ndarray):
+        """The raw heads and the file's own post-processed detections, image by image."""
+        from ..detection import Detections, RuntimeDetections
+
+        details = {d["index"]: d for d in self.interp.get_output_details()}
+        sig = next(iter(self.interp._get_full_signature_list().values()))["outputs"]
+        logits, boxes, dets = [], [], []
+        for i in range(len(x)):
+            self.interp.set_tensor(self.inp["index"], quantize(x[i:i + 1], self.inp))
+            self.interp.invoke()
+            t = {k: dequantize(self.interp.get_tensor(j), details[j]) for k, j in sig.items()}
+            n = int(t["num_detections"].ravel()[0])
+            logits.append(t["class_logits"])
+            boxes.append(t["box_encodings"])
+            dets.append(Detections(t["detection_boxes"][0, :n].copy(),
+                                   t["detection_classes"][0, :n].astype(np.int64),
+                                   t["detection_scores"][0, :n].copy()))
+        return RuntimeDetections(np.concatenate(logits), np.concatenate(boxes), dets)
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         """Every op output, int8 ones dequantized, NHWC -> NCHW, named by their Keras layers.
@@ -213,6 +246,27 @@ class TFLiteRunner(Runner):
         return out
 
 
+def _convert_detector(model, definition, precision: str, calib: np.ndarray, io_dtype: str):
+    """A detector with LiteRT's TFLite_Detection_PostProcess attached (``detection_tf``): the
+    network quantized as asked, its raw heads and the op's four outputs float32. Returns the
+    model bytes and its outputs' signature names in subgraph order."""
+    import contextlib
+    import io
+
+    from .. import detection_tf
+    from ..architectures.ssdlite import anchors, decoding_spec
+
+    spec = definition.architecture_spec()
+
+    def configure(conv):
+        configure_converter(conv, precision, calibration=calib if precision == "int8" else None,
+                            io_dtype=io_dtype if io_dtype != "float32" else "int8", int_output=False)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = detection_tf.to_tflite(model, decoding_spec(spec), anchors(spec), configure, raw=True)
+    return data, detection_tf.output_order(data)
+
+
 class TFLiteBackend(Backend):
     """tflite-fp32 / fp16 / int8: the TensorFlow converter on the Keras twin, run with LiteRT."""
 
@@ -244,11 +298,16 @@ class TFLiteBackend(Backend):
         model = meta.wrap_keras(ctx.keras_model(graph, batch_size=1), ctx.definition, io_dtype)
         n = int(target.option("calibration_samples", 100) or 100)
         calib = meta.calibration_input(ctx.calibration.pixels[:n], ctx.definition, io_dtype)
-        data = convert_keras_to_tflite(model, target.precision,
-                                       calibration=calib if target.precision == "int8" else None,
-                                       io_dtype=io_dtype if io_dtype != "float32" else "int8")
+        order = None
+        if ctx.definition.architecture_spec().detection is not None:
+            data, order = _convert_detector(model, ctx.definition, target.precision, calib, io_dtype)
+        else:
+            data = convert_keras_to_tflite(model, target.precision,
+                                           calibration=calib if target.precision == "int8" else None,
+                                           io_dtype=io_dtype if io_dtype != "float32" else "int8")
         stats = (calib.min(axis=(0, 1, 2)).tolist(), calib.max(axis=(0, 1, 2)).tolist())
-        data = meta.finish_tflite(data, ctx.definition, io_dtype=io_dtype, target=target.name, stats=stats)
+        data = meta.finish_tflite(data, ctx.definition, io_dtype=io_dtype, target=target.name, stats=stats,
+                                  output_order=order)
         Path(out).write_bytes(data)
         facts = model_facts(data)
         facts["metadata"] = {**meta.facts(data),

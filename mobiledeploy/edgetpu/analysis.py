@@ -268,6 +268,11 @@ def check_op(op: OpInfo, sg: SubgraphInfo) -> tuple[str, str]:
     """(status, reason) of one op judged on its own, before the one-subgraph rule."""
     if op.op == EDGETPU_CUSTOM_OP:
         return MAPPED, "already compiled for the Edge TPU"
+    if op.op == "TFLite_Detection_PostProcess":
+        # the same verdict the compiler gives Coral's own SSD models: the op stays on the CPU
+        return NOT_SUPPORTED, ("detection post-processing (box decoding, sorting, non-max suppression: "
+                               "data-dependent control flow on float32) has no Edge TPU kernel; it runs on "
+                               "the CPU after the Edge TPU graph")
     if op.custom:
         return NOT_SUPPORTED, f"custom operator {op.op} has no Edge TPU kernel"
     if _is_input_quantize(op, sg):

@@ -20,6 +20,7 @@ from .base import Task
 TASKS: dict[str, str] = {
     "image-classification": "mobiledeploy.tasks.classification:Classification",
     "semantic-segmentation": "mobiledeploy.tasks.segmentation:Segmentation",
+    "object-detection": "mobiledeploy.tasks.detection:Detection",
 }
 
 _cache: dict[str, Task] = {}

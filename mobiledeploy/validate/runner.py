@@ -32,11 +32,16 @@ def bundle_definition(bundle: Path):
     return load_definition(path, check_files=False)
 
 
-def _torch_logits(model, x: np.ndarray) -> np.ndarray:
+def _torch_logits(model, x: np.ndarray):
+    """The reference's output on ``x``, in batches: one array, or a tuple of arrays for a model
+    with several outputs (a detector's two heads)."""
     import torch
 
     with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(x[i:i + 32])).numpy() for i in range(0, len(x), 32)])
+        parts = [model(torch.from_numpy(x[i:i + 32])) for i in range(0, len(x), 32)]
+    if isinstance(parts[0], (tuple, list)):
+        return tuple(np.concatenate([p[k].numpy() for p in parts]) for k in range(len(parts[0])))
+    return np.concatenate([p.numpy() for p in parts])
 
 
 def _finish(row: dict, ref: np.ndarray, out: np.ndarray, batch, ref_metrics, task=None, truth=None) -> dict:
@@ -104,7 +109,8 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
 
         with native_quiet(quiet_log):
             keras_model = build_keras_reference(d, state)
-            out = task.canonical(np.asarray(keras_model.predict(batch.nhwc(), batch_size=32, verbose=0)), "nhwc")
+            pred = keras_model.predict(batch.nhwc(), batch_size=32, verbose=0)
+            out = task.canonical(tuple(pred) if isinstance(pred, (list, tuple)) else np.asarray(pred), "nhwc")
         ktol = Tolerance(**manifest["reference"]["keras_tolerance"]) if "keras_tolerance" in manifest.get(
             "reference", {}) else keras_tolerance(d)
         row = _row(KERAS_ROW, "pass", f"keras {version('keras')} (TensorFlow {version('tensorflow-cpu') or version('tensorflow')})",
