@@ -31,6 +31,7 @@ mediapipe-venv: $(MEDIAPIPE_VENV)/.installed  ## MediaPipe Tasks in .venv-mediap
 
 demo: $(STAMP)  ## build, validate and package the shipped example into dist/
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
+	$(VENV)/bin/mobiledeploy build examples/shapes_det/shapes_det.yaml -o $(OUT)-shapes_det --jobs $(JOBS)
 
 test: $(STAMP)  ## the full suite (what CI runs)
 	$(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
@@ -51,4 +52,4 @@ app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
 	$(PY) -m mobiledeploy.app_sync
 
 clean:
-	rm -rf $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(OUT)-shapes_det .pytest_cache .ruff_cache

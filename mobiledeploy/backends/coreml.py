@@ -135,6 +135,14 @@ def convert_torch_to_mlpackage(
     mlmodel.short_description = "mobiledeploy object detector (SSDLite raw heads)" if detector \
         else "mobiledeploy image classifier"
     names = [o.name for o in mlmodel.get_spec().description.output]
+    if detector and names != list(DETECTOR_OUTPUTS) and len(names) == 2:
+        # the heads are built inside the traced module; the converter keeps its own names for
+        # them: rename in output order (class logits first, as the module returns them)
+        spec = mlmodel.get_spec()
+        for old_name, new_name in zip(names, DETECTOR_OUTPUTS, strict=True):
+            ct.utils.rename_feature(spec, old_name, new_name)
+        mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir)
+        names = [o.name for o in mlmodel.get_spec().description.output]
     wanted = DETECTOR_OUTPUTS if detector else (LOGITS,)
     if not set(wanted) <= set(names):  # pragma: no cover - a converter change; fail loudly, not silently
         raise RuntimeError(f"Core ML outputs {names} lack {wanted}")

@@ -118,9 +118,11 @@ def _images_digest(d, which: str) -> str:
     absolute paths, so a moved project keeps its keys."""
     from ..images import select_images
 
+    from ..tasks import get_task
+
     root = d.path(getattr(d, which).source)
     return digest([(p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name, lab, sha256_file(p))
-                   for p, lab in select_images(d, which)])
+                   for p, lab in select_images(d, which)] + [get_task(d).truth_digest(d, which)])
 
 
 def _resolved_definition(d, weights_name: str) -> dict:
@@ -299,7 +301,11 @@ def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items)
         save_weights(canonical_state(d), tmp / weights_name, metadata={"seeded": str(d.seed)})
     (tmp / "labels.txt").write_text("".join(f"{x}\n" for x in labels), encoding="utf-8")
     write_image_list(tmp, "validation", labels, val_items)  # labels are data, never folder names
+    from ..tasks import get_task
+
     resolved = _resolved_definition(d, weights_name)
+    # the task's labelled truth (detection: boxes) travels with the copied images
+    resolved["validation"].update(get_task(d).bundle_truth(d, "validation", val_items, tmp))
     (tmp / "definition.yaml").write_text(
         "# resolved by mobiledeploy build from " + Path(d.source_path).name + "\n"
         + yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")

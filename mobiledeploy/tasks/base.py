@@ -67,6 +67,17 @@ class Task:
         diff = np.abs(ref - out).reshape(len(ref), -1)
         return {"per_sample_max_abs": [float(v) for v in diff.max(1)]}
 
+    def truth_digest(self, definition, which: str) -> str | None:
+        """A digest of the labelled truth beside the images of ``which`` (part of the build's
+        keys), or None when the task keeps its truth in the images' labels."""
+        return None
+
+    def bundle_truth(self, definition, which: str, items: list, folder) -> dict[str, Any]:
+        """Copy the labelled truth of ``items`` (the images copied into the bundle as
+        ``which/00000.ext`` ... in this order) into ``folder`` (the bundle's ``model/``); returns the
+        keys the bundle's definition adds to its ``which`` source."""
+        return {}
+
     def tolerance(self, precision: str) -> Tolerance:
         """This task's limits for ``precision`` (laid over the backend's defaults)."""
         return self.tolerances.get(precision, Tolerance())

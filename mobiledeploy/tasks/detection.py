@@ -106,6 +106,28 @@ class Detection(Task):
         return DetTruth(anchors(spec), decoding_spec(spec), spec.num_classes,
                         load_boxes(definition, which, batch.files), definition.labels_list())
 
+    def truth_digest(self, definition, which):
+        from ..bundle import sha256_file
+
+        src = getattr(definition, which)
+        return sha256_file(definition.confined(src.boxes, f"{which}.boxes")) if src.boxes else None
+
+    def bundle_truth(self, definition, which, items, folder):
+        from pathlib import Path
+
+        from ..boxes import load_boxes, write_boxes
+
+        gts = load_boxes(definition, which, [str(p) for p, _ in items])
+        if gts is None:
+            return {}
+        labels = definition.labels_list()
+        entries = {f"{which}/{i:05d}{Path(p).suffix.lower()}":
+                   [{"label": labels[int(c)], "box": [float(v) for v in b]} for b, c in zip(*g, strict=True)]
+                   for i, ((p, _), g) in enumerate(zip(items, gts, strict=True))}
+        name = f"{which}_boxes.json"
+        write_boxes(Path(folder) / name, entries)
+        return {"boxes": name}
+
     def reference_metrics(self, ref, truth):
         from ..validate.det_metrics import map50
 
