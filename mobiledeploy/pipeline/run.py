@@ -117,7 +117,6 @@ def _images_digest(d, which: str) -> str:
     """Contents of the images a definition uses (relative names, labels, sha256): never their
     absolute paths, so a moved project keeps its keys."""
     from ..images import select_images
-
     from ..tasks import get_task
 
     root = d.path(getattr(d, which).source)

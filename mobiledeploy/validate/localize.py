@@ -45,6 +45,12 @@ def module_points(model) -> list[tuple[str, set[str]]]:
         if block.use_res:
             points.append((f"blocks.{i}", {f"blocks_{i}_add"}))
     points.append(("last", conv_bn("last")))
+    spec = getattr(model, "spec", None)
+    if spec is not None and getattr(spec, "detection", None) is not None:
+        # SSDLite: the extra layers are single tensors; the two heads leave as one pair (not a layer)
+        for k in range(len(spec.detection.extras)):
+            points.append((f"head.extras.{k}", conv_bn(f"head.extras.{k}.project")))
+        return points
     points.append(("head", {"head_classifier", OUTPUT}))
     return points
 
