@@ -61,8 +61,12 @@ def convert_torch_to_mlpackage(
     minimum_deployment_target: str = "iOS15",
     image_input: bool = True,
     fields: dict[str, Any] | None = None,
+    classifier: bool = True,
 ) -> dict[str, Any]:
     """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
+
+    ``classifier`` (one score vector per image) adds softmax and Core ML's classifier outputs;
+    otherwise (dense outputs, e.g. per-pixel logits) the program's only output is ``logits``.
 
     The package is written to ``out`` (a directory). Returns the facts for the manifest.
     """
@@ -93,7 +97,7 @@ def convert_torch_to_mlpackage(
 
         def forward(self, x):
             logits = self.net(x * self.mult if per_channel else x)
-            return logits, torch.softmax(logits, dim=1)
+            return (logits, torch.softmax(logits, dim=1)) if classifier else logits
 
     wrapper = Classifier().eval()
     example = torch.rand(1, channels, height, width)
@@ -105,9 +109,10 @@ def convert_torch_to_mlpackage(
     # Name the two outputs so the classifier reads "probs" and "logits" stays a model output.
     # Inline first: the converter inlines submodule calls, which would drop names set on them.
     torch._C._jit_pass_inline(traced.graph)
-    tup = traced.graph.return_node().inputsAt(0).node()
-    for value, name in zip(tup.inputs(), (LOGITS, PROBS), strict=True):
-        value.setDebugName(name)
+    if classifier:
+        tup = traced.graph.return_node().inputsAt(0).node()
+        for value, name in zip(tup.inputs(), (LOGITS, PROBS), strict=True):
+            value.setDebugName(name)
 
     if image_input:
         layout = ct.colorlayout.BGR if order == "bgr" else ct.colorlayout.RGB
@@ -118,16 +123,20 @@ def convert_torch_to_mlpackage(
     mlmodel = ct.convert(
         traced,
         inputs=[inp],
-        classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS),
+        outputs=None if classifier else [ct.TensorType(name=LOGITS)],
+        classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS)
+        if classifier else None,
         convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
     )
-    mlmodel.short_description = "mobiledeploy image classifier"
+    mlmodel.short_description = "mobiledeploy image classifier" if classifier else \
+        "mobiledeploy semantic segmentation (per-pixel class logits)"
     names = [o.name for o in mlmodel.get_spec().description.output]
     if LOGITS not in names:  # pragma: no cover - a converter change; fail loudly, not silently
         raise RuntimeError(f"Core ML outputs {names} lack '{LOGITS}'")
-    mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)"
+    mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)" if classifier else \
+        f"per-pixel raw class scores (1, {len(labels)}, {height}, {width}), pre-softmax"
     if fields:  # author, license, version, descriptions (artifact_metadata.coreml_fields)
         from ..artifact_metadata import apply_coreml_fields
 
@@ -144,7 +153,7 @@ def convert_torch_to_mlpackage(
         "compute_precision": "FLOAT16" if precision == "fp16" else "FLOAT32",
         "minimum_deployment_target": minimum_deployment_target,
         "input": desc,
-        "outputs": ["classLabel", "classLabel_probs", LOGITS],
+        "outputs": ["classLabel", "classLabel_probs", LOGITS] if classifier else [LOGITS],
         "content_sha256": content_sha256(out),
         "note": NOT_BYTE_STABLE,
     }
@@ -258,6 +267,7 @@ class CoreMLBackend(Backend):
 
     def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
         from ..artifact_metadata import coreml_fields
+        from ..tasks import get_task
 
         d = ctx.definition
         inp = d.input
@@ -274,6 +284,7 @@ class CoreMLBackend(Backend):
             precision=target.precision,
             minimum_deployment_target=target.option("minimum_deployment_target"),
             image_input=target.option("image_input"),
+            classifier=get_task(d).is_classifier,
             fields=coreml_fields(d),
         )
 
