@@ -102,7 +102,8 @@ def convert_torch_to_mlpackage(
     wrapper = Classifier().eval()
     example = torch.rand(1, channels, height, width)
     with torch.no_grad():
-        n_out = wrapper(example)[0].shape[1]
+        y = wrapper(example)
+        n_out = (y[0] if classifier else y).shape[1]
         traced = torch.jit.trace(wrapper, example)
     if n_out != len(labels):
         raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
