@@ -1,13 +1,15 @@
-# mobiledeploy: `make demo` builds the shipped example end to end; `make test` runs the tests.
+# mobiledeploy: `make demo` builds the shipped examples end to end; `make test` runs the tests.
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 OUT    ?= dist
+SEG_OUT ?= $(OUT)-seg
+DET_OUT ?= $(OUT)-det
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-fast demo test test-fast lint bench train-demo app-sync clean mediapipe-venv
+.PHONY: setup setup-fast demo test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,9 +31,10 @@ $(MEDIAPIPE_VENV)/.installed:
 
 mediapipe-venv: $(MEDIAPIPE_VENV)/.installed  ## MediaPipe Tasks in .venv-mediapipe (validate's mediapipe rows)
 
-demo: $(STAMP)  ## build, validate and package the shipped example into dist/
+demo: $(STAMP)  ## build, validate and package both shipped examples: dist/ (classifier), dist-seg/ (segmentation), dist-det/ (detection)
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
-	$(VENV)/bin/mobiledeploy build examples/shapes_det/shapes_det.yaml -o $(OUT)-shapes_det --jobs $(JOBS)
+	$(VENV)/bin/mobiledeploy build examples/shapes_seg/shapes_seg.yaml -o $(SEG_OUT) --jobs $(JOBS)
+	$(VENV)/bin/mobiledeploy build examples/shapes_det/shapes_det.yaml -o $(DET_OUT) --jobs $(JOBS)
 
 test: $(STAMP)  ## the full suite (what CI runs)
 	$(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
@@ -48,8 +51,11 @@ bench: $(STAMP)  ## benchmark suite (outside the tests): writes bench/results.md
 train-demo: $(STAMP)  ## retrain the shipped demo weights (CPU, ~10 min)
 	$(PY) -m mobiledeploy.demo.train --out examples/shapes
 
+train-demo-seg: $(STAMP)  ## retrain the shipped segmentation weights (CPU, one thread, ~12 min)
+	$(PY) -m mobiledeploy.demo.train_seg --out examples/shapes_seg
+
 app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
 	$(PY) -m mobiledeploy.app_sync
 
 clean:
-	rm -rf $(OUT) $(OUT)-shapes_det .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(SEG_OUT) $(DET_OUT) .pytest_cache .ruff_cache

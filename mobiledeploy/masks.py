@@ -17,6 +17,17 @@ from .errors import DefinitionError, UserError
 IGNORE = 255  # mask value left out of every score (object borders, unlabelled pixels)
 
 
+def palette(num_classes: int) -> np.ndarray:
+    """(classes, 3) uint8 colours: class 0 (background) black, the others well apart in hue."""
+    import colorsys
+
+    out = np.zeros((max(num_classes, 1), 3), np.uint8)
+    for c in range(1, num_classes):
+        r, g, b = colorsys.hsv_to_rgb(((c - 1) * 0.61803398875) % 1.0, 0.75, 0.95)
+        out[c] = (int(r * 255), int(g * 255), int(b * 255))
+    return out
+
+
 def mask_path(image: str | Path, source: Path, masks: Path) -> Path:
     """The mask file that belongs to ``image`` of the image source ``source``."""
     root = source if source.is_dir() else source.parent

@@ -63,10 +63,13 @@ def convert_torch_to_mlpackage(
     minimum_deployment_target: str = "iOS15",
     image_input: bool = True,
     fields: dict[str, Any] | None = None,
+    classifier: bool = True,
     detector: bool = False,
 ) -> dict[str, Any]:
     """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
 
+    ``classifier`` (one score vector per image) adds softmax and Core ML's classifier outputs;
+    otherwise (dense outputs, e.g. per-pixel logits) the program's only output is ``logits``.
     ``detector``: the module returns SSDLite's two raw heads; the program outputs them as
     ``class_logits`` and ``box_encodings`` (no classifier; the decoding spec is the manifest's).
 
@@ -101,21 +104,23 @@ def convert_torch_to_mlpackage(
             logits = self.net(x * self.mult if per_channel else x)
             if detector:
                 return logits
-            return logits, torch.softmax(logits, dim=1)
+            return (logits, torch.softmax(logits, dim=1)) if classifier else logits
 
     wrapper = Classifier().eval()
     example = torch.rand(1, channels, height, width)
     with torch.no_grad():
-        n_out = wrapper(example)[0].shape[-1] - (1 if detector else 0)
+        y = wrapper(example)
+        n_out = y[0].shape[-1] - 1 if detector else (y[0] if classifier else y).shape[1]
         traced = torch.jit.trace(wrapper, example)
     if n_out != len(labels):
         raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
     # Name the two outputs so the classifier reads "probs" and "logits" stays a model output.
     # Inline first: the converter inlines submodule calls, which would drop names set on them.
     torch._C._jit_pass_inline(traced.graph)
-    tup = traced.graph.return_node().inputsAt(0).node()
-    for value, name in zip(tup.inputs(), DETECTOR_OUTPUTS if detector else (LOGITS, PROBS), strict=True):
-        value.setDebugName(name)
+    if classifier and not detector:
+        tup = traced.graph.return_node().inputsAt(0).node()
+        for value, name in zip(tup.inputs(), (LOGITS, PROBS), strict=True):
+            value.setDebugName(name)
 
     if image_input:
         layout = ct.colorlayout.BGR if order == "bgr" else ct.colorlayout.RGB
@@ -126,14 +131,15 @@ def convert_torch_to_mlpackage(
     mlmodel = ct.convert(
         traced,
         inputs=[inp],
-        classifier_config=None if detector else ct.ClassifierConfig(list(labels),
-                                                                    predicted_probabilities_output=PROBS),
+        outputs=None if classifier or detector else [ct.TensorType(name=LOGITS)],
+        classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS)
+        if classifier and not detector else None,
         convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
     )
-    mlmodel.short_description = "mobiledeploy object detector (SSDLite raw heads)" if detector \
-        else "mobiledeploy image classifier"
+    mlmodel.short_description = "mobiledeploy object detector (SSDLite raw heads)" if detector else \
+        "mobiledeploy image classifier" if classifier else "mobiledeploy semantic segmentation (per-pixel class logits)"
     names = [o.name for o in mlmodel.get_spec().description.output]
     if detector and names != list(DETECTOR_OUTPUTS) and len(names) == 2:
         # the heads are built inside the traced module; the converter keeps its own names for
@@ -150,7 +156,8 @@ def convert_torch_to_mlpackage(
         mlmodel.output_description[DETECTOR_OUTPUTS[0]] = "raw class logits per anchor (background first)"
         mlmodel.output_description[DETECTOR_OUTPUTS[1]] = "raw box encodings (ty, tx, th, tw) per anchor"
     else:
-        mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)"
+        mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)" if classifier else \
+            f"per-pixel raw class scores (1, {len(labels)}, {height}, {width}), pre-softmax"
     if fields:  # author, license, version, descriptions (artifact_metadata.coreml_fields)
         from ..artifact_metadata import apply_coreml_fields
 
@@ -167,7 +174,8 @@ def convert_torch_to_mlpackage(
         "compute_precision": "FLOAT16" if precision == "fp16" else "FLOAT32",
         "minimum_deployment_target": minimum_deployment_target,
         "input": desc,
-        "outputs": list(DETECTOR_OUTPUTS) if detector else ["classLabel", "classLabel_probs", LOGITS],
+        "outputs": list(DETECTOR_OUTPUTS) if detector else
+        ["classLabel", "classLabel_probs", LOGITS] if classifier else [LOGITS],
         "content_sha256": content_sha256(out),
         "note": NOT_BYTE_STABLE,
     }
@@ -289,6 +297,7 @@ class CoreMLBackend(Backend):
 
     def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
         from ..artifact_metadata import coreml_fields
+        from ..tasks import get_task
 
         d = ctx.definition
         inp = d.input
@@ -305,6 +314,7 @@ class CoreMLBackend(Backend):
             precision=target.precision,
             minimum_deployment_target=target.option("minimum_deployment_target"),
             image_input=target.option("image_input"),
+            classifier=get_task(d).is_classifier,
             fields=coreml_fields(d),
             detector=d.architecture_spec().detection is not None,
         )

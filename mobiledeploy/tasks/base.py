@@ -24,6 +24,9 @@ class Task:
     output_names: ClassVar[tuple[str, ...]] = ("logits",)
     #: the Android template family (``templates/android/<family>``-specific files) and labels
     app_family: ClassVar[str] = "classifier"
+    #: one score vector per image: converters may add their classifier heads and metadata
+    #: (Core ML's ClassifierConfig); dense tasks keep raw outputs only
+    is_classifier: ClassVar[bool] = True
     #: the summary columns (metric key, heading) of the report and the build's table
     summary: ClassVar[tuple[tuple[str, str], ...]] = (
         ("max_abs", "max_abs"), ("snr_db", "SNR dB"), ("top1_agreement", "top-1 agree"),
@@ -44,6 +47,11 @@ class Task:
     def canonical(self, out: np.ndarray, layout: str = "nchw") -> np.ndarray:
         """A runtime's output (N, ...) in ``layout`` as the canonical float32 array."""
         return np.asarray(out, dtype=np.float32).reshape(len(out), -1)
+
+    def output_description(self, num_classes: int, label_file: str) -> str:
+        """What the output tensor holds, for artifact metadata."""
+        return (f"unnormalised class scores (logits, {num_classes} classes; softmax gives "
+                f"probabilities), in the order of {label_file}")
 
     # ---- judging ---------------------------------------------------------------------------
     def truth(self, definition, which: str, batch) -> Any:

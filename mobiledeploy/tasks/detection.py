@@ -68,6 +68,7 @@ class DetTruth:
 
 class Detection(Task):
     name = "object-detection"
+    is_classifier = False
     output_names = ("class_logits", "box_encodings")
     app_family = "detector"
     summary = (("max_abs", "max_abs"), ("snr_db", "SNR dB"), ("box_recall", "box recall"),

@@ -14,7 +14,11 @@ import numpy as np
 from ..tolerance import Tolerance
 from .base import Task
 
-FLOAT = Tolerance(min_pixel_agreement=0.999, max_miou_drop=0.02)
+# max_abs: a dense output has classes x H x W logits per image (180k here, against 10 for the
+# shapes classifier), and the largest of that many float32 rounding differences is ~1e-4 on its
+# own (XNNPACK and LiteRT fp32 reached 1.26e-4 at SNR 122 dB): the limit scales with the count
+FLOAT = Tolerance(max_abs=1e-3, min_pixel_agreement=0.999, max_miou_drop=0.02)
+HALF = Tolerance(min_pixel_agreement=0.999, max_miou_drop=0.02)
 INT8 = Tolerance(min_pixel_agreement=0.97, max_miou_drop=0.02)
 
 
@@ -22,14 +26,19 @@ class Segmentation(Task):
     name = "semantic-segmentation"
     output_names = ("logits",)
     app_family = "segmenter"
+    is_classifier = False
     per_sample_key = "per_image_agreement"
     summary = (("max_abs", "max_abs"), ("snr_db", "SNR dB"), ("pixel_agreement", "pixel agree"),
                ("miou", "mIoU"))
-    tolerances = {"fp32": FLOAT, "fp16": FLOAT, "int8": INT8}
+    tolerances = {"fp32": FLOAT, "fp16": HALF, "int8": INT8}
     keras_tolerance = Tolerance(min_pixel_agreement=0.999)
 
     def output_shape(self, spec):
         return (spec.num_classes, *spec.resolution)
+
+    def output_description(self, num_classes, label_file):
+        return (f"per-pixel unnormalised class scores (logits, {num_classes} classes on the last axis, "
+                f"at the input size; argmax gives the mask), in the order of {label_file}")
 
     def canonical(self, out, layout="nchw"):
         a = np.asarray(out, dtype=np.float32)

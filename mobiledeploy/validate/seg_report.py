@@ -11,18 +11,9 @@ import io
 
 import numpy as np
 
+from ..masks import palette
+
 WORST = 3  # images shown per row
-
-
-def palette(num_classes: int) -> np.ndarray:
-    """(classes, 3) uint8 colours: class 0 (background) black, the others well apart in hue."""
-    import colorsys
-
-    out = np.zeros((max(num_classes, 1), 3), np.uint8)
-    for c in range(1, num_classes):
-        r, g, b = colorsys.hsv_to_rgb(((c - 1) * 0.61803398875) % 1.0, 0.75, 0.95)
-        out[c] = (int(r * 255), int(g * 255), int(b * 255))
-    return out
 
 
 def _png(rgb: np.ndarray) -> str:

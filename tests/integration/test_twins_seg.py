@@ -56,7 +56,10 @@ def _realistic(model, x: np.ndarray) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(PRESETS))
+# one large preset (both h-swish variants, dilation, reduced tail); the small one is the trained
+# example every seg bundle test judges through reference-keras (test_seg_bundle.py); the
+# expected-shapes test below still walks every preset (CI budget: ~6 s per preset here)
+@pytest.mark.parametrize("name", ["mobilenet_v3_large"])
 def test_seg_twins_agree_on_every_preset(name):
     res = 96  # 96/8 = 12, 96/16 = 6: both resizes are exact integer scales
     spec = preset(name, 1.0, num_classes=11, resolution=res, segmentation=SegmentationOptions())
@@ -123,23 +126,3 @@ def test_expected_shapes_mirror_the_torch_seg_module(name):
     torch_shapes = {k: tuple(v.shape) for k, v in build_torch_model(spec).state_dict().items()
                     if not k.endswith("num_batches_tracked")}
     assert expected_shapes(spec) == torch_shapes
-
-
-@pytest.mark.slow
-def test_trained_seg_example_twins_agree_on_real_images():
-    from mobiledeploy.architectures.reference import build_keras_reference, build_torch_reference
-    from mobiledeploy.definition import load_definition
-    from mobiledeploy.images import load_batch
-    from mobiledeploy.validate.seg_metrics import pixel_agreement
-
-    d = load_definition(SEG_EXAMPLE / "shapes_seg.yaml")
-    batch = load_batch(d, "validation", limit=32)
-    tm = build_torch_reference(d)
-    with torch.no_grad():
-        ref = tm(torch.from_numpy(batch.x)).numpy()
-    assert ref.std(axis=0).mean() > 1.0  # trained: confident logits that differ between images
-    scale = max(1.0, float(np.abs(ref).max()))
-    for variant in ("fused", "lowered"):
-        out = build_keras_reference(d, hswish=variant).predict(batch.nhwc(), verbose=0).transpose(0, 3, 1, 2)
-        assert np.abs(out - ref).max() <= 1e-5 * scale, (variant, np.abs(out - ref).max())
-        assert pixel_agreement(out, ref) >= 0.99999
