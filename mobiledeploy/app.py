@@ -74,6 +74,9 @@ class GoldenSample(BaseModel):
     # segmentation: the host's class id per pixel (row-major, input size), run-length encoded as
     # [class, count, class, count, ...]; host_outputs stays None (H*W*classes floats)
     expected_mask_rle: list[int] | None = None
+    # detection: the host's detections of the same .tflite (its TFLite_Detection_PostProcess), each
+    # [ymin, xmin, ymax, xmax, class, score], best first
+    expected_detections: list[list[float]] | None = None
     source: str = Field("", exclude=True)  # the image on the host, copied as ``file``
 
 
@@ -82,7 +85,8 @@ class AppContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    task: Literal["image-classification", "semantic-segmentation"] = "image-classification"
+    task: Literal["image-classification", "semantic-segmentation", "object-detection"] = "image-classification"
+    max_detections: int = 10  # detection: rows of the post-processing op's outputs
     application_id: str
     app_name: str = Field(min_length=1, max_length=50)
     runtime: Literal["litert", "executorch"]
@@ -143,8 +147,15 @@ class AppContext(BaseModel):
         return self.task == "semantic-segmentation"
 
     @property
+    def detection(self) -> bool:
+        return self.task == "object-detection"
+
+    @property
     def output_size(self) -> int:
-        """Floats the model writes per frame: class scores, or a score per class and pixel."""
+        """Floats the model writes per frame: class scores, or a score per class and pixel; for a
+        detector the packed detections [count, then ymin, xmin, ymax, xmax, class, score each]."""
+        if self.detection:
+            return 1 + 6 * self.max_detections
         return self.num_classes * (self.input_height * self.input_width if self.segmentation else 1)
 
     @property
@@ -242,6 +253,12 @@ def context_from_definition(definition, *, runtime: str | None = None,
     rt = _runtime(runtime or definition.android.runtime.value)
     target = model_target or model_targets(rt)[0]
     _check_target_runtime(target, rt)
+    det = definition.architecture_spec().detection
+    if det is not None and rt != "litert":
+        # the .pte carries the raw heads only: the app would need the host decoder on the device
+        raise UserError(f"{definition.source_path}: android.runtime: a detection app runs the TFLite model, "
+                        "whose TFLite_Detection_PostProcess decodes the boxes; the ExecuTorch app has no "
+                        "on-device decoder yet: use --runtime litert")
     inp = definition.input
     scale, bias = inp.normalise_affine()
     color_order = inp.color_order.value
@@ -254,6 +271,7 @@ def context_from_definition(definition, *, runtime: str | None = None,
     return AppContext(
         name=definition.name,
         task=definition.task.value,
+        max_detections=det.options.max_detections if det is not None else 10,
         application_id=definition.android.application_id,
         app_name=definition.android.app_name,
         runtime=rt,
@@ -432,6 +450,8 @@ def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path 
         decode_resized(p, ctx.input_height, ctx.input_width, ctx.resize) for p, _ in items])
     if ctx.segmentation:
         return _golden_masks(ctx, items, outputs)
+    if ctx.detection:
+        return _golden_detections(ctx, items, outputs)
     golden = []
     for i, (p, lab) in enumerate(items):
         out = outputs[i] if outputs is not None else None
@@ -475,6 +495,33 @@ def _golden_masks(ctx: AppContext, items, outputs):
     return golden, "host", 0.99
 
 
+def _golden_detections(ctx: AppContext, items, outputs):
+    """Detection golden samples: the host's detections per image (the same file's op, on LiteRT)."""
+    if outputs is None:  # no host run: nothing to compare the device's boxes with
+        return [], "none", 0.0
+    golden = []
+    for i, (p, _lab) in enumerate(items):
+        packed = outputs[i]
+        n = int(packed[0])
+        dets = [[round(float(v), 6) for v in packed[1 + 6 * k: 7 + 6 * k]] for k in range(n)]
+        golden.append(GoldenSample(file=f"{i:02d}_{p.name}", label=None, label_index=None, expected_top1=None,
+                                   expected_detections=dets, source=str(p)))
+    # the same model on the same pixels: a box near the score threshold may come or go between kernels
+    return golden, "host", 0.9
+
+
+def _host_detections(interp, x) -> list[float]:
+    """One image through a detector's signature: [count, ymin, xmin, ymax, xmax, class, score, ...]."""
+    run = interp.get_signature_runner()
+    t = run(input=x)
+    n = int(t["num_detections"].ravel()[0])
+    out = [float(n)]
+    for k in range(int(t["detection_scores"].shape[-1])):
+        out += [float(v) for v in t["detection_boxes"][0, k]] + [float(t["detection_classes"][0, k]),
+                                                                 float(t["detection_scores"][0, k])]
+    return out
+
+
 def _host_outputs(ctx: AppContext, model_path: Path, images: list) -> list[list[float]] | None:
     """The model's outputs on the host (LiteRT only), dequantized; None when it cannot run here."""
     if ctx.runtime != "litert":
@@ -486,6 +533,8 @@ def _host_outputs(ctx: AppContext, model_path: Path, images: list) -> list[list[
         return None
     interp = make_interpreter(model_path)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    if ctx.detection:
+        return [_host_detections(interp, preprocess(ctx, rgb)) for rgb in images]
     results = []
     for rgb in images:  # the app's own preprocessing, not validation's: that is what is golden
         interp.set_tensor(inp["index"], preprocess(ctx, rgb))
@@ -508,7 +557,7 @@ def _reported_accuracy(bundle: Path, target: str) -> float | None:
 _RUNTIME_ONLY = {"LiteRtClassifier.kt.j2": "litert", "ExecuTorchClassifier.kt.j2": "executorch",
                  "TfliteMetadataCheck.kt.j2": "litert", "SidecarCheck.kt.j2": "executorch"}
 # template files only one task family renders (tasks.Task.app_family)
-_FAMILY_ONLY = {"Segmentation.kt.j2": "segmenter"}
+_FAMILY_ONLY = {"Segmentation.kt.j2": "segmenter", "Detection.kt.j2": "detector"}
 
 
 def _environment(template_dir: Path):

@@ -45,14 +45,23 @@ def _definition(root: Path, runtime: str, task: str = "image-classification"):
     return load_definition(root / "d.yaml", check_files=False)
 
 
-@pytest.fixture(scope="module", params=["litert", "executorch", "litert-segmentation"])
+@pytest.fixture(scope="module", params=["litert", "executorch", "litert-segmentation", "litert-detection"])
 def project(request, tmp_path_factory):
-    """The classifier app on both runtimes and the segmentation app (mask overlay + legend)."""
+    """The classifier app on both runtimes, the segmentation app (mask overlay + legend) and the
+    detection app (boxes, labels and scores over the preview)."""
     tmp = tmp_path_factory.mktemp(request.param)
     runtime, _, task = request.param.partition("-")
-    d = _definition(tmp / "def", runtime, "semantic-segmentation" if task else "image-classification")
+    name = {"segmentation": "semantic-segmentation", "detection": "object-detection"}.get(task, "image-classification")
+    d = _definition(tmp / "def", runtime, name)
     ctx = context_from_definition(d)
     out = render_android_app(ctx, tmp / "app", copy_models=False)
+    assert len(list(out.rglob("Detection.kt"))) == (1 if task == "detection" else 0)
+    if task == "detection":
+        main = next(out.rglob("MainActivity.kt")).read_text()
+        assert "BoxOverlayView" in main and "Detections.parse" in main and "topK" not in main
+        assert "Detections.recall" in next(out.rglob("GoldenTest.kt")).read_text()
+        assert "runSignature" in next(out.rglob("LiteRtClassifier.kt")).read_text()
+        return out
     seg = list(out.rglob("Segmentation.kt"))
     assert len(seg) == (1 if task else 0)  # only the segmentation app carries the overlay
     if task:
@@ -198,3 +207,11 @@ def test_aapt2_rejects_a_broken_resource(tmp_path):
     r = subprocess.run([aapt2, "compile", "--dir", str(tmp_path / "res"), "-o", str(tmp_path / "r.zip")],
                        capture_output=True, text=True)
     assert r.returncode != 0
+
+
+def test_a_detection_app_needs_the_litert_runtime(tmp_path):
+    from mobiledeploy.errors import UserError
+
+    d = _definition(tmp_path / "def", "executorch", "object-detection")
+    with pytest.raises(UserError, match="use --runtime litert"):
+        context_from_definition(d)
