@@ -1,10 +1,11 @@
-"""Regenerate ``android_app/`` and ``android_app_seg/`` (the shipped examples' apps, no model
-binaries) or check them.
+"""Regenerate ``android_app/``, ``android_app_seg/`` and ``android_app_det/`` (the shipped
+examples' apps, no model binaries) or check them.
 
     python -m mobiledeploy.app_sync [--check] [--out DIR]
 
 The copies in git are rendered from ``examples/shapes/shapes.yaml`` (the classifier) and
-``examples/shapes_seg/shapes_seg.yaml`` (the segmentation app: mask overlay and legend) alone, no
+``examples/shapes_seg/shapes_seg.yaml`` (the segmentation app: mask overlay and legend) and
+``examples/shapes_det/shapes_det.yaml`` (the detection app: boxes, labels, scores) alone, no
 bundle: the app reads its model's quantization at run time, so no built model is needed.
 ``--out`` names the classifier's folder (the segmentation copy is checked beside the default).
 """
@@ -23,6 +24,8 @@ EXAMPLE = REPO / "examples" / "shapes" / "shapes.yaml"
 APP_DIR = REPO / "android_app"
 SEG_EXAMPLE = REPO / "examples" / "shapes_seg" / "shapes_seg.yaml"
 SEG_APP_DIR = REPO / "android_app_seg"
+DET_EXAMPLE = REPO / "examples" / "shapes_det" / "shapes_det.yaml"
+DET_APP_DIR = REPO / "android_app_det"
 # present after `mobiledeploy app BUNDLE -o android_app` or a local Gradle build: not drift
 IGNORED = ("app/src/main/assets/*.tflite", "app/src/main/assets/*.pte",
            "app/src/androidTest/assets/golden/*", "gradle/wrapper/gradle-wrapper.jar",
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     pairs = [(EXAMPLE, args.out)] + ([(SEG_EXAMPLE, SEG_APP_DIR)] if args.out == APP_DIR and SEG_EXAMPLE.is_file()
                                      else [])
+    pairs += [(DET_EXAMPLE, DET_APP_DIR)] if args.out == APP_DIR and DET_EXAMPLE.is_file() else []
     if not args.check:
         for example, out in pairs:
             render(out, example)

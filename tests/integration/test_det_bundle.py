@@ -122,3 +122,36 @@ def test_seeded_fault_fails_plain_validate(good, tmp_path, fault):
     assert row["metrics"]["max_abs"] < 1e-4  # the network is still right: only the boxes are wrong
     assert "box_recall" in row["reason"] or "matched_iou" in row["reason"], row["reason"]
     assert "decoder_recall" in row["reason"], row["reason"]
+
+
+def test_the_app_golden_detections_are_the_host_decoders(good, tmp_path):
+    """The app's golden file: the host's run of the bundled .tflite (its own post-processing op)
+    on the golden images, which must be the host decoder's detections on the PyTorch reference."""
+    import torch
+
+    from mobiledeploy.architectures.reference import build_torch_reference
+    from mobiledeploy.architectures.ssdlite import anchors, decoding_spec
+    from mobiledeploy.definition import load_definition
+    from mobiledeploy.detection import Detections, postprocess
+    from mobiledeploy.images import decode_resized, normalise
+    from mobiledeploy.validate.det_metrics import box_recall, matched_iou
+
+    res = run_cli("app", str(good), "-o", str(tmp_path / "app"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    gdir = tmp_path / "app" / "app/src/androidTest/assets/golden"
+    doc = json.loads((gdir / "golden_inputs.json").read_text())
+    assert doc["expected_source"] == "host" and doc["samples"]
+    d = load_definition(good / "model" / "definition.yaml", check_files=False)
+    spec = d.architecture_spec()
+    x = normalise(np.stack([decode_resized(gdir / s["file"], 160, 160) for s in doc["samples"]]), d.input)
+    with torch.no_grad():
+        logits, enc = (t.numpy() for t in build_torch_reference(d)(torch.from_numpy(x)))
+    ref = postprocess(logits, enc, anchors(spec), decoding_spec(spec))
+    app = [Detections(np.array([r[:4] for r in s["expected_detections"]], np.float32).reshape(-1, 4),
+                      np.array([int(r[4]) for r in s["expected_detections"]], np.int64),
+                      np.array([r[5] for r in s["expected_detections"]], np.float32)) for s in doc["samples"]]
+    assert sum(len(a) for a in app) >= len(app)
+    assert box_recall(ref, app) == 1.0 and box_recall(app, ref) == 1.0
+    assert matched_iou(ref, app) >= 0.999
+    main = next((tmp_path / "app").rglob("MainActivity.kt")).read_text()
+    assert "BoxOverlayView" in main

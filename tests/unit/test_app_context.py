@@ -176,6 +176,9 @@ def test_committed_android_app_matches_the_example(tmp_path):
     seg = app_sync.render(tmp_path / "android_app_seg", app_sync.SEG_EXAMPLE)
     assert app_sync.differences(seg, app_sync.SEG_APP_DIR) == [], "run: python -m mobiledeploy.app_sync"
     assert (app_sync.SEG_APP_DIR / "app/src/main/java/dev/mobiledeploy/shapesseg/Segmentation.kt").is_file()
+    det = app_sync.render(tmp_path / "android_app_det", app_sync.DET_EXAMPLE)
+    assert app_sync.differences(det, app_sync.DET_APP_DIR) == [], "run: python -m mobiledeploy.app_sync"
+    assert (app_sync.DET_APP_DIR / "app/src/main/java/dev/mobiledeploy/shapesdet/Detection.kt").is_file()
 
 
 def test_sync_check_reports_drift(tmp_path):

@@ -68,7 +68,7 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
         outputType = output.dataType()
         outputScale = output.quantizationParams().scale
         outputZeroPoint = output.quantizationParams().zeroPoint
-        check(output.numElements() == ModelConfig.OUTPUT_SIZE) {
+        check(ModelConfig.DETECTION || output.numElements() == ModelConfig.OUTPUT_SIZE) {
             "model output ${output.shape().toList()} holds ${output.numElements()} values, the definition says ${ModelConfig.OUTPUT_SIZE}"
         }
         outputBuffer = ByteBuffer.allocateDirect(output.numBytes()).order(ByteOrder.nativeOrder())
@@ -76,6 +76,7 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
 
     override fun run(argb: IntArray, width: Int, height: Int): FloatArray {
         val input = preprocessor.toBuffer(argb, width, height)
+        if (ModelConfig.DETECTION) return runDetector(input)
         outputBuffer.rewind()
         val t0 = System.nanoTime()
         interpreter.run(input, outputBuffer)
@@ -88,6 +89,39 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
             DataType.UINT8 -> FloatArray(n) { ((outputBuffer.get(it).toInt() and 0xFF) - outputZeroPoint) * outputScale }
             else -> throw IllegalStateException("unsupported output type $outputType")
         }
+    }
+
+    /**
+     * A detector runs its signature: the file's TFLite_Detection_PostProcess has decoded the boxes.
+     * Packed as [count, then ymin, xmin, ymax, xmax, class, score per row] (Detections.parse).
+     */
+    private fun runDetector(input: ByteBuffer): FloatArray {
+        val m = ModelConfig.MAX_DETECTIONS
+        val boxes = Array(1) { Array(m) { FloatArray(4) } }
+        val classes = Array(1) { FloatArray(m) }
+        val scores = Array(1) { FloatArray(m) }
+        val count = FloatArray(1)
+        val rawLogits = interpreter.getOutputTensorFromSignature("class_logits", "serving_default")
+        val rawBoxes = interpreter.getOutputTensorFromSignature("box_encodings", "serving_default")
+        val outputs = mapOf<String, Any>(
+            "detection_boxes" to boxes, "detection_classes" to classes, "detection_scores" to scores,
+            "num_detections" to count,
+            // the raw heads are outputs too (validation compares them); the app only needs room for them
+            "class_logits" to ByteBuffer.allocateDirect(rawLogits.numBytes()).order(ByteOrder.nativeOrder()),
+            "box_encodings" to ByteBuffer.allocateDirect(rawBoxes.numBytes()).order(ByteOrder.nativeOrder()))
+        val t0 = System.nanoTime()
+        interpreter.runSignature(mapOf<String, Any>("input" to input), outputs, "serving_default")
+        lastInferenceMs = (System.nanoTime() - t0) / 1e6
+        val n = count[0].toInt().coerceIn(0, m)
+        val packed = FloatArray(1 + 6 * m)
+        packed[0] = n.toFloat()
+        for (k in 0 until m) {
+            val b = boxes[0][k]
+            for (j in 0 until 4) packed[1 + 6 * k + j] = b[j]
+            packed[5 + 6 * k] = classes[0][k]
+            packed[6 + 6 * k] = scores[0][k]
+        }
+        return packed
     }
 
     override fun close() {

@@ -17,6 +17,10 @@ object ModelConfig {
     /** The definition's task: what the output means and what the camera screen draws. */
     const val TASK: String = "semantic-segmentation"
     const val SEGMENTATION: Boolean = true
+    const val DETECTION: Boolean = false
+
+    /** Detection: rows of TFLite_Detection_PostProcess's outputs (its max_detections). */
+    const val MAX_DETECTIONS: Int = 10
 
     /** Floats per frame: NUM_CLASSES scores, or (segmentation) one per class and input pixel. */
     const val OUTPUT_SIZE: Int = 180224
