@@ -11,7 +11,7 @@ litert = pytest.importorskip("ai_edge_litert.interpreter")
 from mobiledeploy.architectures.spec import DetectionOptions, preset  # noqa: E402
 from mobiledeploy.architectures.ssdlite import anchors, decoding_spec  # noqa: E402
 from mobiledeploy.detection import postprocess  # noqa: E402
-from mobiledeploy.detection_tf import OP, postprocess_fn, saved_model_to_tflite, to_tflite  # noqa: E402
+from mobiledeploy.detection_tf import OP, postprocess_fn, saved_model_to_tflite  # noqa: E402
 from mobiledeploy.tflite_reader import parse  # noqa: E402
 
 SPEC = preset("mobilenet_v3_small", 1.0, 10, 160, detection=DetectionOptions())
@@ -79,39 +79,5 @@ def test_litert_postprocess_op_matches_the_host_decoder(regular):
     assert checked > 20
 
 
-@pytest.mark.slow
-def test_trained_detector_with_the_op_in_litert_matches_the_host_decoded_reference():
-    """The whole network plus the op in one fp32 .tflite: LiteRT's detections on real images are
-    the host decoder's on the PyTorch reference (same boxes, classes, scores)."""
-    torch = pytest.importorskip("torch")
-    from mobiledeploy.architectures.reference import (
-        build_keras_reference,
-        build_torch_reference,
-        canonical_state,
-    )
-    from mobiledeploy.definition import load_definition
-    from mobiledeploy.detection import Detections
-    from mobiledeploy.images import load_batch
-    from mobiledeploy.validate.det_metrics import box_recall, matched_iou, score_max_abs
-    from tests.conftest import ROOT
-
-    d = load_definition(ROOT / "examples" / "shapes_det" / "shapes_det.yaml")
-    spec = d.architecture_spec()
-    state = canonical_state(d)
-    batch = load_batch(d, "validation", limit=16)
-    with torch.no_grad():
-        logits, enc = (t.numpy() for t in build_torch_reference(d, state)(torch.from_numpy(batch.x)))
-    ref = postprocess(logits, enc, anchors(spec), decoding_spec(spec))
-    model = to_tflite(build_keras_reference(d, state, batch_size=1), decoding_spec(spec), anchors(spec))
-    assert OP in parse(model).op_counts()
-    runner = litert.Interpreter(model_content=model).get_signature_runner()
-    got = []
-    for x in batch.nhwc():
-        t = runner(input=x[None])  # output_0..3: boxes, classes, scores, num_detections
-        num = int(t["output_3"][0])
-        got.append(Detections(t["output_0"][0, :num], t["output_1"][0, :num].astype(np.int64),
-                              t["output_2"][0, :num]))
-    assert sum(len(r) for r in ref) >= len(ref)
-    assert box_recall(ref, got) == 1.0 and box_recall(got, ref) == 1.0
-    assert matched_iou(ref, got) >= 0.999
-    assert score_max_abs(ref, got) <= 1e-4
+# the trained detector with the op in one file, through the real build, against the host-decoded
+# PyTorch reference: tests/integration/test_det_bundle.py

@@ -61,9 +61,13 @@ def _compare(spec, state, x, tm, ref_logits, ref_boxes):
         yield variant, logits, boxes
 
 
+# two presets cover the head's structural cases within the CI budget: feature 0 on an h-swish
+# expansion with SE blocks (Small), and on a fused block's input with ReLU (EdgeTPU); the head's
+# shapes, anchors and counts are checked on every preset in tests/unit/test_ssdlite_spec.py
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(PRESETS))
-def test_det_twins_agree_on_every_preset(name):
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_edgetpu"])
+def test_det_twins_agree_on_two_structural_presets(name):
+    assert name in PRESETS
     res = 128
     spec = preset(name, 1.0, num_classes=10, resolution=res, detection=DetectionOptions(extra_layers=(64, 32)))
     x = _real_images(res)
