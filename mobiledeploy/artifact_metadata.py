@@ -80,10 +80,26 @@ def sidecar(definition, pte: Path, *, target: str, layout: str = "nchw") -> dict
         "input": {"name": "x", "dtype": "float32", "layout": layout, "shape": shape},
         "preprocessing": preprocessing(definition),
         "labels": definition.labels_list(),
-        "output": {"name": "logits", "dtype": "float32", "shape": [1, definition.num_classes],
-                   "meaning": "unnormalised class scores (logits) in label order; softmax gives "
-                              "probabilities"},
+        **_outputs(definition),
     }
+
+
+def _outputs(definition) -> dict[str, Any]:
+    """The sidecar's output description: logits, or a detector's two heads and decoding spec."""
+    spec = definition.architecture_spec()
+    if spec.detection is None:
+        return {"output": {"name": "logits", "dtype": "float32", "shape": [1, definition.num_classes],
+                           "meaning": "unnormalised class scores (logits) in label order; softmax gives "
+                                      "probabilities"}}
+    from .tasks import get_task
+
+    a, c = spec.detection.num_anchors, definition.num_classes
+    return {"outputs": [
+        {"name": "class_logits", "dtype": "float32", "shape": [1, a, c + 1],
+         "meaning": "raw class logits per anchor, background at index 0, then the labels in order"},
+        {"name": "box_encodings", "dtype": "float32", "shape": [1, a, 4],
+         "meaning": "raw (ty, tx, th, tw) per anchor; decode with the decoding spec"}],
+        **get_task(definition).manifest_facts(definition)}
 
 
 def write_sidecar(definition, pte: Path, dest: Path, *, target: str) -> Path:

@@ -274,6 +274,8 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
                 if (out / extra).exists():
                     art.setdefault("extra_files", []).append({"path": extra, "sha256": sha256_path(out / extra)})
             artifacts.append(art)
+        from ..tasks import get_task
+
         manifest = {
             "name": d.name,
             "definition_sha256": d.sha256(),
@@ -285,6 +287,7 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
                           "keras_tolerance": keras_tolerance(d).set_values()},
             "artifacts": artifacts,
             "failed": [{"target": k, "reason": v} for k, v in result.failed.items()],
+            **get_task(d).manifest_facts(d),  # a detector: the one decoding spec
         }
         inputs_common = {"labels": labels_digest, "validation_images": val_digest, "definition": shaping,
                          "input": digest(d.input.model_dump(mode="json"))}

@@ -75,6 +75,11 @@ class Task:
         diff = np.abs(ref - out).reshape(len(ref), -1)
         return {"per_sample_max_abs": [float(v) for v in diff.max(1)]}
 
+    def manifest_facts(self, definition) -> dict[str, Any]:
+        """What the manifest (and the ExecuTorch sidecar) records for this task beside the
+        artifacts, e.g. a detector's decoding spec; empty by default."""
+        return {}
+
     def truth_digest(self, definition, which: str) -> str | None:
         """A digest of the labelled truth beside the images of ``which`` (part of the build's
         keys), or None when the task keeps its truth in the images' labels."""

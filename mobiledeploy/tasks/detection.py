@@ -107,6 +107,18 @@ class Detection(Task):
         return DetTruth(anchors(spec), decoding_spec(spec), spec.num_classes,
                         load_boxes(definition, which, batch.files), definition.labels_list())
 
+    def manifest_facts(self, definition):
+        """The one decoding spec every runtime, the host validator and the app decode with, and
+        the anchors' digest (they are generated from the spec, NumPy only)."""
+        import hashlib
+
+        from ..architectures.ssdlite import anchors, decoding_spec
+
+        spec = definition.architecture_spec()
+        a = anchors(spec)
+        return {"decoding": {**decoding_spec(spec), "anchors_sha256": hashlib.sha256(a.tobytes()).hexdigest(),
+                             "anchors_generator": "mobiledeploy.architectures.ssdlite.anchors"}}
+
     def truth_digest(self, definition, which):
         from ..bundle import sha256_file
 

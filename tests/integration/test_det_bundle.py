@@ -68,7 +68,11 @@ def test_the_bundle_validates_with_the_detection_keys(good):
     assert "Detection: worst images" in html and "box recall" in html
     from mobiledeploy.tflite_reader import parse
 
-    art = next(a for a in json.loads((good / "manifest.json").read_text())["artifacts"])
+    man = json.loads((good / "manifest.json").read_text())
+    dec = man["decoding"]  # the one decoding spec, beside the artifacts
+    assert dec["box_layout"] == "ymin,xmin,ymax,xmax" and dec["anchor_layout"] == "ycenter,xcenter,height,width"
+    assert dec["box_coder"] == {"y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0}
+    art = next(a for a in man["artifacts"])
     assert "TFLite_Detection_PostProcess" in parse((good / art["path"]).read_bytes()).op_counts()
 
 

@@ -91,3 +91,16 @@ def test_unlabelled_truth_has_no_map():
     task, truth = get_task("object-detection"), _truth(labelled=False)
     ref = task.canonical(_raw())
     assert "map50" not in task.reference_metrics(ref, truth) and len(truth) == 0
+
+
+def test_the_sidecar_and_manifest_carry_the_decoding_spec():
+    from mobiledeploy.artifact_metadata import _outputs
+    from mobiledeploy.definition import load_definition
+    from tests.conftest import ROOT
+
+    d = load_definition(ROOT / "examples" / "shapes_det" / "shapes_det.yaml", check_files=False)
+    doc = _outputs(d)
+    assert [o["name"] for o in doc["outputs"]] == ["class_logits", "box_encodings"]
+    n = d.architecture_spec().detection.num_anchors
+    assert doc["outputs"][0]["shape"] == [1, n, 11] and doc["decoding"]["num_anchors"] == n
+    assert doc["decoding"]["score_threshold"] == 0.3 and len(doc["decoding"]["anchors_sha256"]) == 64
