@@ -25,7 +25,7 @@ from ..detection import RuntimeDetections
 from ..tolerance import Tolerance
 from .base import Task
 
-FLOAT = Tolerance(min_box_recall=1.0, min_matched_iou=0.99, max_score_abs=0.01, max_map50_drop=0.0,
+FLOAT = Tolerance(min_box_recall=1.0, min_matched_iou=0.99, max_score_abs=0.01, max_map50_drop=0.005,
                   min_decoder_recall=1.0)
 FP16 = Tolerance(min_box_recall=0.97, min_matched_iou=0.97, max_score_abs=0.05, max_map50_drop=0.01,
                  min_decoder_recall=1.0)
