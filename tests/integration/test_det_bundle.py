@@ -56,6 +56,9 @@ def test_the_bundle_validates_with_the_detection_keys(good):
     assert rep["task"] == "object-detection" and rep["status"] == "pass"
     ref = next(r for r in rep["results"] if r["target"] == "reference-pytorch")
     assert ref["metrics"]["map50"] >= 0.6 and ref["metrics"]["detections"] >= 16
+    twin = next(r for r in rep["results"] if r["target"] == "reference-keras")
+    assert twin["status"] == "pass" and twin["metrics"]["box_recall"] == 1.0
+    assert twin["metrics"]["matched_iou"] >= 0.999 and twin["metrics"]["map50"] == ref["metrics"]["map50"]
     row = next(r for r in rep["results"] if r["target"] == "tflite-fp32")
     m = row["metrics"]
     for key in ("max_abs", "mean_abs", "cosine", "snr_db", "box_recall", "matched_iou", "score_max_abs", "map50",
