@@ -152,4 +152,34 @@ def test_resize_with_the_other_corner_convention_fails_plain_validate(seg_bundle
     assert r["status"] == "fail" and "pixel_agreement" in r["reason"], r["reason"]
     assert r["metrics"]["pixel_agreement"] < 0.999
     assert np.isfinite(r["metrics"]["max_abs"]) and r["metrics"]["max_abs"] > 1e-3
+    # localisation names the first diverging layer: the conv fed by the first resize
+    assert r["localization"]["first_divergent_layer"] == "head.high", r["localization"]
     assert all(rows[t]["status"] == "pass" for t in rows if t not in ("tflite-fp32", "reference-pytorch"))
+
+
+def test_app_golden_masks_are_the_host_model_masks(seg_bundle, tmp_path):
+    """The segmentation app's golden inputs: the host's mask per image (app preprocessing, the
+    app's own model), which must agree with the PyTorch reference's mask on the same image."""
+    import torch
+
+    from mobiledeploy.app import context_from_bundle, render_android_app
+    from mobiledeploy.architectures.reference import build_torch_reference
+    from mobiledeploy.images import decode_resized, normalise
+    from mobiledeploy.validate.runner import bundle_definition
+
+    ctx = context_from_bundle(seg_bundle)
+    assert ctx.task == "semantic-segmentation" and ctx.golden_expected_source == "host"
+    out = render_android_app(ctx, tmp_path / "app")
+    doc = json.loads((out / "app/src/androidTest/assets/golden/golden_inputs.json").read_text())
+    assert doc["min_agreement"] == 0.99 and len(doc["samples"]) >= 4
+    d = bundle_definition(seg_bundle)
+    ref_model = build_torch_reference(d)
+    for s in doc["samples"]:
+        rle = s["expected_mask_rle"]
+        mask = np.repeat(rle[0::2], rle[1::2]).reshape(d.input.height, d.input.width)
+        pixels = decode_resized(out / "app/src/androidTest/assets/golden" / s["file"], d.input.height,
+                                d.input.width)[None]
+        with torch.no_grad():
+            ref = ref_model(torch.from_numpy(normalise(pixels, d.input))).numpy()[0].argmax(0)
+        assert (mask == ref).mean() >= 0.99, s["file"]
+        assert len(set(rle[0::2])) >= 2  # an object and the background, not a constant mask
