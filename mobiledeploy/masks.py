@@ -69,7 +69,8 @@ def load_masks(definition, which: str, files: list[str]) -> np.ndarray | None:
     src = getattr(definition, which)
     if src.masks is None:
         return None
-    source, masks = definition.path(src.source), definition.path(src.masks)
+    # confined like every path a definition names: a bundle's definition cannot point outside it
+    source, masks = definition.confined(src.source, f"{which}.source"), definition.confined(src.masks, f"{which}.masks")
     where = f"{definition.source_path}: {which}"
     h, w, n = definition.input.height, definition.input.width, definition.num_classes
     return np.stack([read_mask(mask_path(f, source, masks), h, w, n, where) for f in files])

@@ -73,12 +73,13 @@ class TargetProfile:
             else:
                 msg = e["msg"].removeprefix("Value error, ") + f" (got {e.get('input')!r})"
             raise UserError(f"{where or self.name}: option {loc}: {msg}") from None
-        task_tol = None
+        base, task_tol = cls.tolerances.get(self.precision, Tolerance()), None
         if task is not None:
             from .tasks import get_task
 
-            task_tol = get_task(task).tolerance(self.precision)
-        tol = cls.tolerances.get(self.precision, Tolerance()).over(task_tol, self.tolerance, tolerance)
+            t = get_task(task)
+            base, task_tol = t.backend_defaults(base), t.tolerance(self.precision)
+        tol = base.over(task_tol, self.tolerance, tolerance)
         return ResolvedTarget(name=self.name, backend=self.backend, precision=self.precision,
                               artifact=self.artifact, description=self.description, order=self.order,
                               options=opts, tolerance=tol)
@@ -232,4 +233,6 @@ def keras_tolerance(definition) -> Tolerance:
     """The Keras twin's limits: the built-in ones, overridden by ``tolerances.reference-keras``."""
     from .tasks import get_task
 
-    return KERAS_TOLERANCE.over(get_task(definition).keras_tolerance, definition.tolerances.get(KERAS_ROW))
+    task = get_task(definition)
+    return task.backend_defaults(KERAS_TOLERANCE).over(task.keras_tolerance,
+                                                       definition.tolerances.get(KERAS_ROW))

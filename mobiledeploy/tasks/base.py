@@ -91,9 +91,20 @@ class Task:
         keys the bundle's definition adds to its ``which`` source."""
         return {}
 
+    #: metrics this task's rows never have: a backend's default limits on them are dropped
+    unmeasured: ClassVar[frozenset[str]] = frozenset({"pixel_agreement", "miou_vs_reference", "miou_drop"})
+
     def tolerance(self, precision: str) -> Tolerance:
         """This task's limits for ``precision`` (laid over the backend's defaults)."""
         return self.tolerances.get(precision, Tolerance())
+
+    def backend_defaults(self, tolerance: Tolerance) -> Tolerance:
+        """A backend's default limits without those on metrics this task never measures (a
+        classifier's top-1 limits mean nothing to a mask). Profiles and definitions are kept."""
+        from ..tolerance import LIMITS
+
+        return Tolerance(**{k: v for k, v in tolerance.set_values().items()
+                            if LIMITS[k][0] not in self.unmeasured})
 
     # ---- report --------------------------------------------------------------------------
     def report_section(self, report: dict, manifest: dict) -> str:

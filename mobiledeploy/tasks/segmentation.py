@@ -32,6 +32,7 @@ class Segmentation(Task):
                ("miou", "mIoU"))
     tolerances = {"fp32": FLOAT, "fp16": HALF, "int8": INT8}
     keras_tolerance = Tolerance(min_pixel_agreement=0.999)
+    unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop"})
 
     def output_shape(self, spec):
         return (spec.num_classes, *spec.resolution)

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from mobiledeploy.demo import shapes
-from mobiledeploy.errors import DefinitionError
+from mobiledeploy.errors import DefinitionError, UserError
 from mobiledeploy.masks import IGNORE, load_masks, mask_path, read_mask
 from tests.conftest import ROOT
 
@@ -123,3 +123,10 @@ def test_load_masks_follows_the_definition(tmp_path):
     (tmp_path / "validation" / "masks" / Path(files[0]).with_suffix(".png").name).unlink()
     with pytest.raises(DefinitionError, match="mask not found"):
         load_masks(d, "validation", files)
+    # a masks folder outside the definition's folder (a hostile bundle's definition) is refused
+    # before anything is read, as every other path a definition names
+    outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    shutil.copytree(tmp_path / "validation" / "masks", outside)
+    d2 = d.model_copy(update={"validation": d.validation.model_copy(update={"masks": f"../{outside.name}"})})
+    with pytest.raises(UserError, match="validation.masks"):
+        load_masks(d2, "validation", files)

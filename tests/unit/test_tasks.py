@@ -63,6 +63,8 @@ def test_task_limits_sit_between_the_backend_defaults_and_the_definition(tmp_pat
     t = get_target("tflite-int8")
     seg = t.resolve(task="semantic-segmentation").tolerance
     assert seg.min_pixel_agreement == 0.97 and seg.min_snr_db == t.resolve().tolerance.min_snr_db
+    # the backend's top-1 limits mean nothing to a mask: dropped from the defaults, not judged
+    assert t.resolve().tolerance.min_top1_agreement is not None and seg.min_top1_agreement is None
     assert t.resolve(task="image-classification").tolerance.min_pixel_agreement is None
     over = t.resolve(tolerance={"min_pixel_agreement": 0.5}, task="semantic-segmentation").tolerance
     assert over.min_pixel_agreement == 0.5
