@@ -296,7 +296,12 @@ def _engine_keras(bundle: Path, x, runs: int, threads: int, warmup: int, base: l
     model = build_keras_reference(d, read_weights(bundle / load_manifest(bundle)["reference"]["weights"]))
     xt = tf.constant(x.transpose(0, 2, 3, 1))
     fn = tf.function(lambda v: model(v, training=False))  # graph mode: what a deployment would call
-    lat = time_calls(lambda: fn(xt).numpy(), runs, warmup)
+    def call():
+        y = fn(xt)
+        # a detector returns its two heads: fetch every output, as the eager reference does
+        return [t.numpy() for t in y] if isinstance(y, (list, tuple)) else y.numpy()
+
+    lat = time_calls(call, runs, warmup)
     return {"latency_ms": lat, "executor": f"keras {version('keras')} tf.function (batch 1, "
             f"{threads} intra-op threads)"}
 
