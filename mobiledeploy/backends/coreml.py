@@ -301,6 +301,7 @@ class CoreMLBackend(Backend):
 
         d = ctx.definition
         inp = d.input
+        task = get_task(getattr(d, "task", None))  # a definition without a task classifies
         return convert_torch_to_mlpackage(
             ctx.torch_model(),
             out,
@@ -314,9 +315,9 @@ class CoreMLBackend(Backend):
             precision=target.precision,
             minimum_deployment_target=target.option("minimum_deployment_target"),
             image_input=target.option("image_input"),
-            classifier=get_task(d).is_classifier,
+            classifier=task.is_classifier,
             fields=coreml_fields(d),
-            detector=d.architecture_spec().detection is not None,
+            detector=task.name == "object-detection",
         )
 
     def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:
