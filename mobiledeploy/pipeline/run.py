@@ -395,7 +395,6 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
 def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, result: BuildResult, say,
                    record: BuildRecord, common: dict) -> dict:
     from ..validate.mediapipe import mediapipe_version
-    from ..validate.runner import validate_bundle
 
     runs = {a["backend"] for a in manifest["artifacts"]}
     step = Step("validate", {
@@ -422,6 +421,8 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
         if fresh:
             return json.loads((out / "report" / "validation.json").read_text())
         (out / "manifest.json").unlink(missing_ok=True)  # the report changes: no manifest until whole
+        from ..validate.runner import validate_bundle  # imported only when validation runs
+
         say("[bold]validating[/] every artifact against the PyTorch reference on real images …")
         report = validate_bundle(out, manifest=manifest, samples=opts.samples, say=say)
         cache.record(step)
@@ -430,8 +431,6 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
 
 def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, say, record: BuildRecord,
               common: dict) -> dict:
-    from ..app import context_from_artifacts, render_android_app
-
     report = out / "report" / "validation.json"
     step = Step("app", {
         **common,
@@ -447,6 +446,8 @@ def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, s
         result.explain.append(("app", rec["status"], why))
         if not fresh:
             (out / "manifest.json").unlink(missing_ok=True)
+            from ..app import context_from_artifacts, render_android_app  # only when the app is rendered
+
             arts = {a["target"]: out / a["path"] for a in manifest["artifacts"]}
             ctx = context_from_artifacts(d, arts, bundle_dir=out)
             # checked before the build started (check_output_dir with --force): ours to write
