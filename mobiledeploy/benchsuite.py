@@ -615,7 +615,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         "| build phase | seconds |", "|---|---:|",
         *[f"| {k} | {v:.2f} |" for k, v in cold["phases"].items()],
         "",
-        "| target | conversion s (grouped workers) | validation ms / sample |", "|---|---:|---:|",
+        "| target | conversion s | validation ms / sample |", "|---|---:|---:|",
     ]
     per = demo["validation"].get("per_sample_ms", {})
     for t in sorted(set(cold["conversion_s"]) | set(per), key=lambda t: (t not in per, t)):

@@ -149,6 +149,7 @@ class Pool:
     # -- the loop ----------------------------------------------------------------------------
     def run(self, jobs: list[Job], on_start: Callable[[Job], None], on_done: Callable[[Done], None]) -> None:
         pending = list(jobs)
+        finished = False
         try:
             while pending or any(w.job for w in self.workers):
                 now = time.monotonic()
@@ -171,8 +172,11 @@ class Pool:
                 time.sleep(0.05)
                 for w in list(self.workers):
                     self._reap(w, on_done)
+            finished = True
         finally:
             for w in self.workers:
+                if not finished and w.job is not None:
+                    w.proc.kill()  # interrupted: nobody will install what it is converting
                 self._close(w)
             for w in self.workers:
                 try:
