@@ -33,7 +33,7 @@ demo: $(STAMP)  ## build, validate and package the shipped example into dist/
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
 
 test: $(STAMP)  ## the full suite (what CI runs)
-	$(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --durations=30 tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the fast selection: no slow conversions
 	$(PY) -m pytest -n 2 -m "not slow" tests $(PYTEST_ARGS)
