@@ -237,6 +237,7 @@ class CoreMLBackend(Backend):
 
     name = "coreml"
     requires = ("coremltools", "torch")
+    convert_seconds: ClassVar[dict[str, float]] = {"fp32": 12.0, "fp16": 12.0}
     extra = "coreml"
     distributions = ("coremltools", "torch")
     options: ClassVar[dict[str, type[BaseModel]]] = {"fp32": CoreMLOptions, "fp16": CoreMLOptions}
