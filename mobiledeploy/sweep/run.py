@@ -95,6 +95,9 @@ def run_sweep(path: str | Path, opts: SweepOptions) -> dict:
         if callable(opts.on_progress):
             opts.on_progress({"phase": phase, "key": res["key"], "result": res})
 
+    if opts.address and "://" not in store.location:
+        say(f"[yellow]the cache {store.location} is a local folder: every node of the cluster must see it "
+            "(a shared filesystem), or give --cache s3://... (fsspec)[/]")
     for phase, reqs in (("train", plan.train), ("build", plan.build)):
         todo = []
         for _key, req in reqs.items():

@@ -135,6 +135,13 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(base, dict):
         raise DefinitionError(src, "base", f"{clip(spec.base)} is not a YAML mapping (a model definition)")
     if spec.targets:
+        from ..targets import all_targets
+
+        known = all_targets()
+        for i, t in enumerate(spec.targets):
+            if t not in known:
+                raise DefinitionError(src, f"targets[{i}]", f"unknown target {clip(t, 40)!r}; allowed: "
+                                                            f"{', '.join(known)}")
         base["targets"] = list(spec.targets)
 
     axes: list[tuple[list[str], list[Any]]] = []

@@ -1,0 +1,168 @@
+"""`mobiledeploy sweep` on a tiny space: 2 widths x int8 lowering on/off, a tiny training budget,
+tflite-int8. One Ray instance for the module (started here); the sweep runs on it with one worker
+killed mid-sweep, again without Ray into a fresh store (same table), and a second time against the
+first store (0 conversions, nothing trained)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_data, write_definition
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+SWEEP = {
+    "base": "tiny.yaml",
+    "targets": ["tflite-int8"],
+    "axes": {"width": [0.5, 1.0], "lowering": ["hswish", "none"]},
+    "train": {"images": 60, "epochs": 1, "batch": 20},
+    "bench": {"runs": 10, "threads": 1},
+    "samples": 20,
+}
+# what does not depend on the machine's timing: the table two executors must agree on
+SAME = ("variant", "target", "status", "accuracy", "agreement", "snr_db", "bytes", "artifact_sha256",
+        "trained_val_top1", "macs")
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=80 * 1024 * 1024)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, ray_instance) -> Path:
+    import shutil
+
+    from tests.conftest import EXAMPLE
+
+    root = tmp_path_factory.mktemp("sweep")
+    dest = root / "shapes"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.safetensors"))
+    write_definition(dest, tiny_data(validation_images=20), "tiny.yaml")
+    (dest / "sweep.yaml").write_text(yaml.safe_dump(SWEEP, sort_keys=False))
+    return dest
+
+
+def killer(cache: Path):
+    """A progress hook: when the first build finishes, SIGKILL the worker running another one
+    (its pid from the store's lease). Returns (hook, record of the kill)."""
+    killed: dict = {}
+    finished: list[str] = []
+
+    def on_progress(ev):
+        if ev["phase"] != "build":
+            return
+        finished.append(ev["key"])
+        if killed:
+            return
+        for lease in sorted((cache / "running").glob("*.json")):
+            info = json.loads(lease.read_text())
+            if info["kind"] == "build" and info["pid"] != os.getpid():
+                os.kill(info["pid"], signal.SIGKILL)
+                killed.update(info, key=lease.stem, after=list(finished))
+                return
+
+    return on_progress, killed
+
+
+@pytest.fixture(scope="module")
+def ray_run(project):
+    """The sweep on Ray; when the first build finishes, a worker running another build is killed."""
+    from mobiledeploy.sweep.run import SweepOptions, run_sweep
+
+    cache = project.parent / "cache-ray"
+    on_progress, killed = killer(cache)
+    t0 = time.monotonic()
+    result = run_sweep(project / "sweep.yaml", SweepOptions(out=project.parent / "out-ray", cache=str(cache),
+                                                           executor="ray", quiet=True, on_progress=on_progress))
+    print(f"ray sweep: {time.monotonic() - t0:.1f}s, killed {killed.get('what')}")
+    return result, killed, cache
+
+
+def _table(result):
+    return [{k: r[k] for k in SAME} for r in result["rows"]]
+
+
+def test_ray_sweep_builds_every_variant_and_survives_a_killed_worker(ray_run, project):
+    result, killed, cache = ray_run
+    rows = result["rows"]
+    assert [(r["variant"], r["target"]) for r in rows] == [(f"v0{i}", "tflite-int8") for i in range(1, 5)]
+    assert result["executor"] == "ray"
+    for r in rows:
+        assert r["status"] in ("pass", "fail"), r  # validated: an error would be a lost step
+        assert r["latency_ms"] > 0 and r["bytes"] > 0 and 0.0 <= r["accuracy"] <= 1.0
+        assert (project.parent / "out-ray" / r["artifact_file"]).stat().st_size == r["bytes"]
+    # lowering shares the training (2 widths -> 2 trainings), each variant converts once
+    assert result["stats"]["train_ran"] == 2 and result["stats"]["build_ran"] == 4
+    assert result["stats"]["conversions"] == 4
+    # a worker was killed mid-build; Ray reran its step, the steps finished before it were kept
+    assert killed, "no build was running when the first one finished"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed["pid"], 0)
+    assert killed["key"] not in killed["after"]
+    assert all((cache / "steps" / k[:2] / f"{k}.json").is_file() for k in killed["after"] + [killed["key"]])
+    assert not list((cache / "running").glob("*.json"))
+    # the wider network is bigger; the Pareto front is not dominated
+    by = {r["variant"]: r for r in rows}
+    assert by["v03"]["macs"] > by["v01"]["macs"] and by["v03"]["bytes"] > by["v01"]["bytes"]
+    front = [r for r in rows if r["pareto"]]
+    assert front and result["fronts"]["tflite-int8"]
+    for f in front:
+        assert not any(o["latency_ms"] < f["latency_ms"] and o["accuracy"] >= f["accuracy"] for o in rows)
+    out = project.parent / "out-ray"
+    assert json.loads((out / "sweep.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    assert (out / "plots" / "tflite-int8.png").read_bytes()[:4] == b"\x89PNG"
+    assert "tflite-int8" in (out / "index.html").read_text()
+
+
+def test_without_ray_the_same_table(ray_run, project):
+    """Local processes, a store reached through fsspec (file://) that holds the narrow half of the
+    Ray run's steps (a teammate's store, and half the CI time): the wide half is trained, converted,
+    validated and benchmarked again without Ray, and the table is the Ray run's."""
+    import shutil
+
+    from mobiledeploy.sweep.run import SweepOptions, run_sweep
+
+    result, _, cache = ray_run
+    local_cache = project.parent / "cache-local"
+    shutil.copytree(cache, local_cache)
+    wide = [r for r in result["rows"] if r["values"]["width"] == 1.0]
+    for k in {k for r in wide for k in r["keys"].values()}:
+        for p in (local_cache / "steps" / k[:2]).glob(f"{k}.*"):
+            p.unlink()
+    on_progress, killed = killer(local_cache)  # and a local worker process killed mid-build
+    t0 = time.monotonic()
+    local = run_sweep(project / "sweep.yaml", SweepOptions(
+        out=project.parent / "out-local", cache="file://" + str(local_cache), executor="local", jobs=2,
+        quiet=True, on_progress=on_progress))
+    print(f"local sweep: {time.monotonic() - t0:.1f}s, killed {killed.get('what')}")
+    s = local["stats"]
+    assert local["executor"] == "local" and local["cache"].startswith("file://")
+    assert killed and s["worker_deaths"] == 1 and s["errors"] == 0
+    assert (s["train_ran"], s["build_ran"], s["conversions"]) == (1, 2, 2)
+    assert _table(local) == _table(result)
+
+
+def test_a_second_sweep_reuses_every_artifact(ray_run, project):
+    from mobiledeploy.sweep.run import SweepOptions, run_sweep
+
+    again = run_sweep(project / "sweep.yaml", SweepOptions(out=project.parent / "out-ray", cache=str(ray_run[2]),
+                                                          executor="ray", quiet=True))
+    s = again["stats"]
+    assert (s["conversions"], s["build_ran"], s["bench_ran"], s["train_ran"]) == (0, 0, 0, 0)
+    assert s["cached"] == s["steps"] == 6
+    assert _table(again) == _table(ray_run[0])
