@@ -60,6 +60,8 @@ def write_report(out: Path, result: dict, store, say) -> None:
     except ImportError:
         say("[yellow]matplotlib is not installed: no plots (pip install 'mobiledeploy[sweep]')[/]")
     result["plots"] = {t: p for t, p in plots.items() if p}
+    if len(targets) > 1 and result["plots"]:
+        result["plots"]["all"] = plot_overview(out / "plots", rows)
     _write(out / "index.html", render_html(result))
     _write(out / "sweep.json", json.dumps(result, indent=1, default=str))  # last: the sweep is whole
 
@@ -118,6 +120,49 @@ def plot_target(folder: Path, target: str, rows: list[dict]) -> str | None:
     return f"plots/{target}.png"
 
 
+def plot_overview(folder: Path, rows: list[dict]) -> str | None:
+    """Every target on one chart: quality vs measured latency, each target's front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    markers = "os^Dv<>p"
+    for n, t in enumerate(dict.fromkeys(r["target"] for r in rows)):
+        pts = [(r["latency_ms"], _quality(r), r) for r in rows
+               if r["target"] == t and r.get("latency_ms") is not None and _quality(r) is not None]
+        if not pts:
+            continue
+        color = f"C{n}"
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=color, marker=markers[n % len(markers)], s=36,
+                   alpha=0.45, label=t)
+        front = sorted((x, y) for x, y, r in pts if r.get("pareto"))
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", c=color, lw=1.2)
+        ax.scatter([p[0] for p in front], [p[1] for p in front], c=color, marker=markers[n % len(markers)], s=40)
+        names: dict[tuple, list[str]] = {}
+        for x, y, r in pts:  # variants that built the same artifact share a point
+            names.setdefault((x, y), []).append(r["variant"])
+        for (x, y), ids in names.items():
+            ax.annotate(",".join(ids), (x, y), textcoords="offset points", xytext=(4, 3 - 9 * n), fontsize=6,
+                        color=color)
+    ax.set_xlabel("median latency, ms (measured: LiteRT / ExecuTorch on this CPU)", fontsize=8)
+    ax.set_ylabel(rows[0]["accuracy_metric"] if rows[0].get("accuracy") is not None else rows[0]["agreement_metric"],
+                  fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("every variant x target; lines: the Pareto front per target", fontsize=9)
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "all.png"
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return "plots/all.png"
+
+
 def _fmt(v, fmt: str) -> str:
     return "" if v is None else fmt.format(v)
 
@@ -147,6 +192,8 @@ def render_html(result: dict) -> str:
              f"{result['stats']['cached']} step(s) from the cache. Latency: median of the bench step "
              "on this machine. Highlighted rows: the Pareto front (no other variant is both faster and "
              "more accurate).</p>"]
+    if result.get("plots", {}).get("all"):
+        parts.append(f"<img src='{e(result['plots']['all'])}' alt='every target'>")
     for t in dict.fromkeys(r["target"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["target"] == t]
         parts.append(f"<h2>{e(t)}</h2>")
