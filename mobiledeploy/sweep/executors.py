@@ -23,13 +23,20 @@ class LocalExecutor:
     def __init__(self, jobs: int, retries: int):
         self.jobs = max(1, jobs)
         self.retries = retries
+        self.deaths = 0
+        self._pool = None
 
     def describe(self) -> str:
         return f"{self.jobs} local worker process(es)"
 
-    def run(self, reqs: list[dict], done, stats: dict) -> None:
+    def _new_pool(self):
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+
+    def run(self, reqs: list[dict], done, stats: dict) -> None:
+        from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
         from .steps import run_task
@@ -37,32 +44,35 @@ class LocalExecutor:
         for k, v in WORKER_ENV.items():
             os.environ.setdefault(k, v)
         pending = {r["key"]: r for r in reqs}
-        deaths = 0
         while pending:
+            if self._pool is None:  # kept across phases: each worker imports the frameworks once
+                self._pool = self._new_pool()
             broken = False
-            with ProcessPoolExecutor(min(self.jobs, len(pending)),
-                                     mp_context=multiprocessing.get_context("spawn")) as ex:
-                futs = {ex.submit(run_task, r): k for k, r in pending.items()}
-                for f in as_completed(futs):
-                    k = futs[f]
-                    try:
-                        res = f.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        continue
-                    res.setdefault("what", pending[k]["what"])
-                    pending.pop(k)
-                    done(res)
-            if broken:
-                deaths += 1
+            futs = {self._pool.submit(run_task, r): k for k, r in pending.items()}
+            for f in as_completed(futs):
+                k = futs[f]
+                try:
+                    res = f.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                res.setdefault("what", pending[k]["what"])
+                pending.pop(k)
+                done(res)
+            if broken:  # a worker died: the finished steps are stored, the rest rerun in a new pool
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+                self.deaths += 1
                 stats["worker_deaths"] += 1
-                if deaths > self.retries:
+                if self.deaths > self.retries:
                     for r in list(pending.values()):
-                        done(_died(r, f"worker process died {deaths} times; giving up"))
+                        done(_died(r, f"worker process died {self.deaths} times; giving up"))
                     pending.clear()
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 class RayExecutor:

@@ -73,7 +73,7 @@ def killer(cache: Path):
             info = json.loads(lease.read_text())
             if info["kind"] == "build" and info["pid"] != os.getpid():
                 os.kill(info["pid"], signal.SIGKILL)
-                killed.update(info, key=lease.stem, after=list(finished))
+                killed.update(info, key=lease.stem, after=list(finished), at=time.time())
                 return
 
     return on_progress, killed
@@ -106,11 +106,17 @@ def test_ray_sweep_builds_every_variant_and_survives_a_killed_worker(ray_run, pr
         assert r["status"] in ("pass", "fail"), r  # validated: an error would be a lost step
         assert r["latency_ms"] > 0 and r["bytes"] > 0 and 0.0 <= r["accuracy"] <= 1.0
         assert (project.parent / "out-ray" / r["artifact_file"]).stat().st_size == r["bytes"]
-    # lowering shares the training (2 widths -> 2 trainings), each variant converts once
-    assert result["stats"]["train_ran"] == 2 and result["stats"]["build_ran"] == 4
-    assert result["stats"]["conversions"] == 4
-    # a worker was killed mid-build; Ray reran its step, the steps finished before it were kept
+    # a worker was killed mid-step; Ray reran its task, the steps finished before it were kept: the
+    # killed task's build ran again unless it had been stored before the kill (then only its bench)
     assert killed, "no build was running when the first one finished"
+    rec = cache / "steps" / killed["key"][:2] / f"{killed['key']}.json"
+    stored_before_kill = rec.stat().st_mtime < killed["at"]
+    # lowering shares the training (2 widths -> 2 trainings); each build converts once
+    s = result["stats"]
+    print(s, "stored before kill:", stored_before_kill)
+    assert s["train_ran"] == 2 and s["errors"] == 0
+    assert s["build_ran"] == s["conversions"] == 4 - stored_before_kill
+    assert s["bench_ran"] == 4
     with pytest.raises(ProcessLookupError):
         os.kill(killed["pid"], 0)
     assert killed["key"] not in killed["after"]
@@ -130,30 +136,52 @@ def test_ray_sweep_builds_every_variant_and_survives_a_killed_worker(ray_run, pr
 
 
 def test_without_ray_the_same_table(ray_run, project):
-    """Local processes, a store reached through fsspec (file://) that holds the narrow half of the
-    Ray run's steps (a teammate's store, and half the CI time): the wide half is trained, converted,
-    validated and benchmarked again without Ray, and the table is the Ray run's."""
+    """Local processes, a store reached through fsspec (file://) holding the Ray run's steps but
+    the wide network's training and v04's build and bench (a teammate's store; and CI time): those
+    run again without Ray, the v04 build's worker process is killed once mid-build, and the table
+    is the Ray run's."""
     import shutil
+    import threading
 
     from mobiledeploy.sweep.run import SweepOptions, run_sweep
 
     result, _, cache = ray_run
     local_cache = project.parent / "cache-local"
     shutil.copytree(cache, local_cache)
-    wide = [r for r in result["rows"] if r["values"]["width"] == 1.0]
-    for k in {k for r in wide for k in r["keys"].values()}:
+    v04 = next(r for r in result["rows"] if r["variant"] == "v04")
+    for k in v04["keys"].values():  # train (width 1.0, shared with v03), build, bench
         for p in (local_cache / "steps" / k[:2]).glob(f"{k}.*"):
             p.unlink()
-    on_progress, killed = killer(local_cache)  # and a local worker process killed mid-build
+    killed: dict = {}
+    stop = threading.Event()
+
+    def kill_the_build():  # once its worker has been at it for a moment
+        while not stop.is_set() and not killed:
+            for lease in (local_cache / "running").glob("*.json"):
+                try:
+                    info = json.loads(lease.read_text())
+                except (OSError, ValueError):  # released (or being written) meanwhile
+                    continue
+                if info["kind"] == "build" and time.time() - info["started"] > 2.0:
+                    os.kill(info["pid"], signal.SIGKILL)
+                    killed.update(info)
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=kill_the_build, daemon=True)
+    watcher.start()
     t0 = time.monotonic()
-    local = run_sweep(project / "sweep.yaml", SweepOptions(
-        out=project.parent / "out-local", cache="file://" + str(local_cache), executor="local", jobs=2,
-        quiet=True, on_progress=on_progress))
+    try:
+        local = run_sweep(project / "sweep.yaml", SweepOptions(
+            out=project.parent / "out-local", cache="file://" + str(local_cache), executor="local", jobs=2,
+            quiet=True))
+    finally:
+        stop.set()
+        watcher.join()
     print(f"local sweep: {time.monotonic() - t0:.1f}s, killed {killed.get('what')}")
     s = local["stats"]
     assert local["executor"] == "local" and local["cache"].startswith("file://")
-    assert killed and s["worker_deaths"] == 1 and s["errors"] == 0
-    assert (s["train_ran"], s["build_ran"], s["conversions"]) == (1, 2, 2)
+    assert killed["what"].startswith("v04") and s["worker_deaths"] == 1 and s["errors"] == 0
+    assert (s["train_ran"], s["build_ran"], s["conversions"], s["cached"]) == (1, 1, 1, 4)
     assert _table(local) == _table(result)
 
 
