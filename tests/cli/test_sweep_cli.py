@@ -24,16 +24,39 @@ BAD = [
 
 
 @pytest.mark.parametrize("text,expected", BAD, ids=[b[1][:30] for b in BAD])
-def test_bad_sweep_file_is_one_line_exit_2_nothing_written(example_copy, tmp_path, text, expected):
+def test_bad_sweep_file_names_the_field(example_copy, text, expected):
+    from mobiledeploy.errors import DefinitionError
+    from mobiledeploy.sweep.spec import load_sweep
+
     write_definition(example_copy, tiny_data(), "tiny.yaml")
     (example_copy / "bad.yaml").write_text(text)
+    with pytest.raises(DefinitionError) as exc:
+        load_sweep(example_copy / "bad.yaml")
+    msg = str(exc.value)
+    assert "\n" not in msg and expected in msg and "bad.yaml" in msg, msg
+
+
+def test_bad_sweep_file_is_one_line_exit_2_nothing_written(example_copy, tmp_path):
+    write_definition(example_copy, tiny_data(), "tiny.yaml")
+    (example_copy / "bad.yaml").write_text(BAD[1][0])
     out = tmp_path / "out"
     r = run_cli("sweep", str(example_copy / "bad.yaml"), "-o", str(out), "--no-ray", "--cache", str(tmp_path / "c"))
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], r.stderr
-    assert "bad.yaml" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[1][1] in lines[0], r.stderr
     assert not out.exists() and not (tmp_path / "c").exists()
+
+
+def test_sweep_help_imports_neither_ray_nor_plotting():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom mobiledeploy.cli import main\ntry:\n    main(['sweep', '--help'], prog_name='m')\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('tensorflow', 'torch', 'ray', 'matplotlib', 'fsspec') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "--address" in out.stdout and "--no-ray" in out.stdout, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
 def test_pareto_front_arithmetic():
