@@ -179,6 +179,10 @@ def load_sweep(path: str | Path) -> Sweep:
     if spec.train:
         from ..demo.shapes import CLASSES
 
+        task = variants[0].definition.task.value
+        if task != "image-classification":
+            raise DefinitionError(src, "train", f"fine-tuning covers image-classification (the shapes "
+                                                f"renderer); this is {task}: give weights per variant instead")
         labels = variants[0].definition.labels_list()
         if labels != CLASSES:
             raise DefinitionError(src, "train.data", "the shapes renderer draws "
