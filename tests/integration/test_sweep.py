@@ -186,11 +186,21 @@ def test_without_ray_the_same_table(ray_run, project):
 
 
 def test_a_second_sweep_reuses_every_artifact(ray_run, project):
-    from mobiledeploy.sweep.run import SweepOptions, run_sweep
+    """The CLI against the Ray instance by address (as a cluster is reached), the first run's store
+    minus one bench record: nothing is trained or converted, one bench step runs on Ray."""
+    from tests.conftest import run_cli
 
-    again = run_sweep(project / "sweep.yaml", SweepOptions(out=project.parent / "out-ray", cache=str(ray_run[2]),
-                                                          executor="ray", quiet=True))
+    result, _, cache = ray_run
+    bench_key = result["rows"][0]["keys"]["bench"]
+    (cache / "steps" / bench_key[:2] / f"{bench_key}.json").unlink()
+    address = ray.get_runtime_context().gcs_address
+    out = project.parent / "out-ray"  # a previous sweep's output is replaced
+    r = run_cli("sweep", str(project / "sweep.yaml"), "-o", str(out), "--cache", str(cache), "--address", address,
+                cwd=project.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads((out / "sweep.json").read_text())
     s = again["stats"]
-    assert (s["conversions"], s["build_ran"], s["bench_ran"], s["train_ran"]) == (0, 0, 0, 0)
-    assert s["cached"] == s["steps"] == 6
-    assert _table(again) == _table(ray_run[0])
+    assert (s["conversions"], s["build_ran"], s["train_ran"], s["bench_ran"]) == (0, 0, 0, 1), s
+    assert s["cached"] == s["steps"] - 1 == 5 and again["executor"] == "ray"
+    assert _table(again) == _table(result)
+    assert "v01" in r.stdout and "tflite-int8" in r.stdout  # the table, printed
