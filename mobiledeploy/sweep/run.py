@@ -127,6 +127,12 @@ def run_sweep(path: str | Path, opts: SweepOptions) -> dict:
     write_report(out, result, store, say)
     say(f"[bold]sweep[/] {out / SWEEP_JSON} and {out / 'index.html'} written in {time.monotonic() - t0:.1f}s "
         f"({stats['build_ran']} build(s), {stats['conversions']} conversion(s), {stats['cached']} cached)")
+    if stats["errors"]:  # the table is written (the errored cells say why); the exit code tells
+        from ..errors import InternalError
+
+        first = next(r for r in rows if r["status"] == "error")
+        raise InternalError(f"{stats['errors']} step(s) did not finish (first: {first['variant']} x "
+                            f"{first['target']}: {first['reason'][:200]}); see {out / SWEEP_JSON}")
     return result
 
 
