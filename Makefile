@@ -36,7 +36,7 @@ sweep-demo: $(STAMP)  ## the shipped example at 4 resolutions x int8 lowering, f
 	$(VENV)/bin/mobiledeploy sweep examples/shapes/sweep.yaml -o $(OUT)-sweep --jobs $(JOBS)
 
 test: $(STAMP)  ## the full suite (what CI runs)
-	$(PY) -m pytest -n 2 --dist loadfile tests $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --durations=30 tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the fast selection: no slow conversions
 	$(PY) -m pytest -n 2 -m "not slow" tests $(PYTEST_ARGS)
