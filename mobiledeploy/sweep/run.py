@@ -98,24 +98,26 @@ def run_sweep(path: str | Path, opts: SweepOptions) -> dict:
     if opts.address and "://" not in store.location:
         say(f"[yellow]the cache {store.location} is a local folder: every node of the cluster must see it "
             "(a shared filesystem), or give --cache s3://... (fsspec)[/]")
-    for phase, reqs in (("train", plan.train), ("build", plan.build)):
-        todo = []
-        for _key, req in reqs.items():
-            failed = results.get((req.get("weights") or {}).get("train", ""), {}).get("error")
-            if failed:  # no weights: the variant's builds are not attempted
-                done({"key": req["key"], "what": req["what"], "error": f"training failed: {failed}"},
-                     len(results) + 1, len(plan.train) + len(plan.build), phase)
-                continue
-            res = _cached(store, req)
-            if res is not None:
-                done(res, len(results) + 1, len(plan.train) + len(plan.build), phase)
-            else:
-                todo.append(req)
-        if todo:
-            say(f"[bold]{phase}[/]: {len(todo)} step(s) to run")
-            executor.run(todo, lambda res, ph=phase: done(res, len(results) + 1,
-                                                            len(plan.train) + len(plan.build), ph), stats)
-    executor.close()
+    try:
+        for phase, reqs in (("train", plan.train), ("build", plan.build)):
+            todo = []
+            for _key, req in reqs.items():
+                failed = results.get((req.get("weights") or {}).get("train", ""), {}).get("error")
+                if failed:  # no weights: the variant's builds are not attempted
+                    done({"key": req["key"], "what": req["what"], "error": f"training failed: {failed}"},
+                         len(results) + 1, len(plan.train) + len(plan.build), phase)
+                    continue
+                res = _cached(store, req)
+                if res is not None:
+                    done(res, len(results) + 1, len(plan.train) + len(plan.build), phase)
+                else:
+                    todo.append(req)
+            if todo:
+                say(f"[bold]{phase}[/]: {len(todo)} step(s) to run")
+                executor.run(todo, lambda res, ph=phase: done(res, len(results) + 1,
+                                                                len(plan.train) + len(plan.build), ph), stats)
+    finally:
+        executor.close()  # a local Ray instance we started stops here
 
     rows = _rows(sweep, plan, results)
     result = {"name": sweep.name, "sweep": str(sweep.path), "base": str(sweep.base_path),

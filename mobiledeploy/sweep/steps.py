@@ -73,8 +73,10 @@ def run_task(req: dict) -> dict:
     only the death of the process loses the task, which the executor then reruns."""
     store = Store(req["store"])
     key = req["key"]
-    store.lease(key, {"pid": os.getpid(), "host": socket.gethostname(), "kind": req["kind"],
-                      "what": req.get("what", ""), "started": time.time()})
+    lease = {"pid": os.getpid(), "host": socket.gethostname(), "kind": req["kind"], "what": req.get("what", ""),
+             "started": time.time(), "stage": req["kind"]}
+    req = {**req, "_lease": lease}
+    store.lease(key, lease)
     try:
         if req["kind"] == "train":
             return _train(store, req)
@@ -142,6 +144,7 @@ def _build_and_bench(store: Store, req: dict) -> dict:
         elif build_rec.get("artifact"):
             store.fetch(key, bundle)
         if bench_rec is None:
+            store.lease(key, {**req["_lease"], "stage": "bench"})
             bench_rec = _bench(store, req, bundle, build_rec)
             out["ran"]["bench"] = True
     return {**out, "build": build_rec, "bench": bench_rec}
