@@ -7,7 +7,7 @@ OUT    ?= dist
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-fast demo test test-fast lint bench train-demo app-sync clean mediapipe-venv
+.PHONY: setup setup-fast demo sweep-demo test test-fast lint bench train-demo app-sync clean mediapipe-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ mediapipe-venv: $(MEDIAPIPE_VENV)/.installed  ## MediaPipe Tasks in .venv-mediap
 demo: $(STAMP)  ## build, validate and package the shipped example into dist/
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
 
+sweep-demo: $(STAMP)  ## the shipped example at 4 resolutions x int8 lowering, fp32 and int8, on a local Ray instance
+	$(VENV)/bin/mobiledeploy sweep examples/shapes/sweep.yaml -o $(OUT)-sweep --jobs $(JOBS)
+
 test: $(STAMP)  ## the full suite (what CI runs)
 	$(PY) -m pytest -n 2 --dist loadfile --durations=30 tests $(PYTEST_ARGS)
 
@@ -51,4 +54,4 @@ app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
 	$(PY) -m mobiledeploy.app_sync
 
 clean:
-	rm -rf $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(OUT)-sweep .pytest_cache .ruff_cache
