@@ -9,7 +9,7 @@ DET_OUT ?= $(OUT)-det
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-fast demo test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv
+.PHONY: setup setup-fast demo sweep-demo test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ demo: $(STAMP)  ## build, validate and package both shipped examples: dist/ (cla
 	$(VENV)/bin/mobiledeploy build examples/shapes_seg/shapes_seg.yaml -o $(SEG_OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_det/shapes_det.yaml -o $(DET_OUT) --jobs $(JOBS)
 
+sweep-demo: $(STAMP)  ## the shipped example at 4 resolutions x int8 lowering, fp32 and int8, on a local Ray instance
+	$(VENV)/bin/mobiledeploy sweep examples/shapes/sweep.yaml -o $(OUT)-sweep --jobs $(JOBS)
+
 test: $(STAMP)  ## the full suite (what CI runs)
 	$(PY) -m pytest -n 2 --dist loadfile --durations=30 tests $(PYTEST_ARGS)
 
@@ -58,4 +61,4 @@ app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
 	$(PY) -m mobiledeploy.app_sync
 
 clean:
-	rm -rf $(OUT) $(SEG_OUT) $(DET_OUT) .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(SEG_OUT) $(DET_OUT) $(OUT)-sweep .pytest_cache .ruff_cache

@@ -19,6 +19,9 @@ KNOWN: dict[str, tuple[str, str]] = {
     "coremltools": ("coreml", "coremltools"),
     "executorch": ("executorch", "executorch"),
     "PIL": ("core", "pillow"),
+    "ray": ("sweep", "ray"),
+    "fsspec": ("sweep", "fsspec"),
+    "matplotlib": ("sweep", "matplotlib"),
 }
 
 

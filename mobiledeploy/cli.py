@@ -25,6 +25,7 @@ COMMANDS = {
     "app": "Generate the Android camera app from a bundle.",
     "bench": "Host latency and size of every artifact in a bundle.",
     "import": "A definition, canonical weights and labels from a keras.applications or torchvision checkpoint.",
+    "sweep": "Variants x targets on Ray (or local processes): accuracy vs latency, the Pareto front.",
 }
 # command name -> module name where the name is a Python keyword
 MODULES = {"import": "import_"}

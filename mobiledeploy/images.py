@@ -6,6 +6,7 @@ file with one ``path [label]`` per line (paths relative to the list file).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,30 @@ def list_images(source: Path, labels: list[str], *, where: str = "",
     ``root`` (the definition's folder unless it allows outside paths) confines every image a
     list file names; a list entry must be an image file. Labels are data, never paths.
     """
+    if _LISTINGS is not None:
+        key = (str(source), tuple(labels), where, str(root))
+        if key not in _LISTINGS:
+            _LISTINGS[key] = _list_images(source, labels, where=where, root=root)
+        return list(_LISTINGS[key])
+    return _list_images(source, labels, where=where, root=root)
+
+
+_LISTINGS: dict | None = None  # listings remembered inside ``listings_remembered()``
+
+
+@contextlib.contextmanager
+def listings_remembered():
+    """Within the block (one build), a source is listed once, however many times it is asked for."""
+    global _LISTINGS
+    prev, _LISTINGS = _LISTINGS, {}
+    try:
+        yield
+    finally:
+        _LISTINGS = prev
+
+
+def _list_images(source: Path, labels: list[str], *, where: str = "",
+                 root: Path | None = None) -> list[tuple[Path, int | None]]:
     from .safety import clip, confine, read_text_file, walk_files
 
     index = {name: i for i, name in enumerate(labels)}
@@ -159,7 +184,14 @@ def decode_resized(path: Path, height: int, width: int, resize: str = "bilinear"
 
 def probe_image(path: Path) -> None:
     """Decode an image once (no resize) so that a corrupt or oversized file is a user error
-    before the build writes anything, not a converter crash later."""
+    before the build writes anything, not a converter crash later. Contents that decoded before
+    (digests.py: same bytes, same Pillow) are not decoded again."""
+    from .digests import probed
+
+    probed(path, _probe_image, tag=str(MAX_PIXELS))
+
+
+def _probe_image(path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 
     from .safety import clip

@@ -29,6 +29,8 @@ class Tolerance(BaseModel):
     mean_abs: float | None = _limit("mean_abs", "max", ge=0)
     min_cosine: float | None = _limit("cosine", "min", ge=-1, le=1)
     min_snr_db: float | None = _limit("snr_db", "min")
+    max_gain_error: float | None = _limit("gain_error", "max", ge=0)
+    max_layer_gain_step: float | None = _limit("layer_gain_step", "max", ge=0)
     min_top1_agreement: float | None = _limit("top1_agreement", "min", ge=0, le=1)
     max_accuracy_drop: float | None = _limit("accuracy_drop", "max", ge=0, le=1)
     # semantic segmentation (tasks/segmentation.py)

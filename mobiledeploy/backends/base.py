@@ -156,6 +156,9 @@ class Backend(ABC):
     #: the reference twin the artifact is converted from: when the Keras twin disagrees with
     #: PyTorch, artifacts built from it are not judged
     built_from: ClassVar[str] = "pytorch"
+    #: precision -> rough seconds of one conversion of the demo in its own process; only orders
+    #: the build's work (longest first), never part of a key
+    convert_seconds: ClassVar[dict[str, float]] = {}
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries that shape the artifact (part of the cache key)."""

@@ -278,12 +278,14 @@ class CoreMLBackend(Backend):
 
     name = "coreml"
     requires = ("coremltools", "torch")
+    convert_seconds: ClassVar[dict[str, float]] = {"fp32": 12.0, "fp16": 12.0}
     extra = "coreml"
     distributions = ("coremltools", "torch")
     options: ClassVar[dict[str, type[BaseModel]]] = {"fp32": CoreMLOptions, "fp16": CoreMLOptions}
     tolerances: ClassVar[dict[str, Tolerance]] = {
         "fp32": Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0, max_accuracy_drop=0.0),
-        "fp16": Tolerance(min_snr_db=30.0, min_cosine=0.999, min_top1_agreement=0.98, max_accuracy_drop=0.01),
+        "fp16": Tolerance(min_snr_db=30.0, min_cosine=0.999, max_gain_error=0.005, min_top1_agreement=0.98,
+                          max_accuracy_drop=0.01),
     }
     byte_stable = False  # see NOT_BYTE_STABLE: the manifest records content_sha256
     bench_device = "Core ML"

@@ -114,12 +114,16 @@ class ExecuTorchBackend(Backend):
 
     name = "executorch"
     requires = ("executorch", "torch")
+    convert_seconds: ClassVar[dict[str, float]] = {"fp32": 19.0, "int8": 38.0}
     extra = "executorch"
     distributions = ("executorch", "torch", "torchao")  # torchao's PT2E shapes the int8 program
     options: ClassVar[dict[str, type[BaseModel]]] = {"fp32": NoOptions, "int8": Int8Options}
     tolerances: ClassVar[dict[str, Tolerance]] = {
         "fp32": Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0, max_accuracy_drop=0.0),
-        "int8": Tolerance(min_snr_db=12.0, min_top1_agreement=0.95, max_accuracy_drop=0.02),
+        # measured on the demo: 27.6 dB, gain error 1.8% (README "Tolerances with teeth"); the
+        # XNNPACK delegate exposes no intermediates, so no per-layer gain check
+        "int8": Tolerance(min_snr_db=20.0, max_gain_error=0.04, min_top1_agreement=0.95,
+                          max_accuracy_drop=0.02),
     }
     app_runtime = "executorch"
     bench_device = "CPU (ExecuTorch + XNNPACK)"

@@ -33,18 +33,12 @@ def render_dataset(n: int, seed: int, size: int, height: int, width: int, worker
     """n training images (uint8 NHWC at the model's size) and labels, rendered in parallel."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from PIL import Image
-
     chunks = [(n // workers + (i < n % workers), seed * 1000 + i, size) for i in range(workers)]
     with ProcessPoolExecutor(workers) as ex:
         parts = list(ex.map(_render_chunk, chunks))
     imgs = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    if (size, size) != (height, width):
-        imgs = np.stack([
-            np.asarray(Image.fromarray(im).resize((width, height), Image.Resampling.BILINEAR)) for im in imgs
-        ])
-    return imgs, labels
+    return _resize(imgs, height, width), labels
 
 
 def evaluate(model, batch) -> float:
@@ -56,51 +50,57 @@ def evaluate(model, batch) -> float:
     return float(np.mean(pred == np.asarray(batch.labels)))
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="examples/shapes", help="folder with shapes.yaml")
-    ap.add_argument("--definition", default="shapes.yaml")
-    ap.add_argument("--train-images", type=int, default=24000)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=96)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-
+def train_model(d, *, train_images: int = 24000, epochs: int = 6, batch: int = 96, lr: float = 3e-3,
+                seed: int = 7, threads: int = 2, render_workers: int = 2, recalibrate_images: int = 3000,
+                init_state=None, say=print):
+    """Train a definition's network on the procedural shapes (seeded, CPU) and return
+    ``(model, summary)``: the trained torch module (BatchNorm statistics recalibrated) and
+    ``{"val_top1", "seconds", "train_images", "epochs", "torch"}``, accuracy on the definition's
+    validation images. The definition's labels must be the shapes classes (``shapes.CLASSES``).
+    ``init_state`` (canonical weights) fine-tunes from them instead of the seeded initialisation."""
     import torch
     import torch.nn.functional as F
 
     from ..architectures.torch_builder import build_torch_model, recalibrate_bn
-    from ..architectures.weights import save_weights
-    from ..definition import load_definition
+    from ..errors import UserError
     from ..images import load_batch, normalise
+    from . import shapes
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    d = load_definition(out / args.definition, check_files=False)
+    if d.labels_list() != shapes.CLASSES:
+        raise UserError(f"{d.source_path}: labels: training renders the shapes classes "
+                        f"({', '.join(shapes.CLASSES)}) in that order; the labels file differs")
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
     spec = d.architecture_spec()
     t0 = time.time()
-    imgs, labels = render_dataset(args.train_images, args.seed, 128, d.input.height, d.input.width)
-    print(f"rendered {len(imgs)} training images in {time.time() - t0:.0f}s", flush=True)
+    if render_workers > 1:
+        imgs, labels = render_dataset(train_images, seed, 128, d.input.height, d.input.width, render_workers)
+    else:  # in-process: small budgets, or inside a worker that should not fork more workers
+        imgs, labels = _render_chunk((train_images, seed * 1000, 128))
+        imgs = _resize(imgs, d.input.height, d.input.width)
+    say(f"rendered {len(imgs)} training images in {time.time() - t0:.0f}s")
     val = load_batch(d, "validation")
 
-    model = build_torch_model(spec, seed=args.seed).train()
+    model = build_torch_model(spec, seed=seed).train()
+    if init_state is not None:
+        from ..architectures.weights import load_torch_weights
+
+        load_torch_weights(model, init_state, "init_state")
     for m in model.modules():  # a short schedule needs BN statistics that keep up
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 0.1
-    steps = args.epochs * (len(imgs) // args.batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.02)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.15)
-    rng = np.random.default_rng(args.seed)
+    batch = min(batch, len(imgs))
+    steps = max(1, epochs * (len(imgs) // batch))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.02)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
+    rng = np.random.default_rng(seed)
     step = 0
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         model.train()
         order = rng.permutation(len(imgs))
         t_ep, seen, correct = time.time(), 0, 0
-        for i in range(0, len(order) - args.batch + 1, args.batch):
-            idx = order[i:i + args.batch]
+        for i in range(0, len(order) - batch + 1, batch):
+            idx = order[i:i + batch]
             px = imgs[idx]
             flip = rng.random(len(idx)) < 0.5  # mirror images: every class keeps its name
             px = np.where(flip[:, None, None, None], px[:, :, ::-1], px)
@@ -116,20 +116,50 @@ def main(argv=None) -> None:
             seen += len(idx)
             correct += int((logits.argmax(1) == y).sum())
             if step % 50 == 0:
-                print(f"  step {step}/{steps} loss {loss.item():.3f} "
-                      f"{seen / (time.time() - t_ep):.0f} img/s", flush=True)
+                say(f"  step {step}/{steps} loss {loss.item():.3f} {seen / (time.time() - t_ep):.0f} img/s")
         model.eval()
         acc = evaluate(model, val)
-        print(f"epoch {epoch + 1}/{args.epochs}: train acc {correct / seen:.3f}, val acc {acc:.4f}, "
-              f"{seen / (time.time() - t_ep):.0f} img/s, {time.time() - t0:.0f}s total", flush=True)
-    calib = imgs[: min(len(imgs), 3000)]
+        say(f"epoch {epoch + 1}/{epochs}: train acc {correct / max(seen, 1):.3f}, val acc {acc:.4f}, "
+            f"{seen / (time.time() - t_ep):.0f} img/s, {time.time() - t0:.0f}s total")
+    calib = imgs[: min(len(imgs), recalibrate_images)]
     recalibrate_bn(model, (normalise(calib[i:i + 100], d.input) for i in range(0, len(calib), 100)))
     acc = evaluate(model, val)
-    print(f"after BN recalibration: val acc {acc:.4f}", flush=True)
+    say(f"after BN recalibration: val acc {acc:.4f}")
+    return model, {"val_top1": acc, "seconds": round(time.time() - t0, 1), "train_images": len(imgs),
+                   "epochs": epochs, "torch": torch.__version__}
+
+
+def _resize(imgs, height: int, width: int):
+    from PIL import Image
+
+    if imgs.shape[1:3] == (height, width):
+        return imgs
+    return np.stack([np.asarray(Image.fromarray(im).resize((width, height), Image.Resampling.BILINEAR))
+                     for im in imgs])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="examples/shapes", help="folder with shapes.yaml")
+    ap.add_argument("--definition", default="shapes.yaml")
+    ap.add_argument("--train-images", type=int, default=24000)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=96)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from ..architectures.weights import save_weights
+    from ..definition import load_definition
+
+    out = Path(args.out)
+    d = load_definition(out / args.definition, check_files=False)
+    model, summary = train_model(d, train_images=args.train_images, epochs=args.epochs, batch=args.batch,
+                                 lr=args.lr, seed=args.seed, threads=args.threads,
+                                 say=lambda m: print(m, flush=True))
     weights = out / (d.weights or "shapes.safetensors")
-    save_weights(model, weights, metadata={"val_top1": f"{acc:.4f}", "seed": str(args.seed)})
-    summary = {"val_top1": acc, "seconds": round(time.time() - t0, 1), "train_images": len(imgs),
-               "epochs": args.epochs, "torch": torch.__version__}
+    save_weights(model, weights, metadata={"val_top1": f"{summary['val_top1']:.4f}", "seed": str(args.seed)})
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
 

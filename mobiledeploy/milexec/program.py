@@ -9,6 +9,7 @@ kernels would (outputs are fp16; accumulation is wider, as on the GPU and Neural
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,10 @@ class MILProgram:
 
     def run(self, inputs: dict[str, Any], *, intermediates: bool = False) -> dict[str, Any]:
         """Run the program; returns its outputs (and every op output when ``intermediates``)."""
+        with _one_blas_thread():
+            return self._run(inputs, intermediates)
+
+    def _run(self, inputs: dict[str, Any], intermediates: bool) -> dict[str, Any]:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise ValueError(f"missing program inputs {missing}; expected {self.input_names}")
@@ -282,6 +287,20 @@ class MILProgram:
                 _hash_value(h, op.attrs["val"])
         h.update(("out " + ",".join(self.output_names)).encode())
         return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """The program's products are small (one sample, a few hundred channels): a BLAS thread pool
+    only adds synchronisation, and on a busy machine its spinning threads cost 5x the work
+    (milexec's ms/sample in ``make bench``). Same results: each product is one BLAS call either way."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it the BLAS keeps its own thread count
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _hash_value(h, v) -> None:

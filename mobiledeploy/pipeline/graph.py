@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..bundle import STATE_DIR, sha256_path, write_json_atomic
+from ..bundle import STATE_DIR, write_json_atomic
+from ..digests import path_sha as sha256_path
 
 
 def digest(obj) -> str:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +21,15 @@ from ..bundle import (
     check_output_folder,
     clean_stale,
     install,
-    sha256_file,
-    sha256_path,
     size_of,
     tmp_path,
     write_json_atomic,
 )
+from ..digests import FileDigests, using
+from ..digests import file_sha as sha256_file
+from ..digests import path_sha as sha256_path
 from ..targets import ResolvedTarget, keras_tolerance, resolve_targets
 from .graph import Cache, Step, digest
-from .lifeline import PARENT_ENV
 from .sources import source_digest
 
 # what the references and the validator run on: their versions are inputs of validation
@@ -76,7 +73,9 @@ class BuildRecord:
         self.phases: dict[str, float] = {}
 
     def add(self, name: str, status: str, why: str, seconds: float, **extra) -> None:
-        self.steps.append({"step": name, "status": status, "why": why, "seconds": round(seconds, 3), **extra})
+        end = time.monotonic() - self.t0  # when it ended, from the build's start (critical path)
+        self.steps.append({"step": name, "status": status, "why": why, "seconds": round(seconds, 3),
+                           "start": round(max(0.0, end - seconds), 3), "end": round(end, 3), **extra})
 
     @contextlib.contextmanager
     def step(self, name: str):
@@ -160,7 +159,26 @@ def _toolchain(dists) -> dict[str, str]:
 
 
 def build(definition_path: str, opts: BuildOptions) -> BuildResult:
-    """Build the whole bundle for a definition into ``opts.out``."""
+    """Build the whole bundle for a definition into ``opts.out``.
+
+    File digests (inputs, outputs, source files) are remembered in the bundle's state folder by
+    (path, size, times, inode): a no-op rebuild stats files instead of hashing them. The record is
+    read before the lock and written only by a build that held it.
+    """
+    from ..images import listings_remembered
+
+    digests = FileDigests(Path(opts.out) / STATE_DIR / "digests.json")
+    digests.locked = False
+    try:
+        with using(digests), listings_remembered():
+            return _build(definition_path, opts, digests)
+    finally:
+        if digests.locked:
+            with contextlib.suppress(OSError):
+                digests.save()
+
+
+def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> BuildResult:
     from ..definition import load_definition
     from ..images import select_images
 
@@ -188,6 +206,7 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     result = BuildResult(manifest={})
     record = BuildRecord()
     with bundle_lock(out, opts.wait):
+        digests.locked = True  # this build may write the bundle's state, digests included
         clean_stale(out)
         manifest_path = out / "manifest.json"
         # the manifest goes only when the first new output is about to be written (a refusal
@@ -353,77 +372,67 @@ def _signal_name(code: int) -> str:
 
 def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, result: BuildResult, say,
                      record: BuildRecord) -> None:
-    """Each conversion in its own process; ``--jobs`` of them at a time."""
+    """The conversions on ``--jobs`` long-lived workers grouped by framework family (pool.py);
+    each artifact is installed (renamed into place) and recorded as soon as it is finished."""
+    from .pool import Job, Pool
+
     state = out / STATE_DIR
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    pending = list(todo)
-    running: list[tuple] = []
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore",
-           PARENT_ENV: str(os.getpid())}  # the worker dies with this process (lifeline.py)
-    if opts.jobs > 1:
-        env.setdefault("OMP_NUM_THREADS", "1")
-    while pending or running:
-        while pending and len(running) < max(1, opts.jobs):
-            step, t, why = pending.pop(0)
-            final = out / step.outputs[0]
-            tmp = tmp_path(out, final)
-            work = tmp.with_name(tmp.name + ".work")
-            work.mkdir(parents=True, exist_ok=True)
-            req = {"definition": d.source_path, "target": t.record(), "out": str(tmp),
-                   "workdir": str(work), "result": str(tmp) + ".result.json"}
-            req_path = Path(str(tmp) + ".request.json")
-            req_path.write_text(json.dumps(req))
-            log = open(logs / f"{t.name}.log", "w")
-            proc = subprocess.Popen([sys.executable, "-m", "mobiledeploy.pipeline.worker", str(req_path)],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((proc, step, t, tmp, work, req, log, time.monotonic(), why))
-            say(f"  [cyan]→[/] {t.name} …")
-        time.sleep(0.1)
-        for item in list(running):
-            proc, step, t, tmp, work, req, log, t0, why = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            log.close()
-            dt = time.monotonic() - t0
-            res_path = Path(req["result"])
-            res = json.loads(res_path.read_text()) if res_path.exists() else None
-            res_path.unlink(missing_ok=True)
-            Path(str(tmp) + ".request.json").unlink(missing_ok=True)
-            if proc.returncode < 0 or res is None:
-                why = (f"converter process crashed ({_signal_name(proc.returncode)})" if proc.returncode < 0
-                       else f"converter process exited {proc.returncode} without a result")
-                result.failed[t.name] = f"{why}; log: {logs / (t.name + '.log')}"
-            elif not res["ok"]:
-                result.failed[t.name] = f"{res['error']} (log: {logs / (t.name + '.log')})"
-                (logs / f"{t.name}.traceback").write_text(res.get("traceback", ""))
-            elif not tmp.exists():
-                result.failed[t.name] = "converter reported success but wrote no artifact"
-            if t.name in result.failed:
-                cache.forget(step.name)
-                say(f"  [red]✗[/] {t.name} failed after {dt:.1f}s: {result.failed[t.name]}")
-                record.add(step.name, "failed", why, dt, error=result.failed[t.name])
-                shutil.rmtree(work, ignore_errors=True)
-                continue
-            facts = res["facts"]
-            extra = facts.get("_extra_files", {})
-            for rel, src in extra.items():
-                install(Path(src), out / rel)
-            install(tmp, out / step.outputs[0])
+    jobs = []
+    for step, t, why in todo:
+        final = out / step.outputs[0]
+        tmp = tmp_path(out, final)
+        work = tmp.with_name(tmp.name + ".work")
+        work.mkdir(parents=True, exist_ok=True)
+        req = {"definition": d.source_path, "target": t.record(), "out": str(tmp), "workdir": str(work),
+               "result": str(tmp) + ".result.json", "log": str(logs / f"{t.name}.log")}
+        jobs.append(Job((step, t, tmp, work, why), t, req))
+
+    def started(job: Job) -> None:
+        say(f"  [cyan]→[/] {job.target.name} …")
+
+    def finished(done) -> None:
+        step, t, tmp, work, why = done.job.key
+        res, dt = done.result, done.seconds
+        log = logs / f"{t.name}.log"
+        if res is None:
+            code = done.returncode
+            why_failed = (f"converter process crashed ({_signal_name(code)})" if code is not None and code < 0
+                          else f"converter process exited {code} without a result")
+            result.failed[t.name] = f"{why_failed}; log: {log}"
+        elif not res["ok"]:
+            result.failed[t.name] = f"{res['error']} (log: {log})"
+            (logs / f"{t.name}.traceback").write_text(res.get("traceback", ""))
+        elif not tmp.exists():
+            result.failed[t.name] = "converter reported success but wrote no artifact"
+        extra_rec = {"worker": done.worker, "position": done.position,
+                     "cpu_seconds": (res or {}).get("cpu_seconds")}
+        if t.name in result.failed:
+            cache.forget(step.name)
+            say(f"  [red]✗[/] {t.name} failed after {dt:.1f}s: {result.failed[t.name]}")
+            record.add(step.name, "failed", why, dt, error=result.failed[t.name], **extra_rec)
             shutil.rmtree(work, ignore_errors=True)
-            outputs = {o: sha256_path(out / o) for o in step.outputs}
-            outputs.update({rel: sha256_path(out / rel) for rel in extra})
-            cache.record(step, outputs, facts)
-            result.ran.append(t.name)
-            record.add(step.name, "ran", why, dt)
-            say(f"  [green]✓[/] {t.name} in {dt:.1f}s ({size_of(out / step.outputs[0]) / 1e6:.2f} MB)")
+            return
+        facts = res["facts"]
+        extra = facts.get("_extra_files", {})
+        for rel, src in extra.items():
+            install(Path(src), out / rel)
+        install(tmp, out / step.outputs[0])
+        shutil.rmtree(work, ignore_errors=True)
+        outputs = {o: sha256_path(out / o) for o in step.outputs}
+        outputs.update({rel: sha256_path(out / rel) for rel in extra})
+        cache.record(step, outputs, facts)
+        result.ran.append(t.name)
+        record.add(step.name, "ran", why, dt, **extra_rec)
+        say(f"  [green]✓[/] {t.name} in {dt:.1f}s ({size_of(out / step.outputs[0]) / 1e6:.2f} MB)")
+
+    Pool(opts.jobs, logs).run(jobs, started, finished)
 
 
 def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, result: BuildResult, say,
                    record: BuildRecord, common: dict) -> dict:
     from ..validate.mediapipe import mediapipe_version
-    from ..validate.runner import validate_bundle
 
     runs = {a["backend"] for a in manifest["artifacts"]}
     step = Step("validate", {
@@ -450,6 +459,8 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
         if fresh:
             return json.loads((out / "report" / "validation.json").read_text())
         (out / "manifest.json").unlink(missing_ok=True)  # the report changes: no manifest until whole
+        from ..validate.runner import validate_bundle  # imported only when validation runs
+
         say("[bold]validating[/] every artifact against the PyTorch reference on real images …")
         report = validate_bundle(out, manifest=manifest, samples=opts.samples, say=say)
         cache.record(step)
@@ -458,8 +469,6 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
 
 def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, say, record: BuildRecord,
               common: dict) -> dict:
-    from ..app import context_from_artifacts, render_android_app
-
     report = out / "report" / "validation.json"
     step = Step("app", {
         **common,
@@ -475,6 +484,8 @@ def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, s
         result.explain.append(("app", rec["status"], why))
         if not fresh:
             (out / "manifest.json").unlink(missing_ok=True)
+            from ..app import context_from_artifacts, render_android_app  # only when the app is rendered
+
             arts = {a["target"]: out / a["path"] for a in manifest["artifacts"]}
             ctx = context_from_artifacts(d, arts, bundle_dir=out)
             # checked before the build started (check_output_dir with --force): ours to write

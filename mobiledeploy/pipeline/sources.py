@@ -62,6 +62,25 @@ def imports(name: str) -> set[str]:
 
 @functools.cache
 def _imports(path: Path, name: str) -> frozenset[str]:
+    """Parsed once per file content: the build remembers the result with its file digests
+    (``digests.py``), so a no-op rebuild parses no source file."""
+    from ..digests import active
+
+    memo = active().memo("imports:1")  # bump when the parser changes
+    try:
+        key = f"{name}:{active().file(path)}"
+    except OSError:
+        key = None
+    if key and isinstance(memo.get(key), list):
+        return frozenset(m for m in memo[key] if module_file(m) is not None)
+    found = _parse_imports(path, name)
+    if key:
+        memo[key] = sorted(m for m in found if m == _ROOT or m.startswith(_ROOT + "."))
+        active().touch()
+    return frozenset(m for m in found if module_file(m) is not None)
+
+
+def _parse_imports(path: Path, name: str) -> set[str]:
     tree = ast.parse(path.read_bytes(), str(path))
     pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -77,7 +96,7 @@ def _imports(path: Path, name: str) -> frozenset[str]:
                 mod = node.module or ""
             found.add(mod)
             found.update(f"{mod}.{a.name}" for a in node.names)  # "from . import x" names modules
-    return frozenset(m for m in found if module_file(m) is not None)
+    return found
 
 
 @functools.cache
@@ -103,7 +122,9 @@ def closure(*entry: str) -> tuple[Path, ...]:
 @functools.cache
 def source_digest(*entry: str) -> str:
     """sha256 over (relative path, content) of the closure of ``entry``."""
+    from ..digests import file_sha
+
     h = hashlib.sha256()
     for p in closure(*entry):
-        h.update(p.relative_to(_PKG).as_posix().encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+        h.update(p.relative_to(_PKG).as_posix().encode() + b"\0" + bytes.fromhex(file_sha(p)))
     return h.hexdigest()

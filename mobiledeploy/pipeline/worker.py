@@ -1,50 +1,73 @@
-"""One conversion in its own process, so a native converter crash fails one target only.
+"""Conversions in worker processes, so a native converter crash fails one target only.
 
-    python -m mobiledeploy.pipeline.worker REQUEST.json
+    python -m mobiledeploy.pipeline.worker REQUEST.json     one conversion, then exit
+    python -m mobiledeploy.pipeline.worker --serve          conversions read from stdin, one per line
 
-The request names the definition, the target profile, the temporary output path and where to
-write the result (facts for the manifest, or the error).
+A request names the definition, the target profile, the temporary output path, the log file and
+where to write the result (facts for the manifest, or the error). A serving worker is long-lived:
+it imports each framework once and keeps one ``ConvertContext`` per definition, so the targets it
+converts share the reference models (each Keras graph variant built once), the calibration batch
+and the imports. It runs one request at a time; the build sends the next one only after the
+result of the last is written, so a crash loses the current target only (the build starts a new
+worker for the rest).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
+
+# (definition path, definition bytes' sha256) -> ConvertContext shared by this process's targets
+_CONTEXTS: dict[tuple[str, str], object] = {}
+
+
+def _context(req: dict):
+    import hashlib
+
+    from ..backends.base import ConvertContext
+    from ..definition import load_definition
+    from ..images import load_batch
+
+    path = req["definition"]
+    key = (path, hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    base = _CONTEXTS.get(key)
+    if base is None:
+        d = load_definition(path, check_files=False)
+        base = ConvertContext(definition=d, workdir=Path(req["workdir"]), calibration=load_batch(d, "calibration"))
+        _CONTEXTS.clear()  # one definition per build: an old one is never needed again
+        _CONTEXTS[key] = base
+    return base
 
 
 def convert_one(req: dict) -> dict:
-    from ..backends.base import ConvertContext
     from ..backends.registry import get_backend
-    from ..definition import load_definition
-    from ..images import load_batch
     from ..targets import ResolvedTarget
 
-    d = load_definition(req["definition"], check_files=False)
+    base = _context(req)
     target = ResolvedTarget.from_record(req["target"])
     backend = get_backend(target.backend)
-    calib = load_batch(d, "calibration")
-    ctx = ConvertContext(definition=d, workdir=Path(req["workdir"]), calibration=calib)
-    return backend.convert(ctx, target, Path(req["out"]))
+    ctx = replace(base, workdir=Path(req["workdir"]))  # shares the Keras models' dict
+    try:
+        return backend.convert(ctx, target, Path(req["out"]))
+    finally:
+        if base._torch_model is None:  # built lazily by this target: the next ones reuse it
+            base._torch_model = ctx._torch_model
 
 
-def main() -> int:
-    import os
-    import warnings
-
-    from .lifeline import die_with_parent
-
-    die_with_parent()  # a killed build takes its converters with it
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    warnings.filterwarnings("ignore")
-    req = json.loads(Path(sys.argv[1]).read_text())
+def _run(req: dict) -> int:
+    """One request: the result (or error) written atomically to ``req["result"]``."""
     result_path = Path(req["result"])
     if os.environ.get("MOBILEDEPLOY_FAULT_CRASH") == req["target"]["target"]:
         # fault injection for tests: a real native crash of this converter process
         import signal
 
         os.kill(os.getpid(), signal.SIGSEGV)
+    t0, c0 = time.monotonic(), time.process_time()
     try:
         facts = convert_one(req)
         result = {"ok": True, "facts": facts}
@@ -57,10 +80,51 @@ def main() -> int:
         result = {"ok": False, "user_error": user, "error": f"{type(exc).__name__}: {msg}",
                   "traceback": traceback.format_exc()}
         code = 2 if user else 3
+    result["seconds"] = round(time.monotonic() - t0, 3)
+    result["cpu_seconds"] = round(time.process_time() - c0, 3)
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     tmp.replace(result_path)
     return code
+
+
+def _to_log(path: str | None) -> None:
+    """Point this process's stdout and stderr (native libraries' too) at one target's log."""
+    if not path:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def serve(stream) -> int:
+    """Convert the requests read from ``stream`` (JSON lines) until it closes."""
+    for line in stream:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        _to_log(req.get("log"))
+        _run(req)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return 0
+
+
+def main() -> int:
+    import warnings
+
+    from .lifeline import die_with_parent
+
+    die_with_parent()  # a killed build takes its converters with it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore")
+    if sys.argv[1:] == ["--serve"]:
+        serve(sys.stdin)
+        os._exit(0)  # every result is written: skip the frameworks' slow interpreter teardown
+    return _run(json.loads(Path(sys.argv[1]).read_text()))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ The reference's intermediate outputs come from forward hooks on its named module
 
 A layer diverges when its SNR falls below the target's ``min_snr_db`` (or 60 dB for targets judged
 by ``max_abs``, whose healthy layers sit near 100 dB).
+
+Each matched layer also gets its gain (least-squares slope of the candidate on the reference). The
+gain STEP between consecutive layers is what catches a scale fault that int8 noise hides: rounding
+noise leaves every layer's gain near 1 (on the demo, consecutive gains differ by at most 1.4%),
+while one layer computing 5% too much steps the gain by ~5% exactly there, even where the output's
+SNR stays within the noise (README, "Tolerances with teeth").
 """
 
 from __future__ import annotations
@@ -91,6 +97,31 @@ def _snr(ref: np.ndarray, out: np.ndarray) -> float:
     return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
+def _gain(ref: np.ndarray, out: np.ndarray) -> float:
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    g = float(np.sum(ref * out)) / signal if signal > 0 else float("nan")
+    return g if np.isfinite(g) else float("nan")
+
+
+def largest_gain_step(layers: list[dict]) -> dict | None:
+    """The largest relative change of gain between consecutive matched layers:
+    ``{"layer", "from_layer", "step"}`` with step = |gain / previous gain - 1|; NaN gains count as
+    an infinite step (a layer that is not a function of its input any more)."""
+    best, prev = None, None
+    for x in layers:
+        g = x.get("gain")
+        if g is None:
+            continue
+        if prev is not None:
+            ok = np.isfinite(g) and np.isfinite(prev["gain"]) and prev["gain"] != 0
+            step = abs(g / prev["gain"] - 1.0) if ok else float("inf")
+            if best is None or step > best["step"]:
+                best = {"layer": x["layer"], "from_layer": prev["layer"],
+                        "step": round(step, 5) if np.isfinite(step) else step}
+        prev = x
+    return best
+
+
 def _best(ref: np.ndarray, cands: list[tuple[str, np.ndarray]], scales) -> tuple[str, float, float]:
     """(name, snr, scale) of the candidate (and legitimate scale) that agrees best with ref."""
     best = ("", float("-inf"), 1.0)
@@ -129,8 +160,9 @@ def compare_layers(ref: dict[str, np.ndarray], cands: list[tuple[str, set, np.nd
                            "matched": None})
             continue
         tensor, snr, scale = _best(r, hits, scales)
+        v = dict(hits)[tensor].reshape(r.shape).astype(np.float64) / scale
         row = {"layer": name, "shape": list(r.shape[1:]), "snr_db": round(snr, 2),
-               "matched": tensor[:120]}
+               "gain": round(_gain(r, v), 5), "matched": tensor[:120]}
         if scale != 1.0:
             row["scale"] = scale
         layers.append(row)
@@ -143,8 +175,10 @@ def compare_layers(ref: dict[str, np.ndarray], cands: list[tuple[str, set, np.nd
             if drop is None or d > drop["db"]:
                 drop = {"layer": x["layer"], "from_layer": prev["layer"], "db": round(d, 2)}
         prev = x
+    step = largest_gain_step(layers)
     return {
         "first_divergent_layer": first["layer"] if first else None,
+        "largest_gain_step": step,
         "metric": "snr_db",
         "value": first["snr_db"] if first else None,
         "threshold_db": threshold,

@@ -1,6 +1,13 @@
 """Comparators: small functions of (reference, candidate[, labels]) feeding one table.
 
 All compare logits of shape (N, classes). SNR is 10*log10(sum(ref^2) / sum((ref - out)^2)).
+
+``gain`` is the least-squares slope of the candidate on the reference, sum(ref*out) / sum(ref^2).
+Rounding noise (int8, float16) is unbiased: it lowers the SNR but leaves the gain at 1 within a
+fraction of a percent, whatever the noise level; a layer computing a few percent too much or too
+little (a wrong weight or requantisation scale) moves the gain by about that much. So
+``gain_error = |gain - 1|`` separates a scale fault from quantisation noise where the SNR cannot
+(measured on the demo, README "Tolerances with teeth").
 """
 
 from __future__ import annotations
@@ -35,6 +42,21 @@ def snr_db(ref: np.ndarray, out: np.ndarray) -> float:
     return 10.0 * np.log10(signal / noise)
 
 
+def gain(ref: np.ndarray, out: np.ndarray) -> float:
+    """Least-squares slope of ``out`` on ``ref`` (1.0: no systematic scale error)."""
+    r = ref.astype(np.float64)
+    signal = float(np.sum(r * r))
+    if signal == 0.0:
+        return 1.0 if not np.any(out) else float("inf")
+    g = float(np.sum(r * out)) / signal
+    return g if np.isfinite(g) else float("nan")
+
+
+def gain_error(ref: np.ndarray, out: np.ndarray) -> float:
+    """``|gain - 1|``: the candidate's systematic scale error relative to the reference."""
+    return abs(gain(ref, out) - 1.0)
+
+
 def top1_agreement(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.mean(ref.argmax(1) == out.argmax(1)))
 
@@ -62,6 +84,8 @@ def compare(ref: np.ndarray, out: np.ndarray, labels: list[int | None]) -> dict[
         "mean_abs": mean_abs(ref, out),
         "cosine": cosine(ref, out),
         "snr_db": snr_db(ref, out),
+        "gain": gain(ref, out),
+        "gain_error": gain_error(ref, out),
         "top1_agreement": top1_agreement(ref, out),
     }
     if ref.shape[1] >= 5:

@@ -177,6 +177,14 @@ def fp16_overflow_state(m: Maker):
     return s, name
 
 
+def scaled_layer_state(m: Maker, layer: str, factor: float):
+    """The weights with ``layer``'s convolution kernel scaled by ``factor`` (its bias unchanged)."""
+    key = f"{layer}.conv.weight"
+    state = dict(m.state)
+    state[key] = state[key] * np.float32(factor)
+    return state, layer
+
+
 def install(bundle: Path, target: str, write, *, rewrite_sha: bool = True) -> None:
     """Replace one artifact of ``bundle`` with what ``write(path)`` puts there."""
     from mobiledeploy.bundle import sha256_path, size_of
@@ -224,6 +232,12 @@ def make_faults(m: Maker, root: Path) -> dict[str, dict]:
     add("int8-calibrated-on-noise", "tflite-int8", raw(m.tflite(precision="int8", calibration=noise_x)))
     add("int8-calibrated-on-one-image", "tflite-int8",
         raw(m.tflite(precision="int8", calibration=m.calib.nhwc()[:1])))
+    # a realistic converter slip: one mid-network layer computes 5% too much (its weights' scale),
+    # calibrated consistently, so the int8 file is otherwise healthy. Its output SNR stays within
+    # int8 noise (~24 vs 26 dB) and top-1 barely moves: only the gain checks can see it
+    state, layer = scaled_layer_state(m, "blocks.3.dw", 1.05)
+    add("int8-layer-scale-5pct", "tflite-int8", raw(m.tflite(state, precision="int8")), layer=layer,
+        reason=r"layer_gain_step \S+ > ")
     add("truncated-tflite", "tflite-int8", lambda p: (p.write_bytes((m.bundle / m.art("tflite-int8")["path"])
                                                                      .read_bytes()), truncate(p)),
         rewrite_sha=False, reason=r"artifact changed since build")
@@ -282,8 +296,9 @@ def test_correct_bundle_passes(good):
 
 FAULTS = ["bgr", "wrong-mean-std", "nchw-nhwc", "swapped-weights", "int8-calibrated-on-noise",
           "int8-calibrated-on-one-image", "truncated-tflite", "truncated-tflite-sha-rewritten",
-          "another-model", "truncated-pte-sha-rewritten", "fp16-overflow"]
-METRIC = re.compile(r"\b(max_abs|mean_abs|cosine|snr_db|top1_agreement|accuracy_drop) \S+ [<>] ")
+          "another-model", "truncated-pte-sha-rewritten", "fp16-overflow", "int8-layer-scale-5pct"]
+METRIC = re.compile(r"\b(max_abs|mean_abs|cosine|snr_db|gain_error|layer_gain_step|top1_agreement|accuracy_drop) "
+                    r"\S+ [<>] ")
 
 
 @pytest.mark.parametrize("fault", FAULTS)

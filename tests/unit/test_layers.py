@@ -52,7 +52,7 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 LOWER = ("mobiledeploy.errors", "mobiledeploy.tolerance", "mobiledeploy.images", "mobiledeploy.bundle",
          "mobiledeploy.resources", "mobiledeploy._deps", "mobiledeploy.architectures")
 UPPER = ("mobiledeploy.backends", "mobiledeploy.validate", "mobiledeploy.pipeline", "mobiledeploy.app",
-         "mobiledeploy.bench", "mobiledeploy.commands", "mobiledeploy.cli")
+         "mobiledeploy.bench", "mobiledeploy.sweep", "mobiledeploy.commands", "mobiledeploy.cli")
 
 
 def test_lower_layers_import_nothing_above_them():
