@@ -4,6 +4,8 @@ Canonical output layouts (what the PyTorch reference returns and every comparato
 classification ``(N, classes)``; segmentation ``(N, classes, H, W)`` logits. A runner returns its
 runtime's output and says its layout (``Runner.layout``: ``"nchw"`` or ``"nhwc"``, i.e. channels
 first as PyTorch or channels last as TensorFlow); ``Task.canonical`` maps it to the canonical one.
+A task with several outputs (detection) overrides ``canonical``/``metrics`` for what its runners
+return; the validator only passes values through (``validate/runner.py``).
 """
 
 from __future__ import annotations
