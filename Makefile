@@ -1,13 +1,14 @@
-# mobiledeploy: `make demo` builds the shipped example end to end; `make test` runs the tests.
+# mobiledeploy: `make demo` builds the shipped examples end to end; `make test` runs the tests.
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 OUT    ?= dist
+SEG_OUT ?= $(OUT)-seg
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-fast demo sweep-demo test test-fast lint bench train-demo app-sync clean mediapipe-venv
+.PHONY: setup setup-fast demo sweep-demo test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +30,9 @@ $(MEDIAPIPE_VENV)/.installed:
 
 mediapipe-venv: $(MEDIAPIPE_VENV)/.installed  ## MediaPipe Tasks in .venv-mediapipe (validate's mediapipe rows)
 
-demo: $(STAMP)  ## build, validate and package the shipped example into dist/
+demo: $(STAMP)  ## build, validate and package both shipped examples: dist/ (classifier), dist-seg/ (segmentation)
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
+	$(VENV)/bin/mobiledeploy build examples/shapes_seg/shapes_seg.yaml -o $(SEG_OUT) --jobs $(JOBS)
 
 sweep-demo: $(STAMP)  ## the shipped example at 4 resolutions x int8 lowering, fp32 and int8, on a local Ray instance
 	$(VENV)/bin/mobiledeploy sweep examples/shapes/sweep.yaml -o $(OUT)-sweep --jobs $(JOBS)
@@ -50,8 +52,11 @@ bench: $(STAMP)  ## benchmark suite (outside the tests): writes bench/results.md
 train-demo: $(STAMP)  ## retrain the shipped demo weights (CPU, ~10 min)
 	$(PY) -m mobiledeploy.demo.train --out examples/shapes
 
+train-demo-seg: $(STAMP)  ## retrain the shipped segmentation weights (CPU, one thread, ~12 min)
+	$(PY) -m mobiledeploy.demo.train_seg --out examples/shapes_seg
+
 app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
 	$(PY) -m mobiledeploy.app_sync
 
 clean:
-	rm -rf $(OUT) $(OUT)-sweep .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(SEG_OUT) $(OUT)-sweep .pytest_cache .ruff_cache

@@ -71,6 +71,9 @@ class GoldenSample(BaseModel):
     label_index: int | None
     expected_top1: int | None  # host top-1 (or the label index when no host run was possible)
     host_outputs: list[float] | None = None
+    # segmentation: the host's class id per pixel (row-major, input size), run-length encoded as
+    # [class, count, class, count, ...]; host_outputs stays None (H*W*classes floats)
+    expected_mask_rle: list[int] | None = None
     source: str = Field("", exclude=True)  # the image on the host, copied as ``file``
 
 
@@ -79,6 +82,7 @@ class AppContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
+    task: Literal["image-classification", "semantic-segmentation"] = "image-classification"
     application_id: str
     app_name: str = Field(min_length=1, max_length=50)
     runtime: Literal["litert", "executorch"]
@@ -133,6 +137,23 @@ class AppContext(BaseModel):
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def segmentation(self) -> bool:
+        return self.task == "semantic-segmentation"
+
+    @property
+    def output_size(self) -> int:
+        """Floats the model writes per frame: class scores, or a score per class and pixel."""
+        return self.num_classes * (self.input_height * self.input_width if self.segmentation else 1)
+
+    @property
+    def palette(self) -> list[int]:
+        """ARGB overlay colour per class (the report's palette; background transparent)."""
+        from .masks import palette
+
+        return [0 if c == 0 else (0xFF << 24) | (int(r) << 16) | (int(g) << 8) | int(b)
+                for c, (r, g, b) in enumerate(palette(self.num_classes).tolist())]
 
     @property
     def package_path(self) -> str:
@@ -232,6 +253,7 @@ def context_from_definition(definition, *, runtime: str | None = None,
         scale, bias, color_order = pre["scale"], pre["bias"], pre["color_order"]
     return AppContext(
         name=definition.name,
+        task=definition.task.value,
         application_id=definition.android.application_id,
         app_name=definition.android.app_name,
         runtime=rt,
@@ -408,6 +430,8 @@ def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path 
         items = [items[int(i * step)] for i in range(GOLDEN_SAMPLES)]
     outputs = _host_outputs(ctx, model_path, [
         decode_resized(p, ctx.input_height, ctx.input_width, ctx.resize) for p, _ in items])
+    if ctx.segmentation:
+        return _golden_masks(ctx, items, outputs)
     golden = []
     for i, (p, lab) in enumerate(items):
         out = outputs[i] if outputs is not None else None
@@ -421,6 +445,34 @@ def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path 
         return golden, "host", 0.9
     acc = _reported_accuracy(bundle, ctx.model_target) if bundle else None
     return golden, "label", max(0.0, round((acc if acc is not None else 0.7) - 0.2, 3))
+
+
+def rle(ids) -> list[int]:
+    """[value, run length, ...] of a flat sequence of class ids."""
+    import numpy as np
+
+    a = np.asarray(ids).reshape(-1)
+    if a.size == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    lengths = np.diff(np.r_[starts, a.size])
+    return [int(v) for pair in zip(a[starts].tolist(), lengths.tolist(), strict=True) for v in pair]
+
+
+def _golden_masks(ctx: AppContext, items, outputs):
+    """Segmentation golden samples: the host's mask per image (argmax over the class axis)."""
+    import numpy as np
+
+    if outputs is None:  # no host run: nothing to compare a device mask with
+        return [], "none", 0.0
+    golden = []
+    for i, (p, _lab) in enumerate(items):
+        # a channels-last model (TFLite): (H, W, classes) flattened
+        logits = np.asarray(outputs[i], np.float32).reshape(ctx.input_height, ctx.input_width, -1)
+        golden.append(GoldenSample(file=f"{i:02d}_{p.name}", label=None, label_index=None, expected_top1=None,
+                                   expected_mask_rle=rle(logits.argmax(-1)), source=str(p)))
+    # the same model on the same pixels: only near-tie pixels may flip between CPU kernels
+    return golden, "host", 0.99
 
 
 def _host_outputs(ctx: AppContext, model_path: Path, images: list) -> list[list[float]] | None:
@@ -455,6 +507,8 @@ def _reported_accuracy(bundle: Path, target: str) -> float | None:
 
 _RUNTIME_ONLY = {"LiteRtClassifier.kt.j2": "litert", "ExecuTorchClassifier.kt.j2": "executorch",
                  "TfliteMetadataCheck.kt.j2": "litert", "SidecarCheck.kt.j2": "executorch"}
+# template files only one task family renders (tasks.Task.app_family)
+_FAMILY_ONLY = {"Segmentation.kt.j2": "segmenter"}
 
 
 def _environment(template_dir: Path):
@@ -502,6 +556,9 @@ def render_android_app(ctx: AppContext, out_dir: str | Path, *, copy_models: boo
     src = template_dir()
     env = _environment(src)
     with_models = bool(copy_models and ctx.model_path and ctx.golden)
+    from .tasks import get_task
+
+    family = get_task(ctx.task).app_family
     values = {**ctx.model_dump(), "ctx": ctx, "package": ctx.application_id,
               "num_classes": ctx.num_classes, "accelerators": ctx.accelerators,
               "unit_fixtures": _unit_fixtures(ctx), "with_models": with_models}
@@ -512,6 +569,8 @@ def render_android_app(ctx: AppContext, out_dir: str | Path, *, copy_models: boo
         for path in sorted(p for p in src.rglob("*") if p.is_file()):
             rel = path.relative_to(src).as_posix()
             if _RUNTIME_ONLY.get(path.name, ctx.runtime) != ctx.runtime or "__pycache__" in rel:
+                continue
+            if _FAMILY_ONLY.get(path.name, family) != family:
                 continue
             dest = tmp / rel.replace("__package__", ctx.package_path).removesuffix(".j2")
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,12 @@
-"""Regenerate ``android_app/`` (the shipped example's app, no model binaries) or check it.
+"""Regenerate ``android_app/`` and ``android_app_seg/`` (the shipped examples' apps, no model
+binaries) or check them.
 
     python -m mobiledeploy.app_sync [--check] [--out DIR]
 
-The copy in git is rendered from ``examples/shapes/shapes.yaml`` alone (no bundle): the app reads
-its model's quantization at run time, so no built model is needed.
+The copies in git are rendered from ``examples/shapes/shapes.yaml`` (the classifier) and
+``examples/shapes_seg/shapes_seg.yaml`` (the segmentation app: mask overlay and legend) alone, no
+bundle: the app reads its model's quantization at run time, so no built model is needed.
+``--out`` names the classifier's folder (the segmentation copy is checked beside the default).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "shapes" / "shapes.yaml"
 APP_DIR = REPO / "android_app"
+SEG_EXAMPLE = REPO / "examples" / "shapes_seg" / "shapes_seg.yaml"
+SEG_APP_DIR = REPO / "android_app_seg"
 # present after `mobiledeploy app BUNDLE -o android_app` or a local Gradle build: not drift
 IGNORED = ("app/src/main/assets/*.tflite", "app/src/main/assets/*.pte",
            "app/src/androidTest/assets/golden/*", "gradle/wrapper/gradle-wrapper.jar",
@@ -51,19 +56,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="fail when android_app/ differs")
     ap.add_argument("--out", type=Path, default=APP_DIR)
     args = ap.parse_args(argv)
+    pairs = [(EXAMPLE, args.out)] + ([(SEG_EXAMPLE, SEG_APP_DIR)] if args.out == APP_DIR and SEG_EXAMPLE.is_file()
+                                     else [])
     if not args.check:
-        render(args.out)
-        print(f"wrote {args.out}")
+        for example, out in pairs:
+            render(out, example)
+            print(f"wrote {out}")
         return 0
+    diffs = []
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = render(Path(tmp) / "android_app")
-        diffs = differences(fresh, args.out)
+        for i, (example, out) in enumerate(pairs):
+            fresh = render(Path(tmp) / f"app{i}", example)
+            diffs += [f"{out.name}: {d}" if i else d for d in differences(fresh, out)]
     for d in diffs:
         print(d)
     if diffs:
-        print(f"{args.out} is out of date: run  python -m mobiledeploy.app_sync", file=sys.stderr)
+        print(f"{', '.join(str(o) for _, o in pairs)} out of date: run  python -m mobiledeploy.app_sync",
+              file=sys.stderr)
         return 1
-    print(f"{args.out} is up to date")
+    print(f"{', '.join(str(o) for _, o in pairs)} up to date")
     return 0
 
 

@@ -40,6 +40,7 @@ class Layout(str, Enum):
 
 class Task(str, Enum):
     image_classification = "image-classification"
+    semantic_segmentation = "semantic-segmentation"
 
 
 class Runtime(str, Enum):
@@ -160,6 +161,22 @@ class HeadSpec(BaseModel):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
 
+class SegmentationSection(BaseModel):
+    """LR-ASPP head options (``task: semantic-segmentation``), defaults as in the MobileNetV3 paper."""
+
+    model_config = Strict
+    inter_channels: int = Field(128, ge=8, le=1024)
+    low_level_stride: Literal[4, 8] = 8
+    output_stride: Literal[16, 32] | None = 16
+    reduced_tail: bool = True
+
+    def options(self):
+        from .architectures.spec import SegmentationOptions
+
+        return SegmentationOptions(self.inter_channels, self.low_level_stride, self.output_stride,
+                                   self.reduced_tail)
+
+
 class BlockRow(BaseModel):
     """A bottleneck row: ``[kernel, exp, out, se, activation, stride]`` or this mapping."""
 
@@ -205,6 +222,7 @@ class ArchitectureSection(BaseModel):
     blocks: list[BlockRow] | None = Field(None, max_length=128)
     last_stage: LastStageSpec | None = None
     head: HeadSpec | None = None
+    segmentation: SegmentationSection | None = None
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -217,15 +235,23 @@ class ArchitectureSection(BaseModel):
             raise ValueError("blocks must list at least one row")
         if custom and self.last_stage is None:
             raise ValueError("a custom table needs last_stage: {conv: N, activation: hswish}")
+        if self.segmentation is not None and self.head is not None:
+            raise ValueError("head is the classifier's; a segmentation network has the LR-ASPP head "
+                             "(architecture.segmentation): remove head")
         return self
 
 
 class ImageSource(BaseModel):
-    """A folder of labelled images (label = sub-folder name) or a list file ("path label")."""
+    """A folder of labelled images (label = sub-folder name) or a list file ("path label").
+
+    ``masks`` (segmentation): a folder of PNG class-id masks, one per image with the image's
+    path relative to ``source`` and the suffix ``.png`` (``masks.py``).
+    """
 
     model_config = Strict
     source: str = Field(min_length=1, max_length=4096)
     max_images: int | None = Field(None, ge=1)
+    masks: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -309,6 +335,17 @@ class ModelDefinition(BaseModel):
     base_dir: str = Field("", exclude=True)
     source_path: str = Field("", exclude=True)
 
+    @model_validator(mode="after")
+    def _task(self):
+        seg = self.task == Task.semantic_segmentation
+        if not seg and self.architecture.segmentation is not None:
+            raise ValueError("architecture.segmentation needs task: semantic-segmentation")
+        if not seg:
+            for field in ("calibration", "validation"):
+                if getattr(self, field).masks is not None:
+                    raise ValueError(f"{field}.masks needs task: semantic-segmentation")
+        return self
+
     def path(self, rel: str) -> Path:
         return (Path(self.base_dir) / rel).resolve()
 
@@ -330,14 +367,28 @@ class ModelDefinition(BaseModel):
 
     def architecture_spec(self):
         """The resolved ArchitectureSpec (width-scaled, rounded, classes and resolution set)."""
+        from .errors import UserError
+
+        try:
+            return self._architecture_spec()
+        except UserError as exc:
+            if isinstance(exc, DefinitionError) or "architecture." not in str(exc):
+                raise
+            field, _, msg = str(exc).partition(": ")
+            raise DefinitionError(self.source_path, field, msg) from None
+
+    def _architecture_spec(self):
         from .architectures.spec import RawArchitecture, RawRow, preset, resolve
 
         a = self.architecture
         res = (self.input.height, self.input.width)
         conv = {"padding": self.conventions.padding.value,
                 "channel_rounding": self.conventions.channel_rounding.value}
+        seg = None
+        if self.task == Task.semantic_segmentation:
+            seg = (a.segmentation or SegmentationSection()).options()
         if a.preset:
-            return preset(a.preset, a.width_multiplier, self.num_classes, res, **conv)
+            return preset(a.preset, a.width_multiplier, self.num_classes, res, segmentation=seg, **conv)
         stem = a.stem or StemSpec()
         head = a.head or HeadSpec()
         raw = RawArchitecture(
@@ -348,7 +399,7 @@ class ModelDefinition(BaseModel):
         )
         return resolve(raw, name=f"{self.name}", width_multiplier=a.width_multiplier,
                        num_classes=self.num_classes, resolution=res, in_channels=self.input.channels,
-                       **conv)
+                       segmentation=seg, **conv)
 
     def description_text(self) -> str:
         """The artifacts' description: ``metadata.description`` or one naming the task and labels."""
@@ -481,6 +532,12 @@ def check_definition_files(d: ModelDefinition) -> None:
         if not p.exists():
             raise DefinitionError(src, f"{field}.source", f"not found: {clip(str(p))} "
                                                           "(a folder of images or a list file)")
+        m = getattr(d, field).masks
+        if m is not None:
+            mp = d.confined(m, f"{field}.masks")
+            if not mp.is_dir():
+                raise DefinitionError(src, f"{field}.masks", f"not found: {clip(str(mp))} (a folder of PNG "
+                                      "class-id masks, one per image at the image's relative path)")
     from .targets import KERAS_ROW, all_targets, resolve_target
 
     known = all_targets()

@@ -57,8 +57,8 @@ class TargetProfile:
         return self.backend_class().options[self.precision]
 
     def resolve(self, options: dict[str, Any] | None = None, tolerance: Tolerance | dict | None = None,
-                *, where: str = "") -> ResolvedTarget:
-        """Typed options and limits: backend defaults < profile < ``options``/``tolerance``."""
+                *, where: str = "", task: str | None = None) -> ResolvedTarget:
+        """Typed options and limits: backend defaults < the task's < profile < ``options``/``tolerance``."""
         cls = self.backend_class()
         try:
             opts = self.options_model()(**{**self.options, **(options or {})})
@@ -73,7 +73,13 @@ class TargetProfile:
             else:
                 msg = e["msg"].removeprefix("Value error, ") + f" (got {e.get('input')!r})"
             raise UserError(f"{where or self.name}: option {loc}: {msg}") from None
-        tol = cls.tolerances.get(self.precision, Tolerance()).over(self.tolerance, tolerance)
+        base, task_tol = cls.tolerances.get(self.precision, Tolerance()), None
+        if task is not None:
+            from .tasks import get_task
+
+            t = get_task(task)
+            base, task_tol = t.backend_defaults(base), t.tolerance(self.precision)
+        tol = base.over(task_tol, self.tolerance, tolerance)
         return ResolvedTarget(name=self.name, backend=self.backend, precision=self.precision,
                               artifact=self.artifact, description=self.description, order=self.order,
                               options=opts, tolerance=tol)
@@ -203,7 +209,8 @@ def resolve_target(definition, name: str, *, where: str = "") -> ResolvedTarget:
     src = getattr(definition, "source_path", "")
     try:
         return get_target(name).resolve(definition.target_options.get(name), definition.tolerances.get(name),
-                                        where=where or f"{src}: target_options.{name}")
+                                        where=where or f"{src}: target_options.{name}",
+                                        task=getattr(definition, "task", None))
     except UserError as exc:
         if where or not src:
             raise
@@ -224,4 +231,8 @@ def resolve_targets(definition, selected: tuple[str, ...] | list[str] = ()) -> l
 
 def keras_tolerance(definition) -> Tolerance:
     """The Keras twin's limits: the built-in ones, overridden by ``tolerances.reference-keras``."""
-    return KERAS_TOLERANCE.over(definition.tolerances.get(KERAS_ROW))
+    from .tasks import get_task
+
+    task = get_task(definition)
+    return task.backend_defaults(KERAS_TOLERANCE).over(task.keras_tolerance,
+                                                       definition.tolerances.get(KERAS_ROW))

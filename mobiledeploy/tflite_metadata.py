@@ -411,6 +411,8 @@ def metadata_for(definition, *, io_dtype: str = "float32", stats: tuple[list, li
     ``stats`` (min, max per channel) describes the values the input tensor takes on the
     calibration images, in the tensor's own units.
     """
+    from .tasks import get_task
+
     plan = input_plan(definition.input, io_dtype)
     inp = definition.input
     meta = definition.metadata
@@ -427,8 +429,7 @@ def metadata_for(definition, *, io_dtype: str = "float32", stats: tuple[list, li
     )
     scores = TensorInfo(
         name="logits",
-        description=(f"unnormalised class scores (logits, {len(labels)} classes; softmax gives "
-                     f"probabilities), in the order of {LABEL_FILE}"),
+        description=get_task(definition).output_description(len(labels), LABEL_FILE),
         content="feature",
         associated_files=[AssociatedFile(LABEL_FILE, "class labels, one per line, in output order",
                                          "TENSOR_AXIS_LABELS")],

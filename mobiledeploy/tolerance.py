@@ -33,6 +33,10 @@ class Tolerance(BaseModel):
     max_layer_gain_step: float | None = _limit("layer_gain_step", "max", ge=0)
     min_top1_agreement: float | None = _limit("top1_agreement", "min", ge=0, le=1)
     max_accuracy_drop: float | None = _limit("accuracy_drop", "max", ge=0, le=1)
+    # semantic segmentation (tasks/segmentation.py)
+    min_pixel_agreement: float | None = _limit("pixel_agreement", "min", ge=0, le=1)
+    min_miou_vs_reference: float | None = _limit("miou_vs_reference", "min", ge=0, le=1)
+    max_miou_drop: float | None = _limit("miou_drop", "max", ge=0, le=1)
 
     def over(self, *layers: Tolerance | dict | None) -> Tolerance:
         """This tolerance with every key set in ``layers`` (later wins) replacing its own."""

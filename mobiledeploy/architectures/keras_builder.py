@@ -25,7 +25,8 @@ def _keras():
 
 
 def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_size: int | None = None):
-    """A functional Keras model: NHWC float input (normalised) -> logits.
+    """A functional Keras model: NHWC float input (normalised) -> logits
+    ((N, classes), or (N, H, W, classes) for a segmentation spec).
 
     ``batch_size=1`` gives the static shapes that converters (and the Edge TPU) want.
     """
@@ -50,7 +51,8 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
             return layers.Activation(lambda t: t * ops.relu6(t + 3.0) / 6.0, name=name)(x)
         return x
 
-    def conv_bn(x, prefix: str, cout: int, k: int, stride: int, depthwise: bool, activation: str):
+    def conv_bn(x, prefix: str, cout: int, k: int, stride: int, depthwise: bool, activation: str,
+                dilation: int = 1):
         n = prefix.replace(".", "_")
         pad = (k - 1) // 2
         padding = "same"
@@ -58,9 +60,11 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
             x = layers.ZeroPadding2D(pad, name=n + "_pad")(x)
             padding = "valid"
         if depthwise:
-            x = layers.DepthwiseConv2D(k, stride, padding=padding, use_bias=False, name=n + "_conv")(x)
+            x = layers.DepthwiseConv2D(k, stride, padding=padding, dilation_rate=dilation, use_bias=False,
+                                       name=n + "_conv")(x)
         else:
-            x = layers.Conv2D(cout, k, stride, padding=padding, use_bias=False, name=n + "_conv")(x)
+            x = layers.Conv2D(cout, k, stride, padding=padding, dilation_rate=dilation, use_bias=False,
+                              name=n + "_conv")(x)
         x = layers.BatchNormalization(epsilon=spec.bn_eps, name=n + "_bn")(x)
         return act(x, n + "_act", activation)
 
@@ -90,18 +94,24 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
         y = x
         if b.fused:
             if b.has_expand(cin):
-                y = conv_bn(y, p + ".expand", b.exp, b.kernel, b.stride, False, b.activation)
+                y = conv_bn(y, p + ".expand", b.exp, b.kernel, b.stride, False, b.activation, b.dilation)
         else:
             if b.has_expand(cin):
                 y = conv_bn(y, p + ".expand", b.exp, 1, 1, False, b.activation)
-            y = conv_bn(y, p + ".dw", b.exp, b.kernel, b.stride, True, b.activation)
+            y = conv_bn(y, p + ".dw", b.exp, b.kernel, b.stride, True, b.activation, b.dilation)
         if b.se:
             y = se(y, p + ".se", b.exp, b.se_channels)
         y = conv_bn(y, p + ".project", b.out, 1, 1, False, "none")
         if b.residual and b.stride == 1 and cin == b.out:
             y = layers.Add(name=f"blocks_{i}_add")([x, y])
         x, cin = y, b.out
+        if spec.segmentation and i == spec.segmentation.low_block:
+            low = x
     x = conv_bn(x, "last", spec.last_conv, 1, 1, False, spec.last_activation)
+    if spec.segmentation:
+        from .lraspp import keras_head
+
+        return keras.Model(inp, keras_head(spec, low, x, conv_bn), name=spec.name)
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     if spec.head_hidden:
         x = layers.Dense(spec.head_hidden, name="head_fc1")(x)

@@ -83,6 +83,10 @@ def expected_shapes(spec) -> dict[str, tuple]:
         conv_bn(f"{p}.project", b.exp, b.out, 1)
         cin = b.out
     conv_bn("last", cin, spec.last_conv, 1)
+    if spec.segmentation:
+        from .lraspp import head_shapes
+
+        return {**shapes, **head_shapes(spec)}
     feat = spec.last_conv
     if spec.head_hidden:
         shapes["head.fc1.weight"] = (spec.head_hidden, feat)

@@ -22,7 +22,7 @@ each (the definition's ``conventions:``):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 Activation = Literal["relu", "relu6", "hswish", "none"]
@@ -61,11 +61,40 @@ class Block:
     fused: bool = False
     residual: bool = True
     se_channels: int = 0  # squeeze channels when se
+    dilation: int = 1  # >1 on a segmentation backbone whose late strides were removed (lraspp.py)
 
     def has_expand(self, cin: int) -> bool:
         """An expansion conv exists unless it would map cin to cin (as in the reference
         implementation: MobileNetEdgeTPU's first fused block is a bare 1x1 projection)."""
         return self.exp != cin or (self.fused and self.stride > 1)
+
+
+@dataclass(frozen=True)
+class SegmentationOptions:
+    """LR-ASPP options before resolution (the definition's ``architecture.segmentation``).
+
+    ``reduced_tail`` halves the channels of the last stage and ``output_stride`` removes late
+    strides (dilating what follows) as the MobileNetV3 paper does for segmentation; ``None`` keeps
+    the classification backbone's strides.
+    """
+
+    inter_channels: int = 128
+    low_level_stride: int = 8
+    output_stride: int | None = 16
+    reduced_tail: bool = True
+
+
+@dataclass(frozen=True)
+class SegHead:
+    """A resolved LR-ASPP head: which block feeds the low-level branch and the channel counts."""
+
+    inter_channels: int
+    low_block: int  # index in ArchitectureSpec.blocks whose output is the low-level feature
+    low_channels: int
+    low_stride: int
+    high_stride: int  # stride of the last conv's output (the high-level feature)
+    output_stride: int | None = 16
+    reduced_tail: bool = True
 
 
 @dataclass(frozen=True)
@@ -90,12 +119,22 @@ class ArchitectureSpec:
     bn_eps: float = 1e-3
     padding: Literal["symmetric", "tf_same"] = "symmetric"
     channel_rounding: Literal["torchvision", "tf_slim"] = "torchvision"
+    # semantic segmentation: the LR-ASPP head replaces the pooled classifier (see lraspp.py)
+    segmentation: SegHead | None = None
+
+    @property
+    def task(self) -> str:
+        return "semantic-segmentation" if self.segmentation else "image-classification"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def conv_pads(self, in_hw: tuple[int, int], kernel: int, stride: int) -> tuple[tuple[int, int], ...]:
-        """((top, bottom), (left, right)) zero padding of a conv on an ``in_hw`` input."""
+    def conv_pads(self, in_hw: tuple[int, int], kernel: int, stride: int,
+                  dilation: int = 1) -> tuple[tuple[int, int], ...]:
+        """((top, bottom), (left, right)) zero padding of a conv on an ``in_hw`` input.
+
+        A dilated conv pads as a conv of its effective kernel ``(kernel - 1) * dilation + 1``."""
+        kernel = (kernel - 1) * dilation + 1
         if self.padding == "tf_same":
             return tuple(tf_same_pads(n, kernel, stride) for n in in_hw)
         p = (kernel - 1) // 2
@@ -140,6 +179,7 @@ class RawRow:
     stride: int
     fused: bool = False
     residual: bool = True
+    dilation: int = 1
 
 
 @dataclass(frozen=True)
@@ -251,6 +291,68 @@ PRESETS: dict[str, RawArchitecture] = {
 }
 
 
+# The paper's segmentation changes to the table and the LR-ASPP head's wiring (lraspp.py builds it)
+
+def _seg_error(message: str):
+    from ..errors import UserError
+
+    return UserError(f"architecture.segmentation: {message}")
+
+
+def segmentation_backbone(raw: RawArchitecture, opts: SegmentationOptions) -> RawArchitecture:
+    """The paper's backbone changes for segmentation, applied to an unscaled table."""
+    rows = list(raw.rows)
+    strided = [i for i, r in enumerate(rows) if r.stride > 1]
+    last_conv = raw.last_conv
+    if opts.reduced_tail:
+        if not strided:
+            raise _seg_error("reduced_tail halves the stage after the last stride-2 block, but no block "
+                         "has stride 2; set reduced_tail: false")
+        first = strided[-1]
+        for i in range(first, len(rows)):
+            r = rows[i]
+            # the stage's first block keeps its expansion (it reads the unhalved previous stage)
+            rows[i] = replace(r, out=max(1, r.out // 2), exp=r.exp if i == first else r.exp / 2)
+        last_conv = max(1, last_conv // 2)
+    if opts.output_stride is not None:
+        total, dilation = raw.stem[2], 1
+        for i, r in enumerate(rows):
+            if r.stride > 1 and total * r.stride > opts.output_stride:
+                dilation *= r.stride
+                rows[i] = replace(r, stride=1, dilation=dilation, residual=False)
+            else:
+                total *= r.stride
+                rows[i] = replace(r, dilation=dilation)
+    return replace(raw, rows=tuple(rows), last_conv=last_conv, head_hidden=None, head_activation="none",
+                   dropout=0.0)
+
+
+def block_strides(stem_stride: int, blocks: tuple[Block, ...]) -> list[int]:
+    """Cumulative output stride after every block."""
+    out, s = [], stem_stride
+    for b in blocks:
+        s *= b.stride
+        out.append(s)
+    return out
+
+
+def resolve_head(stem_stride: int, blocks: tuple[Block, ...], last_conv: int,
+                 opts: SegmentationOptions) -> SegHead:
+    """Pick the low-level block (the last one whose output is at ``low_level_stride``)."""
+    strides = block_strides(stem_stride, blocks)
+    at = [i for i, s in enumerate(strides) if s == opts.low_level_stride]
+    if not at:
+        raise _seg_error(f"no block output at stride {opts.low_level_stride} for the low-level branch "
+                     f"(block strides: {strides}); choose low_level_stride from {sorted(set(strides))}")
+    high = strides[-1] if strides else stem_stride
+    if high <= opts.low_level_stride:
+        raise _seg_error(f"the high-level feature (stride {high}) must be coarser than the low-level one "
+                     f"(stride {opts.low_level_stride}); raise output_stride or lower low_level_stride")
+    low = at[-1]
+    return SegHead(opts.inter_channels, low, blocks[low].out, opts.low_level_stride, high,
+                   opts.output_stride, opts.reduced_tail)
+
+
 def resolve(
     raw: RawArchitecture,
     *,
@@ -262,11 +364,16 @@ def resolve(
     dropout: float | None = None,
     padding: str = "symmetric",
     channel_rounding: str = "torchvision",
+    segmentation: SegmentationOptions | None = None,
 ) -> ArchitectureSpec:
     """Scale channels by the width multiplier, round them, and freeze the result.
 
-    ``channel_rounding`` and ``padding`` are the conventions of the module docstring.
+    ``channel_rounding`` and ``padding`` are the conventions of the module docstring. With
+    ``segmentation`` the backbone gets the paper's segmentation changes first and the pooled
+    classifier is replaced by an LR-ASPP head (``lraspp.py``).
     """
+    if segmentation is not None:
+        raw = segmentation_backbone(raw, segmentation)
     w = width_multiplier
     slim = channel_rounding == "tf_slim"
     if channel_rounding not in ("torchvision", "tf_slim"):
@@ -285,15 +392,22 @@ def resolve(
         # TF-slim: the ratio first, then times the real input channels (keras' _depth(in * ratio))
         exp = make_divisible(cin * (r.exp / cin_raw), 8) if slim else ch(r.exp)
         se_ch = make_divisible(exp // 4, 8) if r.se else 0
-        blocks.append(Block(r.kernel, exp, out, r.se, r.activation, r.stride, r.fused, r.residual, se_ch))
+        blocks.append(Block(r.kernel, exp, out, r.se, r.activation, r.stride, r.fused, r.residual, se_ch,
+                            r.dilation))
         cin_raw, cin = r.out, out
     # finegrain classification mode: the final wide layer keeps full width below 1.0
     head_w = max(w, 1.0)
-    if raw.head_hidden is None:
+    if segmentation is not None:  # no pooled classifier: the last conv is a width-scaled feature
+        last, hidden = ch(raw.last_conv), None
+    elif raw.head_hidden is None:
         last, hidden = make_divisible(raw.last_conv * head_w, 8), None
     else:
         last = make_divisible(cin * (raw.last_conv / cin_raw), 8) if slim else ch(raw.last_conv)
         hidden = make_divisible(raw.head_hidden * head_w, 8)
+    seg_head = None
+    if segmentation is not None:
+        seg_head = resolve_head(raw.stem[2], tuple(blocks), last, segmentation)
+        hidden = None
     return ArchitectureSpec(
         name=name,
         resolution=resolution,
@@ -307,11 +421,12 @@ def resolve(
         last_conv=last,
         last_activation=raw.last_activation,
         head_hidden=hidden,
-        head_activation=raw.head_activation,
-        dropout=raw.dropout if dropout is None else dropout,
+        head_activation="none" if seg_head else raw.head_activation,
+        dropout=0.0 if seg_head else raw.dropout if dropout is None else dropout,
         width_multiplier=w,
         padding=padding,
         channel_rounding=channel_rounding,
+        segmentation=seg_head,
     )
 
 
@@ -322,8 +437,10 @@ def preset(
     resolution: int | tuple[int, int] = 224,
     padding: str = "symmetric",
     channel_rounding: str = "torchvision",
+    segmentation: SegmentationOptions | None = None,
 ) -> ArchitectureSpec:
-    """A named preset at a width and resolution. Unknown names list the valid ones."""
+    """A named preset at a width and resolution (with an LR-ASPP head when ``segmentation``
+    is given). Unknown names list the valid ones."""
     from ..errors import UserError
 
     if name not in PRESETS:
@@ -331,6 +448,6 @@ def preset(
     res = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     return resolve(
         PRESETS[name], name=name, width_multiplier=width_multiplier, num_classes=num_classes,
-        resolution=res, padding=padding, channel_rounding=channel_rounding,
+        resolution=res, padding=padding, channel_rounding=channel_rounding, segmentation=segmentation,
     )
 

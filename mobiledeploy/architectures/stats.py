@@ -61,13 +61,18 @@ def stage_table(spec: ArchitectureSpec) -> list[StageRow]:
             params += 2 * b.exp * b.se_channels + b.exp + b.se_channels
         _, _, m, p = _conv(h, w, b.exp, b.out, 1, 1)
         macs, params = macs + m, params + p
-        op = f"{'fused' if b.fused else 'bneck'} {b.kernel}x{b.kernel}"
+        op = f"{'fused' if b.fused else 'bneck'} {b.kernel}x{b.kernel}" + (f" d{b.dilation}" if b.dilation > 1 else "")
         rows.append(StageRow(f"{hin}x{win}x{c}", op, b.exp, b.out, b.se, _NL[b.activation], b.stride,
                              macs, params))
         c = b.out
     _, _, m, p = _conv(h, w, c, spec.last_conv, 1, 1)
     rows.append(StageRow(f"{h}x{w}x{c}", "conv2d 1x1", None, spec.last_conv, False,
                          _NL[spec.last_activation], 1, m, p))
+    if spec.segmentation:
+        from .lraspp import head_stats
+
+        rows += [StageRow(inp, op, None, out, False, nl, s, m, p) for inp, op, out, s, nl, m, p in head_stats(spec)]
+        return rows
     rows.append(StageRow(f"{h}x{w}x{spec.last_conv}", "avg pool", None, spec.last_conv, False, "-", 1,
                          0, 0))
     c = spec.last_conv

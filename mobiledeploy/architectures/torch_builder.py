@@ -26,7 +26,8 @@ def _act(name: str):
 
 
 def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
-    """An ``nn.Module`` in eval mode: NCHW float input (normalised) -> logits.
+    """An ``nn.Module`` in eval mode: NCHW float input (normalised) -> logits
+    ((N, classes), or (N, classes, H, W) for a segmentation spec).
 
     Parameters are initialised deterministically from ``seed`` (Kaiming for convs, as
     torchvision does); load real weights with ``weights.load_torch_weights``.
@@ -37,17 +38,17 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
     sizes = spec.conv_inputs()
 
     class ConvBN(nn.Sequential):
-        def __init__(self, cin, cout, k, stride, groups, act, prefix=""):
+        def __init__(self, cin, cout, k, stride, groups, act, prefix="", dilation=1):
             super().__init__()
-            p = (k - 1) // 2
-            pads = spec.conv_pads(sizes[prefix], k, stride) if k > 1 else ((p, p), (p, p))
+            p = (k - 1) // 2 * dilation
+            pads = spec.conv_pads(sizes[prefix], k, stride, dilation) if k > 1 and prefix in sizes else ((p, p), (p, p))
             if pads != ((p, p), (p, p)):
                 # TensorFlow "same" at stride 2 on an even size pads more after than before,
                 # which Conv2d's own padding cannot say: an explicit zero pad, then no padding
                 (top, bottom), (left, right) = pads
                 self.pad = nn.ZeroPad2d((left, right, top, bottom))
                 p = 0
-            self.conv = nn.Conv2d(cin, cout, k, stride, p, groups=groups, bias=False)
+            self.conv = nn.Conv2d(cin, cout, k, stride, p, dilation=dilation, groups=groups, bias=False)
             self.bn = nn.BatchNorm2d(cout, eps=spec.bn_eps, momentum=0.01)
             self.act = _act(act)
 
@@ -69,11 +70,12 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
             self.use_res = b.residual and b.stride == 1 and cin == b.out
             if b.fused:
                 if b.has_expand(cin):
-                    self.expand = ConvBN(cin, b.exp, b.kernel, b.stride, 1, b.activation, prefix + ".expand")
+                    self.expand = ConvBN(cin, b.exp, b.kernel, b.stride, 1, b.activation, prefix + ".expand",
+                                         b.dilation)
             else:
                 if b.has_expand(cin):
                     self.expand = ConvBN(cin, b.exp, 1, 1, 1, b.activation)
-                self.dw = ConvBN(b.exp, b.exp, b.kernel, b.stride, b.exp, b.activation, prefix + ".dw")
+                self.dw = ConvBN(b.exp, b.exp, b.kernel, b.stride, b.exp, b.activation, prefix + ".dw", b.dilation)
             if b.se:
                 self.se = SE(b.exp, b.se_channels)
             self.project = ConvBN(b.exp, b.out, 1, 1, 1, "none")
@@ -117,10 +119,22 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
                 cin = b.out
             self.blocks = nn.Sequential(*blocks)
             self.last = ConvBN(cin, spec.last_conv, 1, 1, 1, spec.last_activation)
-            self.head = Head()
+            if spec.segmentation:
+                from .lraspp import torch_head
+
+                self.head = torch_head(spec, ConvBN)
+            else:
+                self.head = Head()
 
         def forward(self, x):
-            return self.head(self.last(self.blocks(self.stem(x))))
+            if spec.segmentation is None:
+                return self.head(self.last(self.blocks(self.stem(x))))
+            y, low = self.stem(x), None
+            for i, block in enumerate(self.blocks):
+                y = block(y)
+                if i == spec.segmentation.low_block:
+                    low = y
+            return self.head(low, self.last(y), x.shape[-2:])
 
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)

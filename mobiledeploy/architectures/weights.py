@@ -143,6 +143,12 @@ def sixth_folds(spec: ArchitectureSpec) -> dict[str, float]:
             fold(f"{p}.project.conv.weight", six)
         if b.se:
             fold(f"{p}.project.conv.weight", six)
+    if spec.segmentation:
+        from .lraspp import sixth_folds as head_folds
+
+        for name, factor in head_folds(spec).items():
+            fold(name, factor)
+        return folds
     nxt = "head.fc1.weight" if spec.head_hidden else "head.classifier.weight"
     if spec.last_activation == "hswish":
         fold(nxt, six)

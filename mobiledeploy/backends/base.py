@@ -108,9 +108,16 @@ OUTPUT = "<output>"  # in a Tap's layer set: the value is a graph output (its na
 
 
 class Runner(ABC):
-    """A loaded artifact that maps an InputBatch to logits (N, num_classes) float32."""
+    """A loaded artifact that maps an InputBatch to its output (N, ...) float32.
+
+    The output keeps the runtime's shape and ``layout`` says its channel order: ``"nchw"``
+    (channels first, as the PyTorch reference) or ``"nhwc"`` (channels last, as TensorFlow).
+    The task (``tasks.get_task(...).canonical``) turns it into the canonical output; backends
+    never need to know what the outputs mean.
+    """
 
     executor: str = "unknown"
+    layout: str = "nchw"
 
     @abstractmethod
     def run(self, batch: InputBatch) -> np.ndarray: ...

@@ -61,8 +61,12 @@ def convert_torch_to_mlpackage(
     minimum_deployment_target: str = "iOS15",
     image_input: bool = True,
     fields: dict[str, Any] | None = None,
+    classifier: bool = True,
 ) -> dict[str, Any]:
     """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
+
+    ``classifier`` (one score vector per image) adds softmax and Core ML's classifier outputs;
+    otherwise (dense outputs, e.g. per-pixel logits) the program's only output is ``logits``.
 
     The package is written to ``out`` (a directory). Returns the facts for the manifest.
     """
@@ -93,21 +97,23 @@ def convert_torch_to_mlpackage(
 
         def forward(self, x):
             logits = self.net(x * self.mult if per_channel else x)
-            return logits, torch.softmax(logits, dim=1)
+            return (logits, torch.softmax(logits, dim=1)) if classifier else logits
 
     wrapper = Classifier().eval()
     example = torch.rand(1, channels, height, width)
     with torch.no_grad():
-        n_out = wrapper(example)[0].shape[1]
+        y = wrapper(example)
+        n_out = (y[0] if classifier else y).shape[1]
         traced = torch.jit.trace(wrapper, example)
     if n_out != len(labels):
         raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
     # Name the two outputs so the classifier reads "probs" and "logits" stays a model output.
     # Inline first: the converter inlines submodule calls, which would drop names set on them.
     torch._C._jit_pass_inline(traced.graph)
-    tup = traced.graph.return_node().inputsAt(0).node()
-    for value, name in zip(tup.inputs(), (LOGITS, PROBS), strict=True):
-        value.setDebugName(name)
+    if classifier:
+        tup = traced.graph.return_node().inputsAt(0).node()
+        for value, name in zip(tup.inputs(), (LOGITS, PROBS), strict=True):
+            value.setDebugName(name)
 
     if image_input:
         layout = ct.colorlayout.BGR if order == "bgr" else ct.colorlayout.RGB
@@ -118,16 +124,20 @@ def convert_torch_to_mlpackage(
     mlmodel = ct.convert(
         traced,
         inputs=[inp],
-        classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS),
+        outputs=None if classifier else [ct.TensorType(name=LOGITS)],
+        classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS)
+        if classifier else None,
         convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
     )
-    mlmodel.short_description = "mobiledeploy image classifier"
+    mlmodel.short_description = "mobiledeploy image classifier" if classifier else \
+        "mobiledeploy semantic segmentation (per-pixel class logits)"
     names = [o.name for o in mlmodel.get_spec().description.output]
     if LOGITS not in names:  # pragma: no cover - a converter change; fail loudly, not silently
         raise RuntimeError(f"Core ML outputs {names} lack '{LOGITS}'")
-    mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)"
+    mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)" if classifier else \
+        f"per-pixel raw class scores (1, {len(labels)}, {height}, {width}), pre-softmax"
     if fields:  # author, license, version, descriptions (artifact_metadata.coreml_fields)
         from ..artifact_metadata import apply_coreml_fields
 
@@ -144,7 +154,7 @@ def convert_torch_to_mlpackage(
         "compute_precision": "FLOAT16" if precision == "fp16" else "FLOAT32",
         "minimum_deployment_target": minimum_deployment_target,
         "input": desc,
-        "outputs": ["classLabel", "classLabel_probs", LOGITS],
+        "outputs": ["classLabel", "classLabel_probs", LOGITS] if classifier else [LOGITS],
         "content_sha256": content_sha256(out),
         "note": NOT_BYTE_STABLE,
     }
@@ -190,7 +200,8 @@ class _MILRunner(Runner):
             out = self.program.run(self._feed(batch))
         except UnsupportedMILOp as exc:
             raise SkipRun(str(exc)) from exc
-        return np.asarray(out[LOGITS], dtype=np.float32).reshape(len(batch), -1)
+        y = np.asarray(out[LOGITS], dtype=np.float32)
+        return y.reshape(len(batch), *y.shape[1:]) if y.ndim > 1 else y.reshape(len(batch), -1)
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         """Every float value of the program (names are the converter's: matched by shape)."""
@@ -222,7 +233,8 @@ class _CoreMLRunner(Runner):
             # Core ML reorders RGB pixels to BGR itself when the input's colour layout says so.
             feed = Image.fromarray(batch.pixels[i]) if self.is_image else batch.x[i : i + 1]
             rows.append(np.asarray(self.model.predict({self.input_name: feed})[LOGITS]))
-        return np.concatenate([r.reshape(1, -1) for r in rows]).astype(np.float32)
+        return np.concatenate([r.reshape(1, *r.shape[1:]) if r.ndim > 1 else r.reshape(1, -1)
+                               for r in rows]).astype(np.float32)
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         # Core ML does not expose inner values; the program's own semantics do.
@@ -258,6 +270,7 @@ class CoreMLBackend(Backend):
 
     def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
         from ..artifact_metadata import coreml_fields
+        from ..tasks import get_task
 
         d = ctx.definition
         inp = d.input
@@ -274,6 +287,7 @@ class CoreMLBackend(Backend):
             precision=target.precision,
             minimum_deployment_target=target.option("minimum_deployment_target"),
             image_input=target.option("image_input"),
+            classifier=get_task(d).is_classifier,
             fields=coreml_fields(d),
         )
 

@@ -206,7 +206,8 @@ class PteRunner(Runner):
         for i in range(len(batch)):
             x = torch.from_numpy(np.ascontiguousarray(batch.x[i:i + 1], dtype=np.float32))
             y = self._method.execute([x])[0]
-            outs.append(y.detach().numpy().reshape(1, -1).astype(np.float32))
+            y = y.detach().numpy().astype(np.float32)
+            outs.append(y if y.ndim > 1 else y.reshape(1, -1))
         return np.concatenate(outs, axis=0)
 
 

@@ -147,6 +147,8 @@ INT8_TOLERANCE = Tolerance(min_snr_db=20.0, max_gain_error=0.04, max_layer_gain_
 class TFLiteRunner(Runner):
     """Runs a .tflite one sample at a time (batch-1 signature), NHWC normalised input."""
 
+    layout = "nhwc"  # converted from the Keras twin: channels last
+
     def __init__(self, path: Path, *, reference_kernels: bool = False, label: str = ""):
         from .._deps import version
 
@@ -175,7 +177,7 @@ class TFLiteRunner(Runner):
             self.interp.set_tensor(self.inp["index"], quantize(x[i:i + 1], self.inp))
             self.interp.invoke()
             outs.append(dequantize(self.interp.get_tensor(self.out["index"]), self.out))
-        return np.concatenate(outs).reshape(len(x), -1)
+        return np.concatenate(outs)
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         """Every op output, int8 ones dequantized, NHWC -> NCHW, named by their Keras layers.

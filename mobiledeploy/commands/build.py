@@ -53,8 +53,11 @@ def _print_summary(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..tasks import get_task
+
+    summary = get_task(report.get("task")).summary
     t = Table(title=f"validation on {report['samples']} real images: {report['status'].upper()}")
-    for col in ("target", "status", "max_abs", "snr_db", "top1 agree", "top1 acc", "reason"):
+    for col in ("target", "status", *(h for _, h in summary), "reason"):
         t.add_column(col)
     for r in report["results"]:
         m = r["metrics"]
@@ -64,6 +67,6 @@ def _print_summary(report: dict) -> None:
             return "" if v is None else fmt.format(v)
 
         color = {"pass": "green", "fail": "red", "skipped": "yellow"}[r["status"]]
-        t.add_row(r["target"], f"[{color}]{r['status']}[/]", f("max_abs", "{:.2e}"), f("snr_db", "{:.1f}"),
-                  f("top1_agreement", "{:.3f}"), f("top1_accuracy", "{:.3f}"), r["reason"][:70])
+        cells = [f(k, {"max_abs": "{:.2e}", "snr_db": "{:.1f}"}.get(k, "{:.3f}")) for k, _ in summary]
+        t.add_row(r["target"], f"[{color}]{r['status']}[/]", *cells, r["reason"][:70])
     Console(stderr=True, width=140).print(t)

@@ -91,14 +91,17 @@ def _rot(a: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _shape_mask(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Alpha mask (size, size) float32 in [0, 1] of one randomly placed, posed symbol."""
+def _shape_mask(
+    cls: int, rng: np.random.Generator, size: int, scale: tuple[float, float] = (0.2, 0.38)
+) -> np.ndarray:
+    """Alpha mask (size, size) float32 in [0, 1] of one randomly placed, posed symbol whose
+    half-extent is ``scale`` (a range, drawn) times the image side."""
     parts = _geometry(cls, rng)
     # hearts read as hearts only roughly upright; everything else is rotation-invariant
     theta = rng.uniform(-0.7, 0.7) if CLASSES[cls] == "heart" else rng.uniform(0, 2 * np.pi)
     phi = rng.uniform(0, np.pi)  # direction of the camera tilt (foreshortening)
     squash = np.diag([rng.uniform(0.8, 1.0), 1.0])
-    m = _rot(-phi) @ squash @ _rot(phi) @ _rot(theta) * (rng.uniform(0.2, 0.38) * size)
+    m = _rot(-phi) @ squash @ _rot(phi) @ _rot(theta) * (rng.uniform(*scale) * size)
     parts = [(p @ m.T, f) for p, f in parts]
     solid = np.concatenate([p for p, f in parts if f])
     lo, hi = solid.min(0), solid.max(0)
@@ -233,6 +236,11 @@ def _compose(cls: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     img = _background(rng, size)
     _distractors(rng, img, size)
     mask = _shape_mask(cls, rng, size)
+    return _paint(img, mask, rng, size), mask
+
+
+def _paint(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Ink the symbol ``mask`` onto ``img`` in a colour that stands out, maybe with a shadow."""
     alpha = mask[..., None]
     colour = None
     for _ in range(6):
@@ -258,8 +266,7 @@ def _compose(cls: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray,
         img *= 1 - rng.uniform(0.15, 0.4) * sh[..., None]
     x, y = _grid(size)
     shade = 1 + rng.uniform(-0.08, 0.08) * (x + y)  # ink is never perfectly flat
-    img = img * (1 - alpha) + alpha * np.clip(colour * shade[..., None], 0, 1)
-    return img, mask
+    return img * (1 - alpha) + alpha * np.clip(colour * shade[..., None], 0, 1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -398,6 +405,122 @@ def write_labels(path: str | Path) -> Path:
     return p
 
 
+# --------------------------------------------------------------------------- segmentation
+# Scenes of one to three symbols with a per-pixel class-id mask: 0 background, k+1 CLASSES[k].
+
+SEG_CLASSES: list[str] = ["background", *CLASSES]
+SEG_SPLIT_SEEDS: dict[str, int] = {"train": 1100, "calibration": 2100, "validation": 3100}
+_SCENE_KEY = 0x5E6  # keeps scene streams apart from the classification images' streams
+_SHAPE_COUNTS = [0.5, 0.35, 0.15]  # P(1, 2, 3 symbols)
+_MAX_OVERLAP = 0.1  # a new symbol may cover at most this share of itself with earlier ones
+
+
+def seg_palette() -> list[int]:
+    """A 256-entry RGB palette for class-id masks: background black, symbols in distinct hues."""
+    pal = [0, 0, 0]
+    for k in range(len(CLASSES)):
+        pal += [int(round(c * 255)) for c in _hsv(k / len(CLASSES), 0.85, 0.95)]
+    return pal + [255, 255, 255] * (256 - len(pal) // 3)
+
+
+def render_scene(
+    rng: np.random.Generator, size: int = 128, max_shapes: int = 3
+) -> tuple[Image.Image, np.ndarray]:
+    """One camera-like RGB scene of 1..``max_shapes`` symbols and its class-id mask.
+
+    The mask (size, size) uint8 holds 0 for background and ``k + 1`` where ``CLASSES[k]`` covers
+    more than half the pixel (later symbols lie on top). Depends only on the generator's state.
+    """
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
+    if not 1 <= max_shapes <= len(_SHAPE_COUNTS):
+        raise ValueError(f"max_shapes must be in 1..{len(_SHAPE_COUNTS)}, got {max_shapes}")
+    img = _background(rng, size)
+    _distractors(rng, img, size)
+    n = 1 + _pick(rng, _SHAPE_COUNTS[:max_shapes])
+    # several symbols must share the frame: smaller, as a phone sees a page of stickers
+    scale = (0.2, 0.38) if n == 1 else (0.13, 0.27)
+    ids = np.zeros((size, size), np.uint8)
+    cover = np.zeros((size, size), np.float32)
+    for _ in range(n):
+        cls = int(rng.integers(len(CLASSES)))
+        for _try in range(6):  # re-place a symbol that would hide behind earlier ones
+            mask = _shape_mask(cls, rng, size, scale)
+            if float((mask * cover).sum()) <= _MAX_OVERLAP * float(mask.sum()):
+                break
+        img = _paint(img, mask, rng, size).astype(np.float32)
+        ids[mask > 0.5] = cls + 1
+        np.maximum(cover, mask, out=cover)
+    return _camera(rng, img, size), ids
+
+
+def scene_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator behind scene ``index`` of the segmentation split seeded ``seed``."""
+    return np.random.default_rng([seed, _SCENE_KEY, index])
+
+
+def iterate_scenes(
+    n: int, seed: int, size: int = 128, start: int = 0, max_shapes: int = 3
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield scenes ``start .. start+n-1`` as (uint8 HWC RGB array, uint8 class-id mask)."""
+    for i in range(start, start + n):
+        img, ids = render_scene(scene_rng(seed, i), size, max_shapes)
+        yield np.asarray(img), ids
+
+
+def save_mask(ids: np.ndarray, path: str | Path) -> None:
+    """Write a class-id mask as a palette PNG (the pixel values are the class ids)."""
+    im = Image.fromarray(ids.astype(np.uint8), mode="P")
+    im.putpalette(seg_palette())
+    im.save(path, "PNG", optimize=True)
+
+
+def generate_seg_split(
+    out_dir: str | Path,
+    *,
+    n: int,
+    seed: int,
+    size: int = 128,
+    fmt: str = "png",
+    quality: int = 90,
+    max_shapes: int = 3,
+) -> list[tuple[Path, Path]]:
+    """Write ``out_dir/images/NNNN.<ext>`` and ``out_dir/masks/NNNN.png``; return the pairs.
+
+    A definition names them as ``{source: DIR/images, masks: DIR/masks}``: each image's mask has
+    the image's relative path with the suffix ``.png``. Byte-identical on rerun; scene ``i``
+    does not depend on ``n``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    written: list[tuple[Path, Path]] = []
+    for i in range(n):
+        img, ids = render_scene(scene_rng(seed, i), size, max_shapes)
+        ext = _extension(fmt, i)
+        path = out / "images" / f"{i:04d}.{ext}"
+        if ext == "jpg":
+            img.save(path, "JPEG", quality=quality)
+        else:
+            img.save(path, "PNG")
+        mpath = out / "masks" / f"{i:04d}.png"
+        save_mask(ids, mpath)
+        written.append((path, mpath))
+    return written
+
+
+def write_seg_labels(path: str | Path) -> Path:
+    """Write the segmentation class names (``background`` first: mask value = line index)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(SEG_CLASSES) + "\n", encoding="utf-8")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: generate one split of the demo dataset into OUT."""
     ap = argparse.ArgumentParser(prog="python -m mobiledeploy.demo.shapes", description=__doc__)
@@ -409,7 +532,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=FORMATS, default="png", dest="fmt")
     ap.add_argument("--quality", type=int, default=90, help="JPEG quality")
     ap.add_argument("--labels", type=Path, default=None, help="also write labels.txt here")
+    ap.add_argument("--task", choices=["classification", "segmentation"], default="classification",
+                    help="segmentation: OUT/images + OUT/masks scenes (n = --n-per-class x 10)")
+    ap.add_argument("--max-shapes", type=int, default=3, help="segmentation: symbols per scene, 1-3")
     args = ap.parse_args(argv)
+    if args.task == "segmentation":
+        seed = SEG_SPLIT_SEEDS[args.split] if args.seed is None else args.seed
+        try:
+            pairs = generate_seg_split(args.out, n=args.n_per_class * len(CLASSES), seed=seed,
+                                       size=args.size, fmt=args.fmt, quality=args.quality,
+                                       max_shapes=args.max_shapes)
+        except ValueError as exc:
+            ap.error(str(exc))
+        if args.labels:
+            write_seg_labels(args.labels)
+        total = sum(p.stat().st_size + m.stat().st_size for p, m in pairs)
+        print(f"{len(pairs)} scenes with masks ({total / 1e6:.2f} MB) in {args.out} (seed {seed})")
+        return 0
     seed = SPLIT_SEEDS[args.split] if args.seed is None else args.seed
     try:
         files = generate_split(

@@ -27,6 +27,7 @@ BAD_DTYPE = "Operation is working on an unsupported data type"
 UNSPECIFIED = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
 SECOND_SUBGRAPH = "More than one subgraph is not supported"
 BAD_RANK = "Tensor has unsupported rank (up to 3 innermost dimensions mapped)"
+BAD_VERSION = "Operation version not supported"
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
 _INT8 = {"INT8", "UINT8"}
@@ -210,6 +211,39 @@ _NOT_SUPPORTED_WHY = {
     "GELU": "GELU has no Edge TPU kernel",
 }
 
+# Op versions. The last compiler release (16.0.384591198) links a TensorFlow Lite that predates
+# today's converter, so an op written at a newer version is refused even where its arithmetic is
+# supported. Two levels, both from public compiler output:
+#
+# * the op maps only up to this version; newer: the log status "Operation version not supported",
+#   the op runs on the CPU and cuts the graph. RESIZE_BILINEAR/RESIZE_NEAREST_NEIGHBOR version 3
+#   is the half_pixel_centers form (what TF2's tf.image.resize and Keras Resizing write, and what
+#   PyTorch's align_corners=False means): compilers 14.1 and 15.0 logged exactly this status for
+#   it (google-coral/edgetpu #187, #206, #420; tensorflow/tensorflow #42024), and no later release
+#   note changes it. The DeepLab pair in shared/edgetpu-reference (TF1, version 1/2 resizes) maps.
+MAX_MAPPED_VERSION = {"RESIZE_BILINEAR": 2, "RESIZE_NEAREST_NEIGHBOR": 2}
+# * the compiler's TensorFlow Lite does not know the version at all: "Didn't find op for builtin
+#   opcode 'X' version 'N'", the model cannot be parsed and nothing compiles (16.0 on CONV_2D v6
+#   from TF 2.9, google-coral/edgetpu #631; on EXP v2 from TF 2.16, google-coral/libedgetpu #71).
+MAX_PARSED_VERSION = {"CONV_2D": 5, "EXP": 1}
+
+
+def _version_problem(op: OpInfo) -> str | None:
+    limit = MAX_MAPPED_VERSION.get(op.op)
+    if limit is not None and op.version > limit:
+        why = " (half_pixel_centers, as TF2 and PyTorch align_corners=False resize)" \
+            if op.op.startswith("RESIZE_") else ""
+        return (f"{op.op} version {op.version}{why}: the last compiler maps it up to version {limit}; "
+                "it runs on the CPU")
+    return None
+
+
+def unparsable_ops(sg: SubgraphInfo) -> list[str]:
+    """The compiler's parse errors: ops at versions its TensorFlow Lite does not know."""
+    return sorted({f"Didn't find op for builtin opcode '{op.op}' version '{op.version}'"
+                   for op in sg.operators if op.version > MAX_PARSED_VERSION.get(op.op, op.version)})
+
+
 # input slots that must be compile-time constants ("model parameters are constant")
 _PARAM_INPUTS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2),
                  "TRANSPOSE_CONV": (0, 1), "PAD": (1,), "MEAN": (1,),
@@ -280,6 +314,9 @@ def check_op(op: OpInfo, sg: SubgraphInfo) -> tuple[str, str]:
     if op.op not in SUPPORTED:
         why = _NOT_SUPPORTED_WHY.get(op.op, "not in the Edge TPU supported-operations table")
         return NOT_SUPPORTED, f"{op.op}: {why}"
+    bad = _version_problem(op)
+    if bad:
+        return BAD_VERSION, bad
     bad = _rank_problem(op, sg)
     if bad:
         return BAD_RANK, bad
@@ -365,6 +402,10 @@ def predict(model: TFLiteModel) -> dict[str, Any]:
     breaking = [r for r in cpu if not _is_input_quantize(sg.operators[r["index"]], sg)]
     first = breaking[0] if breaking else None
     total_macs = sum(r["macs"] for r in rows)
+    unparsable = unparsable_ops(sg)
+    if unparsable:
+        warnings.append("the last compiler release cannot parse this model (" + "; ".join(unparsable)
+                        + "): nothing would compile; convert with an older TensorFlow")
     for idx in list(sg.inputs) + list(sg.outputs):
         t = _t(sg, idx)
         if t is not None and t.shape_signature and t.shape_signature[0] < 0:
@@ -388,6 +429,7 @@ def predict(model: TFLiteModel) -> dict[str, Any]:
         "summary": summarize(rows),
         "ops": rows,
         "warnings": warnings,
+        "parse_errors": unparsable,
     }
 
 

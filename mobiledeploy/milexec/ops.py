@@ -400,6 +400,80 @@ OPS["avg_pool"] = _pool("mean")
 OPS["max_pool"] = _pool("max")
 
 
+# ------------------------------------------------------------------ resizing
+def _grid(n_in: int, n_out: int, mode: str) -> np.ndarray:
+    """Source coordinate of every output position along one axis (coremltools' op docs).
+
+    ``align``: corners on corners, ``(in-1)/(out-1)`` apart (PyTorch ``align_corners=True``);
+    ``half``: half-pixel centres (PyTorch ``align_corners=False``, TF ``half_pixel_centers``);
+    ``asym``: ``i * in/out`` (TF's legacy default); ``default``: ``(in - in/out)/(out-1)`` apart;
+    ``offset``: ``0.5*delta + i*delta`` with ``delta = max(1, in-1)/out``. Every mode clamps to ``[0, in-1]``.
+    """
+    i = np.arange(n_out, dtype=np.float64)
+    if mode == "align":
+        g = i * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+    elif mode == "half":
+        g = (i + 0.5) * (n_in / n_out) - 0.5
+    elif mode == "asym":
+        g = i * (n_in / n_out)
+    elif mode == "default":
+        g = i * ((n_in - n_in / n_out) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+    elif mode == "offset":
+        delta = max(1, n_in - 1) / n_out
+        g = 0.5 * delta + i * delta
+    elif mode == "align_mid":  # ALIGN_CORNERS: as align, except one output samples the middle
+        g = i * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.full(1, (n_in - 1) / 2)
+    else:  # pragma: no cover - callers pass the modes above
+        raise UnsupportedMILOp(f"unsupported bilinear sampling {mode}")
+    return np.clip(g, 0, n_in - 1)
+
+
+def _bilinear(x, out_h: int, out_w: int, mode: str) -> np.ndarray:
+    x = _f(x)
+    if x.ndim < 3:
+        raise UnsupportedMILOp(f"unsupported MIL op bilinear resize (rank {x.ndim} input)")
+    out = x
+    for axis, n_out in ((-2, out_h), (-1, out_w)):
+        n_in = out.shape[axis]
+        g = _grid(n_in, n_out, mode)
+        lo = np.floor(g).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        t = g - lo
+        a, b = np.take(out, lo, axis=axis), np.take(out, hi, axis=axis)
+        shape = [1] * out.ndim
+        shape[axis] = n_out
+        out = a + (b - a) * t.reshape(shape)
+    return out
+
+
+@op("upsample_bilinear")
+def _upsample_bilinear(x, scale_factor_height=1, scale_factor_width=1, align_corners=True,
+                       half_pixel_centers=None):
+    """iOS15: ``align_corners`` (default True); iOS16 adds ``half_pixel_centers`` (default
+    ``not align_corners``). The output is ``floor(in * scale)``."""
+    x = _f(x)
+    ac = bool(np.asarray(align_corners).item())
+    hp = (not ac) if half_pixel_centers is None else bool(np.asarray(half_pixel_centers).item())
+    if ac and hp:
+        raise UnsupportedMILOp("unsupported MIL op upsample_bilinear (align_corners with half_pixel_centers)")
+    mode = "align" if ac else "half" if hp else "asym"
+    sh, sw = float(np.asarray(scale_factor_height).item()), float(np.asarray(scale_factor_width).item())
+    return _bilinear(x, int(np.floor(x.shape[-2] * sh)), int(np.floor(x.shape[-1] * sw)), mode)
+
+
+_SAMPLING = {"STRICT_ALIGN_CORNERS": "align", "ALIGN_CORNERS": "align_mid", "DEFAULT": "default",
+             "OFFSET_CORNERS": "offset", "UNALIGN_CORNERS": "half"}
+
+
+@op("resize_bilinear")
+def _resize_bilinear(x, target_size_height=1, target_size_width=1, sampling_mode="DEFAULT"):
+    mode = _s(sampling_mode)
+    if mode not in _SAMPLING:
+        raise UnsupportedMILOp(f"unsupported MIL op resize_bilinear (sampling_mode {mode})")
+    oh, ow = int(np.asarray(target_size_height).item()), int(np.asarray(target_size_width).item())
+    return _bilinear(x, oh, ow, _SAMPLING[mode])
+
+
 # ------------------------------------------------------------------ classifier
 @op("classify")
 def _classify(probabilities, classes):

@@ -117,9 +117,24 @@ def _images_digest(d, which: str) -> str:
     absolute paths, so a moved project keeps its keys."""
     from ..images import select_images
 
-    root = d.path(getattr(d, which).source)
-    return digest([(p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name, lab, sha256_file(p))
-                   for p, lab in select_images(d, which)])
+    src = getattr(d, which)
+    root = d.path(src.source)
+    items = select_images(d, which)
+    masks = _mask_files(d, which, items)
+    return digest([(p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name, lab, sha256_file(p),
+                    sha256_file(m) if m else None)
+                   for (p, lab), m in zip(items, masks or [None] * len(items), strict=True)])
+
+
+def _mask_files(d, which: str, items) -> list[Path] | None:
+    """The labelled mask of every selected image (segmentation), or None when the source names none."""
+    src = getattr(d, which)
+    if getattr(src, "masks", None) is None:
+        return None
+    from ..masks import mask_path
+
+    source, masks = d.confined(src.source, f"{which}.source"), d.confined(src.masks, f"{which}.masks")
+    return [mask_path(p, source, masks) for p, _ in items]
 
 
 def _resolved_definition(d, weights_name: str) -> dict:
@@ -128,8 +143,12 @@ def _resolved_definition(d, weights_name: str) -> dict:
     data["weights"] = weights_name
     data["labels"] = "labels.txt"
     data["validation"] = {"source": "validation.txt", "max_images": None}
+    if d.validation.masks is not None:  # copied beside the images: model/masks/validation/00003.png
+        data["validation"]["masks"] = "masks"
     # calibration images stay with the project; as written (relative), never an absolute path
     data["calibration"] = {"source": d.calibration.source, "max_images": d.calibration.max_images}
+    if d.calibration.masks is not None:
+        data["calibration"]["masks"] = d.calibration.masks
     return data
 
 
@@ -318,6 +337,16 @@ def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items)
         save_weights(canonical_state(d), tmp / weights_name, metadata={"seeded": str(d.seed)})
     (tmp / "labels.txt").write_text("".join(f"{x}\n" for x in labels), encoding="utf-8")
     write_image_list(tmp, "validation", labels, val_items)  # labels are data, never folder names
+    masks = _mask_files(d, "validation", val_items)
+    if masks is not None:  # named as write_image_list names the images, so mask_path finds them
+        (tmp / "masks" / "validation").mkdir(parents=True)
+        for i, m in enumerate(masks):
+            if not m.is_file():
+                from ..errors import DefinitionError
+
+                raise DefinitionError(d.source_path, "validation.masks", f"mask not found: {m} (one PNG per "
+                                      "image, same relative path as the image, suffix .png)")
+            shutil.copyfile(m, tmp / "masks" / "validation" / f"{i:05d}.png")
     resolved = _resolved_definition(d, weights_name)
     (tmp / "definition.yaml").write_text(
         "# resolved by mobiledeploy build from " + Path(d.source_path).name + "\n"

@@ -2,7 +2,7 @@
 
 The reference's intermediate outputs come from forward hooks on its named modules (``stem``,
 ``blocks.N.expand|dw|se|project``, ``blocks.N`` where a residual add ends the block, ``last``,
-``head``; NCHW). The candidate's come from the artifact's own runner (``Runner.intermediates``):
+``head``, and for segmentation ``head.cbr|scale|low|high``; NCHW). The candidate's come from the artifact's own runner (``Runner.intermediates``):
 
 * with layer names (TFLite and Edge TPU tensors carry the Keras layer names, the torch names with
   ``_``), each module is matched to the last value that its layers produced;
@@ -51,6 +51,14 @@ def module_points(model) -> list[tuple[str, set[str]]]:
         if block.use_res:
             points.append((f"blocks.{i}", {f"blocks_{i}_add"}))
     points.append(("last", conv_bn("last")))
+    if hasattr(getattr(model, "head", None), "cbr"):
+        # LR-ASPP (architectures/lraspp.py): the gate's conv, the high branch, the low branch,
+        # the high branch's conv after the first bilinear resize, then the resized logits. A
+        # resize convention fault first shows at head.high (the resize feeds it)
+        points += [("head.cbr", conv_bn("head.cbr")), ("head.scale", {"head_scale"}),
+                   ("head.low", {"head_low"}), ("head.high", {"head_high"}),
+                   ("head", {"head_resize", OUTPUT})]
+        return points
     points.append(("head", {"head_classifier", OUTPUT}))
     return points
 

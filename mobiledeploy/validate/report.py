@@ -19,8 +19,9 @@ from .rows import REFERENCE_ROW
 COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "skipped": "#6e7781"}
 FONT = 'font-family="system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif" font-size="12"'
 # metric name -> what it is, for the table's tooltips and order
-METRIC_ORDER = ("max_abs", "mean_abs", "cosine", "snr_db", "gain", "gain_error", "top1_agreement",
-                "top5_agreement", "top1_accuracy", "accuracy_drop")
+METRIC_ORDER = ("max_abs", "mean_abs", "cosine", "snr_db", "gain", "gain_error", "layer_gain_step",
+                "top1_agreement", "top5_agreement", "top1_accuracy", "accuracy_drop", "pixel_agreement",
+                "miou_vs_reference", "miou", "pixel_accuracy", "miou_drop")
 
 
 def fmt(v) -> str:
@@ -77,10 +78,10 @@ def metric_rows(row: dict) -> list[dict]:
 SUMMARY = ("max_abs", "snr_db", "top1_agreement", "top1_accuracy")
 
 
-def summary_cells(row: dict) -> list[dict]:
-    """The summary table's metric cells of a row, in SUMMARY order."""
+def summary_cells(row: dict, keys: tuple[str, ...] = SUMMARY) -> list[dict]:
+    """The summary table's metric cells of a row, in ``keys`` order (the task's summary)."""
     by_name = {m["name"]: m for m in metric_rows(row)}
-    return [by_name.get(k, {"name": k, "value": "—", "state": ""}) for k in SUMMARY]
+    return [by_name.get(k, {"name": k, "value": "—", "state": ""}) for k in keys]
 
 
 # ------------------------------------------------------------------ SVG plots
@@ -240,6 +241,10 @@ def layers_plot(loc: dict, width: int = 1000) -> Markup | None:
 # ------------------------------------------------------------------ page
 def build_view(report: dict, manifest: dict) -> dict:
     """Everything the template shows, derived from the report and the manifest."""
+    from ..tasks import get_task
+
+    task = get_task(report.get("task"))
+    keys = tuple(k for k, _ in task.summary)
     arts = {a["target"]: a for a in manifest.get("artifacts", [])}
     rows = []
     for r in report["results"]:
@@ -247,14 +252,18 @@ def build_view(report: dict, manifest: dict) -> dict:
         loc = r.get("localization")
         rows.append({
             "target": r["target"], "status": r["status"], "executor": r.get("executor") or "",
-            "reason": r.get("reason") or "", "layer_check": r.get("layer_check") or "", "path": r.get("path") or art.get("path", ""),
+            "reason": r.get("reason") or "", "layer_check": r.get("layer_check") or "",
+            "path": r.get("path") or art.get("path", ""),
             "bytes": human_bytes(art.get("bytes")) if art else "", "seconds": r.get("seconds"),
-            "metrics": metric_rows(r), "cells": summary_cells(r), "localization": loc,
+            "metrics": metric_rows(r), "cells": summary_cells(r, keys), "localization": loc,
             "loc_plot": layers_plot(loc) if loc else None,
             "loc_value": fmt(loc.get("value")) if loc else "",
         })
     ref = manifest.get("reference") or {}
     return {
+        "task": task.name,
+        "summary_headings": [h for _, h in task.summary],
+        "task_section": task.report_section(report, manifest),
         "name": report["name"], "status": report["status"], "samples": report["samples"],
         "labelled": report.get("labelled"), "reference": report["reference"],
         "counts": {s: sum(r["status"] == s for r in report["results"] if r["target"] != REFERENCE_ROW)

@@ -17,7 +17,6 @@ from ..bundle import load_manifest, write_bytes_atomic, write_json_atomic
 from ..errors import MissingDependencyError, UserError, ValidationFailed
 from ..targets import KERAS_ROW, keras_tolerance
 from ..tolerance import Tolerance, failures, judge
-from . import metrics as M
 from .rows import REFERENCE_ROW
 from .rows import row as _row
 
@@ -40,15 +39,22 @@ def _torch_logits(model, x: np.ndarray) -> np.ndarray:
         return np.concatenate([model(torch.from_numpy(x[i:i + 32])).numpy() for i in range(0, len(x), 32)])
 
 
-def _finish(row: dict, ref: np.ndarray, out: np.ndarray, batch, ref_acc: float | None) -> dict:
-    m = M.compare(ref, out, batch.labels)
-    if ref_acc is not None and m.get("top1_accuracy") is not None:
-        m["accuracy_drop"] = ref_acc - m["top1_accuracy"]
-    row["metrics"] = m
-    per_sample = np.max(np.abs(ref - out), axis=1)
-    row["per_sample_max_abs"] = [float(v) for v in per_sample]
-    row["top1"] = [int(v) for v in out.argmax(1)]  # per sample: what a client of this row would answer
-    row["checks"] = judge(m, row["tolerance"])  # the verdict per metric, computed once
+def _finish(row: dict, ref: np.ndarray, out: np.ndarray, batch, ref_metrics, task=None, truth=None) -> dict:
+    """Measure ``out`` against the reference and the truth, then judge the row once.
+
+    ``ref_metrics`` is the reference row's metrics (its scores against the truth); classification
+    callers may still pass the reference's top-1 accuracy alone (a float or None).
+    """
+    from ..tasks import get_task
+
+    task = task or get_task("image-classification")
+    if truth is None and task.name == "image-classification":
+        truth = batch.labels
+    if not isinstance(ref_metrics, dict):
+        ref_metrics = {"top1_accuracy": ref_metrics}
+    row["metrics"] = task.metrics(ref, out, truth, ref_metrics)
+    row.update(task.per_sample(ref, out, batch, truth))
+    row["checks"] = judge(row["metrics"], row["tolerance"])  # the verdict per metric, computed once
     bad = failures(row["checks"])
     row["status"] = "fail" if bad else "pass"
     row["reason"] = "; ".join(bad)
@@ -107,19 +113,24 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     if not manifest["artifacts"] and not manifest.get("failed"):
         raise ValidationFailed(f"{bundle / 'manifest.json'}: lists no artifacts; nothing to judge is not a "
                                "pass: rerun mobiledeploy build")
+    from ..tasks import get_task
+
     d = bundle_definition(bundle)
+    task = get_task(d)
     batch = load_batch(d, "validation", limit=samples)
+    truth = task.truth(d, "validation", batch)
     state = read_weights(bundle / manifest["reference"]["weights"])
     t0 = time.monotonic()
     quiet_log = bundle / STATE_LOG if write else None
     with native_quiet(quiet_log):
         torch_model = build_torch_reference(d, state)
-        ref = _torch_logits(torch_model, batch.x)
-    ref_acc = M.top1_accuracy(ref, batch.labels)
+        ref = task.canonical(_torch_logits(torch_model, batch.x), "nchw")
+    ref_metrics = task.reference_metrics(ref, truth)
+    ref_acc = ref_metrics.get("top1_accuracy")
     from .._deps import version
 
     rows = [_row(REFERENCE_ROW, "pass", f"torch {version('torch')} (eager, float32)",
-                 metrics={"top1_accuracy": ref_acc}, reason="the reference")]
+                 metrics=ref_metrics, reason="the reference")]
     rows[0]["seconds"] = round(time.monotonic() - t0, 3)
 
     # the twin must agree before any artifact is judged
@@ -129,12 +140,12 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
 
         with native_quiet(quiet_log):
             keras_model = build_keras_reference(d, state)
-            out = np.asarray(keras_model.predict(batch.nhwc(), batch_size=32, verbose=0))
+            out = task.canonical(np.asarray(keras_model.predict(batch.nhwc(), batch_size=32, verbose=0)), "nhwc")
         ktol = Tolerance(**manifest["reference"]["keras_tolerance"]) if "keras_tolerance" in manifest.get(
             "reference", {}) else keras_tolerance(d)
         row = _row(KERAS_ROW, "pass", f"keras {version('keras')} (TensorFlow {version('tensorflow-cpu') or version('tensorflow')})",
                    tolerance=ktol.set_values())
-        rows.append(_finish(row, ref, out, batch, ref_acc))
+        rows.append(_finish(row, ref, out, batch, ref_metrics, task, truth))
         if rows[-1]["status"] == "fail":
             from .localize import localize_keras
 
@@ -156,7 +167,7 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
             rows[-1]["seconds"] = 0.0
             continue
         with native_quiet(quiet_log):
-            rows.append(_validate_artifact(bundle, art, d, batch, ref, ref_acc))
+            rows.append(_validate_artifact(bundle, art, d, batch, ref, ref_metrics, task, truth))
             if rows[-1]["metrics"] and "max_layer_gain_step" in rows[-1]["tolerance"]:
                 _judge_layers(rows[-1], bundle / art["path"], art, d, torch_model, batch)
         if rows[-1]["status"] == "fail" and rows[-1]["metrics"] and "localization" not in rows[-1]:
@@ -170,7 +181,9 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
     # a real metadata client, when its environment is installed: MediaPipe reads the .tflite's metadata
     from .mediapipe import mediapipe_rows
 
-    for r in mediapipe_rows(bundle, manifest, d, batch, ref, ref_acc, _finish, _row):
+    mp_rows = mediapipe_rows(bundle, manifest, d, batch, ref, ref_acc, _finish, _row) \
+        if task.name == "image-classification" else []  # MediaPipe's Image Classifier task only
+    for r in mp_rows:
         rows.append(r)
         say(f"  {r['target']}: {r['status']} {r['reason']}")
     for f in manifest.get("failed", []):
@@ -183,7 +196,9 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         "name": manifest["name"],
         "reference": "pytorch",
         "samples": len(batch),
-        "labelled": sum(lab is not None for lab in batch.labels),
+        "task": task.name,
+        "labelled": (len(truth) if truth is not None else 0) if task.name != "image-classification"
+        else sum(lab is not None for lab in batch.labels),
         "status": status,
         "passed": sum(r["status"] == "pass" for r in judged),
         "failed": sum(r["status"] == "fail" for r in rows),
@@ -193,9 +208,12 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         "inputs": {"files": [Path(f).relative_to(bundle / "model").as_posix()
                              if Path(f).is_relative_to(bundle / "model") else f for f in batch.files],
                    "labels": batch.labels},
-        "reference_top1": [int(v) for v in ref.argmax(1)],
         "results": rows,
     }
+    if task.name == "image-classification":
+        report["reference_top1"] = [int(v) for v in ref.argmax(1)]
+    else:  # what the report's worst-image views draw: the reference's class ids per image
+        report["reference_metrics"] = ref_metrics
     if write:
         write_report(bundle, report, manifest, json_path)
     elif json_path:
@@ -211,7 +229,7 @@ def _built_from(art: dict) -> str:
     return backend_class(art["backend"]).built_from
 
 
-def _validate_artifact(bundle: Path, art: dict, d, batch, ref, ref_acc) -> dict:
+def _validate_artifact(bundle: Path, art: dict, d, batch, ref, ref_metrics, task, truth) -> dict:
     from ..backends.base import SkipRun
     from ..backends.registry import check, get_backend
     from ..targets import ResolvedTarget
@@ -243,7 +261,7 @@ def _validate_artifact(bundle: Path, art: dict, d, batch, ref, ref_acc) -> dict:
         return row
     row["executor"] = runner.executor
     try:
-        out = runner.run(batch)
+        out = task.canonical(runner.run(batch), getattr(runner, "layout", "nchw"))
     except SkipRun as exc:
         row.update(status="skipped", reason=str(exc))
         return row
@@ -253,7 +271,7 @@ def _validate_artifact(bundle: Path, art: dict, d, batch, ref, ref_acc) -> dict:
     if out.shape != ref.shape:
         row["reason"] = f"output shape {list(out.shape)} != reference {list(ref.shape)} ({art['path']})"
         return row
-    return _finish(row, ref, out, batch, ref_acc)
+    return _finish(row, ref, out, batch, ref_metrics, task, truth)
 
 
 def write_report(bundle: Path, report: dict, manifest: dict, json_path: Path | None = None) -> None:

@@ -31,7 +31,7 @@ LABELS = ['say "hi"', "cost $5 ${x}", "a<b>", "fish & chips", "it's", "@home", "
 APP_NAME = 'Bob\'s "<&> $app\n@2'
 
 
-def _definition(root: Path, runtime: str):
+def _definition(root: Path, runtime: str, task: str = "image-classification"):
     root.mkdir(parents=True, exist_ok=True)
     (root / "labels.txt").write_text("".join(x + "\n" for x in LABELS), encoding="utf-8")
     for d in ("cal", "val"):
@@ -40,16 +40,26 @@ def _definition(root: Path, runtime: str):
            "architecture": {"preset": "mobilenet_v3_small"},
            "calibration": {"source": "cal"}, "validation": {"source": "val"},
            "android": {"application_id": "org.example.nasty_app", "app_name": APP_NAME,
-                       "runtime": runtime}}
+                       "runtime": runtime}, "task": task}
     (root / "d.yaml").write_text(json.dumps(doc), encoding="utf-8")
     return load_definition(root / "d.yaml", check_files=False)
 
 
-@pytest.fixture(scope="module", params=["litert", "executorch"])
+@pytest.fixture(scope="module", params=["litert", "executorch", "litert-segmentation"])
 def project(request, tmp_path_factory):
+    """The classifier app on both runtimes and the segmentation app (mask overlay + legend)."""
     tmp = tmp_path_factory.mktemp(request.param)
-    ctx = context_from_definition(_definition(tmp / "def", request.param))
-    return render_android_app(ctx, tmp / "app", copy_models=False)
+    runtime, _, task = request.param.partition("-")
+    d = _definition(tmp / "def", runtime, "semantic-segmentation" if task else "image-classification")
+    ctx = context_from_definition(d)
+    out = render_android_app(ctx, tmp / "app", copy_models=False)
+    seg = list(out.rglob("Segmentation.kt"))
+    assert len(seg) == (1 if task else 0)  # only the segmentation app carries the overlay
+    if task:
+        main = next(out.rglob("MainActivity.kt")).read_text()
+        assert "MaskOverlayView" in main and "Masks.argmax" in main and "topK" not in main
+        assert "Masks.agreement" in next(out.rglob("GoldenTest.kt")).read_text()
+    return out
 
 
 def _kotlin_parser():

@@ -132,3 +132,28 @@ def test_mobilenet_v2_on_the_three_images(ref):
         small = classify(ref / "mobilenet_v1_0.25_128_quant.tflite", ref / image)
         if small[0][1] >= 0.35:
             assert small[0][0] == top[0][0], (image, top, small)
+
+
+def test_op_versions_the_last_compiler_refuses(ref):
+    """DeepLab's TF1 resizes (version 1) map; the same op rewritten at version 3 (half-pixel
+    centres, what TF2 and PyTorch write) gets the compiler's "Operation version not supported";
+    a version its TFLite cannot parse (CONV_2D v6) is a parse error naming opcode and version."""
+    import dataclasses
+
+    from mobiledeploy.edgetpu.analysis import BAD_VERSION, MAPPED, check_op, predict
+
+    model = read_tflite(ref / "deeplabv3_mnv2_pascal_quant.tflite")
+    sg = model.main
+    resizes = [op for op in sg.operators if op.op == "RESIZE_BILINEAR"]
+    assert {op.version for op in resizes} == {1}
+    ok = next(op for op in resizes if check_op(op, sg)[0] == MAPPED)  # the x2 decoder upsample
+    status, reason = check_op(dataclasses.replace(ok, version=3), sg)
+    assert status == BAD_VERSION and "version 3" in reason and "half_pixel_centers" in reason
+    assert predict(model)["parse_errors"] == []
+    conv = next(i for i, op in enumerate(sg.operators) if op.op == "CONV_2D")
+    newer = dataclasses.replace(model, subgraphs=[dataclasses.replace(
+        sg, operators=[dataclasses.replace(op, version=6) if i == conv else op
+                       for i, op in enumerate(sg.operators)])])
+    rep = predict(newer)
+    assert rep["parse_errors"] == ["Didn't find op for builtin opcode 'CONV_2D' version '6'"]
+    assert any("cannot parse" in w for w in rep["warnings"])

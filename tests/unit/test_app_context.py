@@ -173,6 +173,9 @@ def test_committed_android_app_matches_the_example(tmp_path):
         pytest.skip("examples/shapes/shapes.yaml not present")
     fresh = app_sync.render(tmp_path / "android_app")
     assert app_sync.differences(fresh, app_sync.APP_DIR) == [], "run: python -m mobiledeploy.app_sync"
+    seg = app_sync.render(tmp_path / "android_app_seg", app_sync.SEG_EXAMPLE)
+    assert app_sync.differences(seg, app_sync.SEG_APP_DIR) == [], "run: python -m mobiledeploy.app_sync"
+    assert (app_sync.SEG_APP_DIR / "app/src/main/java/dev/mobiledeploy/shapesseg/Segmentation.kt").is_file()
 
 
 def test_sync_check_reports_drift(tmp_path):

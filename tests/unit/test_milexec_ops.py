@@ -144,3 +144,49 @@ def test_classify_labels_the_top_class():
     label, probs = OPS["classify"](probabilities=np.array([[0.1, 0.7, 0.2]], np.float32),
                                    classes=["a", "b", "c"])
     assert label.item() == "b" and probs.dtype == np.float32
+
+
+# ------------------------------------------------------------------ bilinear resizes
+# coremltools' own op documentation lists the 1-D sampling grids; an input 0..Xin-1 resampled
+# returns the grid itself, so each documented grid is an exact check of one mode
+@pytest.mark.parametrize("xin,xout,mode,grid", [
+    (2, 5, "UNALIGN_CORNERS", [0.0, 0.1, 0.5, 0.9, 1.0]),
+    (2, 5, "ALIGN_CORNERS", [0.0, 0.25, 0.5, 0.75, 1.0]),
+    (2, 5, "DEFAULT", [0.0, 0.4, 0.8, 1.0, 1.0]),
+    (2, 5, "OFFSET_CORNERS", [0.1, 0.3, 0.5, 0.7, 0.9]),
+    (2, 6, "UNALIGN_CORNERS", [0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1.0]),
+    (2, 6, "STRICT_ALIGN_CORNERS", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+    (3, 1, "ALIGN_CORNERS", [1.0]),  # one output: the middle
+])
+def test_resize_bilinear_sampling_grids_are_the_documented_ones(xin, xout, mode, grid):
+    x = np.tile(np.arange(xin, dtype=np.float32), (1, 1, 1, 1))  # (1, 1, 1, xin)
+    y = OPS["resize_bilinear"](x, target_size_height=1, target_size_width=xout, sampling_mode=mode)
+    assert np.allclose(y.reshape(-1), grid, atol=1e-6)
+
+
+def _bilinear_1d(row, xout, align_corners):
+    """PyTorch's rule written out: src = i*(in-1)/(out-1) (corners) or (i+0.5)*in/out-0.5
+    clamped at 0 (half-pixel), then linear between floor(src) and floor(src)+1."""
+    xin = len(row)
+    out = []
+    for i in range(xout):
+        s = i * (xin - 1) / (xout - 1) if align_corners else max((i + 0.5) * xin / xout - 0.5, 0.0)
+        lo = min(int(np.floor(s)), xin - 1)
+        hi = min(lo + 1, xin - 1)
+        out.append(row[lo] + (row[hi] - row[lo]) * (s - lo))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_upsample_bilinear_matches_the_written_out_rule_per_axis(align_corners):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 2, 4, 5)).astype(np.float32)
+    y = OPS["upsample_bilinear"](x, 2.0, 2.0, align_corners=align_corners)
+    assert y.shape == (1, 2, 8, 10)
+    # separable: resize rows, then columns
+    rows = np.stack([[[_bilinear_1d(r, 10, align_corners) for r in ch] for ch in n] for n in x])
+    want = np.stack([[[_bilinear_1d(col, 8, align_corners) for col in ch.T] for ch in n] for n in rows])
+    assert np.allclose(y, want.transpose(0, 1, 3, 2), atol=1e-6)
+    # the two conventions really differ: a fault that swaps them cannot pass unnoticed
+    other = OPS["upsample_bilinear"](x, 2.0, 2.0, align_corners=not align_corners)
+    assert np.abs(other - y).max() > 0.05

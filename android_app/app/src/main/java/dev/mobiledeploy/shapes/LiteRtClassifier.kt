@@ -68,6 +68,9 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
         outputType = output.dataType()
         outputScale = output.quantizationParams().scale
         outputZeroPoint = output.quantizationParams().zeroPoint
+        check(output.numElements() == ModelConfig.OUTPUT_SIZE) {
+            "model output ${output.shape().toList()} holds ${output.numElements()} values, the definition says ${ModelConfig.OUTPUT_SIZE}"
+        }
         outputBuffer = ByteBuffer.allocateDirect(output.numBytes()).order(ByteOrder.nativeOrder())
     }
 
@@ -78,7 +81,7 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
         interpreter.run(input, outputBuffer)
         lastInferenceMs = (System.nanoTime() - t0) / 1e6
         outputBuffer.rewind()
-        val n = ModelConfig.NUM_CLASSES
+        val n = ModelConfig.OUTPUT_SIZE
         return when (outputType) {
             DataType.FLOAT32 -> FloatArray(n).also { outputBuffer.asFloatBuffer().get(it) }
             DataType.INT8 -> FloatArray(n) { (outputBuffer.get(it).toInt() - outputZeroPoint) * outputScale }

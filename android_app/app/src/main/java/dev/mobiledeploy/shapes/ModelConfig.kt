@@ -14,6 +14,16 @@ object ModelConfig {
     const val RUNTIME: String = "litert"
     const val NUM_CLASSES: Int = 10
 
+    /** The definition's task: what the output means and what the camera screen draws. */
+    const val TASK: String = "image-classification"
+    const val SEGMENTATION: Boolean = false
+
+    /** Floats per frame: NUM_CLASSES scores, or (segmentation) one per class and input pixel. */
+    const val OUTPUT_SIZE: Int = 10
+
+    /** Per-pixel outputs are (H, W, classes) when true (TFLite), (classes, H, W) when false (.pte). */
+    const val OUTPUT_CHANNELS_LAST: Boolean = true
+
     const val INPUT_HEIGHT: Int = 112
     const val INPUT_WIDTH: Int = 112
     const val CHANNELS: Int = 3

@@ -1,0 +1,104 @@
+"""The task contract: what differs between image classification, segmentation and detection.
+
+Canonical output layouts (what the PyTorch reference returns and every comparator reads):
+classification ``(N, classes)``; segmentation ``(N, classes, H, W)`` logits. A runner returns its
+runtime's output and says its layout (``Runner.layout``: ``"nchw"`` or ``"nhwc"``, i.e. channels
+first as PyTorch or channels last as TensorFlow); ``Task.canonical`` maps it to the canonical one.
+A task with several outputs (detection) overrides ``canonical``/``metrics`` for what its runners
+return; the validator only passes values through (``validate/runner.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..tolerance import Tolerance
+
+
+class Task:
+    """One task. Subclasses override what differs; defaults are the raw-output comparisons."""
+
+    #: the definition's ``task:`` value
+    name: ClassVar[str] = ""
+    #: names of the model's outputs, in order (artifact metadata, the app, localisation)
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    #: the Android template family (``templates/android/<family>``-specific files) and labels
+    app_family: ClassVar[str] = "classifier"
+    #: one score vector per image: converters may add their classifier heads and metadata
+    #: (Core ML's ClassifierConfig); dense tasks keep raw outputs only
+    is_classifier: ClassVar[bool] = True
+    #: the summary columns (metric key, heading) of the report and the build's table
+    summary: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("max_abs", "max_abs"), ("snr_db", "SNR dB"), ("top1_agreement", "top-1 agree"),
+        ("top1_accuracy", "top-1 acc"))
+    #: metric keys that rank a row's images in the report ("worst images"), lower is worse
+    per_sample_key: ClassVar[str] = "per_sample_max_abs"
+    #: precision -> limits this task adds over the backend's defaults (a profile and the
+    #: definition still override them key by key)
+    tolerances: ClassVar[dict[str, Tolerance]] = {}
+    #: the Keras twin's limits for this task (over the built-in ones)
+    keras_tolerance: ClassVar[Tolerance] = Tolerance()
+
+    # ---- outputs -------------------------------------------------------------------------
+    def output_shape(self, spec) -> tuple[int, ...]:
+        """Canonical per-sample output shape of a model with architecture ``spec``."""
+        return (spec.num_classes,)
+
+    def canonical(self, out: np.ndarray, layout: str = "nchw") -> np.ndarray:
+        """A runtime's output (N, ...) in ``layout`` as the canonical float32 array."""
+        return np.asarray(out, dtype=np.float32).reshape(len(out), -1)
+
+    def output_description(self, num_classes: int, label_file: str) -> str:
+        """What the output tensor holds, for artifact metadata."""
+        return (f"unnormalised class scores (logits, {num_classes} classes; softmax gives "
+                f"probabilities), in the order of {label_file}")
+
+    # ---- judging ---------------------------------------------------------------------------
+    def truth(self, definition, which: str, batch) -> Any:
+        """The labelled truth of ``batch`` (images of the definition's ``which`` source), or None."""
+        return batch.labels
+
+    def reference_metrics(self, ref: np.ndarray, truth) -> dict[str, float | None]:
+        """The reference row's metrics (its scores against labelled truth)."""
+        return {}
+
+    def metrics(self, ref: np.ndarray, out: np.ndarray, truth, ref_metrics: dict) -> dict[str, float | None]:
+        """Every comparator of ``out`` against the reference ``ref`` and the truth."""
+        from ..validate import metrics as M
+
+        r, o = ref.reshape(len(ref), -1), out.reshape(len(out), -1)
+        return {"max_abs": M.max_abs(r, o), "mean_abs": M.mean_abs(r, o), "cosine": M.cosine(r, o),
+                "snr_db": M.snr_db(r, o), "gain": M.gain(r, o), "gain_error": M.gain_error(r, o)}
+
+    def per_sample(self, ref: np.ndarray, out: np.ndarray, batch=None, truth=None) -> dict[str, Any]:
+        """Per-image facts stored in the row (the report ranks and shows images from them)."""
+        diff = np.abs(ref - out).reshape(len(ref), -1)
+        return {"per_sample_max_abs": [float(v) for v in diff.max(1)]}
+
+    #: metrics this task's rows never have: a backend's default limits on them are dropped
+    unmeasured: ClassVar[frozenset[str]] = frozenset({"pixel_agreement", "miou_vs_reference", "miou_drop"})
+
+    def tolerance(self, precision: str) -> Tolerance:
+        """This task's limits for ``precision`` (laid over the backend's defaults)."""
+        return self.tolerances.get(precision, Tolerance())
+
+    def backend_defaults(self, tolerance: Tolerance) -> Tolerance:
+        """A backend's default limits without those on metrics this task never measures (a
+        classifier's top-1 limits mean nothing to a mask). Profiles and definitions are kept."""
+        from ..tolerance import LIMITS
+
+        return Tolerance(**{k: v for k, v in tolerance.set_values().items()
+                            if LIMITS[k][0] not in self.unmeasured})
+
+    # ---- report --------------------------------------------------------------------------
+    def report_section(self, report: dict, manifest: dict) -> str:
+        """Task-specific HTML (safe markup) placed after the results table, built from the
+        report alone (rows carry what it shows); empty when the generic table says it all."""
+        return ""
+
+    # ---- app -----------------------------------------------------------------------------
+    def app_context(self, definition) -> dict[str, Any]:
+        """Extra template context for this task's Android app."""
+        return {"task": self.name, "app_family": self.app_family}
