@@ -19,10 +19,10 @@ from .rows import REFERENCE_ROW
 COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "skipped": "#6e7781"}
 FONT = 'font-family="system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif" font-size="12"'
 # metric name -> what it is, for the table's tooltips and order
-METRIC_ORDER = ("max_abs", "mean_abs", "cosine", "snr_db", "gain", "gain_error", "top1_agreement",
-                "top5_agreement", "top1_accuracy", "accuracy_drop", "pixel_agreement", "miou_vs_reference", "miou",
-                "pixel_accuracy", "miou_drop", "box_recall", "matched_iou", "score_max_abs", "map50",
-                "map50_drop", "decoder_recall", "detections")
+METRIC_ORDER = ("max_abs", "mean_abs", "cosine", "snr_db", "gain", "gain_error", "layer_gain_step",
+                "top1_agreement", "top5_agreement", "top1_accuracy", "accuracy_drop", "pixel_agreement",
+                "miou_vs_reference", "miou", "pixel_accuracy", "miou_drop", "box_recall", "matched_iou",
+                "score_max_abs", "map50", "map50_drop", "decoder_recall", "detections")
 
 
 def fmt(v) -> str:
@@ -253,7 +253,8 @@ def build_view(report: dict, manifest: dict) -> dict:
         loc = r.get("localization")
         rows.append({
             "target": r["target"], "status": r["status"], "executor": r.get("executor") or "",
-            "reason": r.get("reason") or "", "layer_check": r.get("layer_check") or "", "path": r.get("path") or art.get("path", ""),
+            "reason": r.get("reason") or "", "layer_check": r.get("layer_check") or "",
+            "path": r.get("path") or art.get("path", ""),
             "bytes": human_bytes(art.get("bytes")) if art else "", "seconds": r.get("seconds"),
             "metrics": metric_rows(r), "cells": summary_cells(r, keys), "localization": loc,
             "loc_plot": layers_plot(loc) if loc else None,
