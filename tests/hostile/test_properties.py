@@ -106,9 +106,12 @@ def test_any_accepted_app_name_gives_well_formed_strings_xml(name):
         return  # refused up front, one line (the definition tests cover the message)
     from mobiledeploy.app import _environment
 
-    xml = _environment(template_dir()).get_template("app/src/main/res/values/strings.xml.j2").render(
-        app_name=spec.app_name)
-    root = ET.fromstring(xml.encode("utf-8"))
-    el = next(e for e in root if e.get("name") == "app_name")
-    assert el.get("formatted") == "false"  # a % is text, not a format specifier
-    assert el.text == android_string(spec.app_name)
+    from types import SimpleNamespace
+
+    template = _environment(template_dir()).get_template("app/src/main/res/values/strings.xml.j2")
+    for seg, det in ((False, False), (True, False), (False, True)):  # classifier, segmenter, detector
+        xml = template.render(app_name=spec.app_name, ctx=SimpleNamespace(segmentation=seg, detection=det))
+        root = ET.fromstring(xml.encode("utf-8"))
+        el = next(e for e in root if e.get("name") == "app_name")
+        assert el.get("formatted") == "false"  # a % is text, not a format specifier
+        assert el.text == android_string(spec.app_name)
