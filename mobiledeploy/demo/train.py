@@ -138,16 +138,24 @@ def _resize(imgs, height: int, width: int):
                      for im in imgs])
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="examples/shapes", help="folder with shapes.yaml")
-    ap.add_argument("--definition", default="shapes.yaml")
-    ap.add_argument("--train-images", type=int, default=24000)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=96)
+def training_parser(description: str, *, out: str, definition: str, train_images: int, epochs: int,
+                    batch: int, threads: int) -> argparse.ArgumentParser:
+    """The options every demo trainer takes (each task's script adds its own)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", default=out, help="folder with the definition")
+    ap.add_argument("--definition", default=definition)
+    ap.add_argument("--train-images", type=int, default=train_images)
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--batch", type=int, default=batch)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=threads)
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = training_parser(__doc__.splitlines()[0], out="examples/shapes", definition="shapes.yaml",
+                         train_images=24000, epochs=6, batch=96, threads=2)
     args = ap.parse_args(argv)
 
     from ..architectures.weights import save_weights

@@ -15,7 +15,6 @@ records mAP@0.5 on the shipped validation boxes, decoded by ``detection.postproc
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -124,17 +123,12 @@ def load_matching(model, path: Path) -> int:
 
 def main(argv=None) -> dict:
     """Train, recalibrate BN, write the weights and training.json; return the summary."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="examples/shapes_det", help="folder with the definition")
-    ap.add_argument("--definition", default="shapes_det.yaml")
+    from .train import training_parser
+
+    ap = training_parser(__doc__.splitlines()[0], out="examples/shapes_det", definition="shapes_det.yaml",
+                         train_images=8000, epochs=6, batch=32, threads=1)
     ap.add_argument("--init", default="examples/shapes/shapes.safetensors",
                     help="weights to start the backbone from ('' for none)")
-    ap.add_argument("--train-images", type=int, default=8000)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-shapes", type=int, default=4)
     ap.add_argument("--val-limit", type=int, default=None, help="score on at most this many validation images")
     args = ap.parse_args(argv)

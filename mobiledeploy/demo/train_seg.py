@@ -11,7 +11,6 @@ is written with ``training.json`` (mean IoU and pixel accuracy on the shipped va
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -52,27 +51,12 @@ def evaluate(model, x: np.ndarray, masks: np.ndarray) -> dict[str, float]:
             "iou_per_class": [round(float(v), 4) for v in ious]}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> dict:
     """Train, recalibrate BN, write the weights and training.json; return the summary."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="examples/shapes_seg", help="folder with the definition")
-    ap.add_argument("--definition", default="shapes_seg.yaml")
-    ap.add_argument("--train-images", type=int, default=18000)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1)
+    from .train import training_parser
+
+    ap = training_parser(__doc__.splitlines()[0], out="examples/shapes_seg", definition="shapes_seg.yaml",
+                         train_images=18000, epochs=4, batch=32, threads=1)
     ap.add_argument("--max-shapes", type=int, default=3)
     ap.add_argument("--val-limit", type=int, default=None, help="score on at most this many validation images")
     args = ap.parse_args(argv)
@@ -80,6 +64,7 @@ def main(argv=None) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from .._host import cpuinfo
     from ..architectures.stats import totals
     from ..architectures.torch_builder import build_torch_model, recalibrate_bn
     from ..architectures.weights import save_weights
@@ -168,7 +153,7 @@ def main(argv=None) -> dict:
         "lr": args.lr,
         "seed": args.seed,
         "threads": args.threads,
-        "cpu": _cpu_name(),
+        "cpu": cpuinfo().get("model name") or platform.processor() or platform.machine(),
         "macs": macs,
         "params": params,
         "history": history,

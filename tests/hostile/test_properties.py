@@ -104,9 +104,9 @@ def test_any_accepted_app_name_gives_well_formed_strings_xml(name):
         spec = AndroidSpec(app_name=name)
     except ValidationError:
         return  # refused up front, one line (the definition tests cover the message)
-    from mobiledeploy.app import _environment
-
     from types import SimpleNamespace
+
+    from mobiledeploy.app import _environment
 
     template = _environment(template_dir()).get_template("app/src/main/res/values/strings.xml.j2")
     for seg, det in ((False, False), (True, False), (False, True)):  # classifier, segmenter, detector
