@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import OUTPUT
+from .metrics import gain
 
 DEFAULT_THRESHOLD_DB = 60.0
 # The lowered h-swish graph (int8 / Edge TPU) computes 6*hswish and 6*hsigmoid and folds the 1/6
@@ -97,12 +98,6 @@ def _snr(ref: np.ndarray, out: np.ndarray) -> float:
     return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
-def _gain(ref: np.ndarray, out: np.ndarray) -> float:
-    signal = float(np.sum(ref.astype(np.float64) ** 2))
-    g = float(np.sum(ref * out)) / signal if signal > 0 else float("nan")
-    return g if np.isfinite(g) else float("nan")
-
-
 def largest_gain_step(layers: list[dict]) -> dict | None:
     """The largest relative change of gain between consecutive matched layers:
     ``{"layer", "from_layer", "step"}`` with step = |gain / previous gain - 1|; NaN gains count as
@@ -162,7 +157,7 @@ def compare_layers(ref: dict[str, np.ndarray], cands: list[tuple[str, set, np.nd
         tensor, snr, scale = _best(r, hits, scales)
         v = dict(hits)[tensor].reshape(r.shape).astype(np.float64) / scale
         row = {"layer": name, "shape": list(r.shape[1:]), "snr_db": round(snr, 2),
-               "gain": round(_gain(r, v), 5), "matched": tensor[:120]}
+               "gain": round(gain(r, v), 5), "matched": tensor[:120]}
         if scale != 1.0:
             row["scale"] = scale
         layers.append(row)
