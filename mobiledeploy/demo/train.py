@@ -153,6 +153,25 @@ def training_parser(description: str, *, out: str, definition: str, train_images
     return ap
 
 
+def scene_task_definition(args, task):
+    """Seed torch and load the definition a scene trainer (segmentation, detection) trains:
+    ``(folder, definition)``; refuses another task or a non-square input (the scene renderer draws
+    square images)."""
+    import torch
+
+    from ..definition import load_definition
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    d = load_definition(out / args.definition, check_files=False)
+    if d.task != task:
+        raise SystemExit(f"{out / args.definition}: task must be {task.value}")
+    if d.input.height != d.input.width:
+        raise SystemExit("the scene renderer draws square images: give input height == width")
+    return out, d
+
+
 def main(argv=None) -> None:
     ap = training_parser(__doc__.splitlines()[0], out="examples/shapes", definition="shapes.yaml",
                          train_images=24000, epochs=6, batch=96, threads=2)

@@ -123,7 +123,7 @@ def load_matching(model, path: Path) -> int:
 
 def main(argv=None) -> dict:
     """Train, recalibrate BN, write the weights and training.json; return the summary."""
-    from .train import training_parser
+    from .train import scene_task_definition, training_parser
 
     ap = training_parser(__doc__.splitlines()[0], out="examples/shapes_det", definition="shapes_det.yaml",
                          train_images=8000, epochs=6, batch=32, threads=1)
@@ -141,17 +141,10 @@ def main(argv=None) -> dict:
     from ..architectures.torch_builder import build_torch_model, recalibrate_bn
     from ..architectures.weights import save_weights
     from ..boxes import load_boxes
-    from ..definition import Task, load_definition
+    from ..definition import Task
     from ..images import load_batch, normalise
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    d = load_definition(out / args.definition, check_files=False)
-    if d.task != Task.object_detection:
-        raise SystemExit(f"{out / args.definition}: task must be object-detection")
-    if d.input.height != d.input.width:
-        raise SystemExit("the scene renderer draws square images: give input height == width")
+    out, d = scene_task_definition(args, Task.object_detection)
     spec = d.architecture_spec()
     anchors = make_anchors(spec)
     anchor_corners = corners(anchors)

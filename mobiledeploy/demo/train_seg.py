@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -53,7 +52,7 @@ def evaluate(model, x: np.ndarray, masks: np.ndarray) -> dict[str, float]:
 
 def main(argv=None) -> dict:
     """Train, recalibrate BN, write the weights and training.json; return the summary."""
-    from .train import training_parser
+    from .train import scene_task_definition, training_parser
 
     ap = training_parser(__doc__.splitlines()[0], out="examples/shapes_seg", definition="shapes_seg.yaml",
                          train_images=18000, epochs=4, batch=32, threads=1)
@@ -68,18 +67,11 @@ def main(argv=None) -> dict:
     from ..architectures.stats import totals
     from ..architectures.torch_builder import build_torch_model, recalibrate_bn
     from ..architectures.weights import save_weights
-    from ..definition import Task, load_definition
+    from ..definition import Task
     from ..images import load_batch, normalise
     from ..masks import IGNORE, load_masks
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    d = load_definition(out / args.definition, check_files=False)
-    if d.task != Task.semantic_segmentation:
-        raise SystemExit(f"{out / args.definition}: task must be semantic-segmentation")
-    if d.input.height != d.input.width:
-        raise SystemExit("the scene renderer draws square images: give input height == width")
+    out, d = scene_task_definition(args, Task.semantic_segmentation)
     spec = d.architecture_spec()
     t0, c0 = time.time(), time.process_time()
     # the shipped splits use other seeds (shapes.SEG_SPLIT_SEEDS): training never sees them
