@@ -27,6 +27,7 @@ from typing import Literal
 
 # the SSDLite head's option and resolved types live beside the head (ssdlite imports nothing from here)
 from .ssdlite import DetectionOptions, DetHead
+from .tail import halve_last_stage
 
 Activation = Literal["relu", "relu6", "hswish", "none"]
 
@@ -308,19 +309,9 @@ def _seg_error(message: str):
 
 def segmentation_backbone(raw: RawArchitecture, opts: SegmentationOptions) -> RawArchitecture:
     """The paper's backbone changes for segmentation, applied to an unscaled table."""
-    rows = list(raw.rows)
-    strided = [i for i, r in enumerate(rows) if r.stride > 1]
-    last_conv = raw.last_conv
+    rows, last_conv = list(raw.rows), raw.last_conv
     if opts.reduced_tail:
-        if not strided:
-            raise _seg_error("reduced_tail halves the stage after the last stride-2 block, but no block "
-                         "has stride 2; set reduced_tail: false")
-        first = strided[-1]
-        for i in range(first, len(rows)):
-            r = rows[i]
-            # the stage's first block keeps its expansion (it reads the unhalved previous stage)
-            rows[i] = replace(r, out=max(1, r.out // 2), exp=r.exp if i == first else r.exp / 2)
-        last_conv = max(1, last_conv // 2)
+        rows, last_conv = halve_last_stage(raw, "architecture.segmentation")
     if opts.output_stride is not None:
         total, dilation = raw.stem[2], 1
         for i, r in enumerate(rows):

@@ -90,19 +90,11 @@ def _error(message: str):
 
 def detection_backbone(raw: RawArchitecture, opts: DetectionOptions) -> RawArchitecture:
     """The paper's backbone change for detection (halved last stage), on an unscaled table."""
-    rows = list(raw.rows)
-    last_conv = raw.last_conv
-    if opts.reduced_tail:
-        strided = [i for i, r in enumerate(rows) if r.stride > 1]
-        if not strided:
-            raise _error("reduced_tail halves the stage after the last stride-2 block, but no block "
-                         "has stride 2; set reduced_tail: false")
-        first = strided[-1]
-        for i in range(first, len(rows)):
-            r = rows[i]
-            # the stage's first block keeps its expansion: it is feature 0 and reads the stride-16 stage
-            rows[i] = replace(r, out=max(1, r.out // 2), exp=r.exp if i == first else r.exp / 2)
-        last_conv = max(1, last_conv // 2)
+    from .tail import halve_last_stage
+
+    rows, last_conv = list(raw.rows), raw.last_conv
+    if opts.reduced_tail:  # the halved stage's first block is feature 0
+        rows, last_conv = halve_last_stage(raw, "architecture.detection")
     return replace(raw, rows=tuple(rows), last_conv=last_conv, head_hidden=None, head_activation="none",
                    dropout=0.0)
 
