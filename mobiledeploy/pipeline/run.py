@@ -218,6 +218,11 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
         weights_name = f"{d.name}.safetensors"
         resolved = _resolved_definition(d, weights_name)
         shaping = digest({k: v for k, v in resolved.items() if k not in _NOT_ARTIFACT})
+        # the task's module is loaded by name (tasks.TASKS), so no import walk reaches it: it is
+        # an entry of every step's source key (it writes metadata text, bundles truth, judges rows)
+        from ..tasks import task_module
+
+        task_src = task_module(d)
         val_digest = _images_digest(d, "validation")
 
         # -- model/: canonical weights, labels, validation images, resolved definition
@@ -226,7 +231,8 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
             "weights": sha256_file(weights_src) if weights_src else f"seed:{d.seed}",
             "labels": labels_digest,
             "validation_images": val_digest,
-            "source": source_digest("mobiledeploy.pipeline.run", "mobiledeploy.architectures.reference"),
+            "source": source_digest("mobiledeploy.pipeline.run", "mobiledeploy.architectures.reference",
+                                    task_src),
         }, outputs=["model"])
         with record.step(model_step.name) as rec:
             fresh, why = cache.check(model_step)
@@ -251,7 +257,7 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
                 "target": digest({k: v for k, v in t.record().items() if k != "tolerance"}),
                 "options": json.dumps(t.options_dict(), sort_keys=True),
                 "toolchain": json.dumps(get_backend(t.backend).toolchain(), sort_keys=True),
-                "source": source_digest("mobiledeploy.pipeline.worker", cls.__module__),
+                "source": source_digest("mobiledeploy.pipeline.worker", cls.__module__, task_src),
             }
             if t.precision == "int8":
                 inputs["calibration"] = calib_digest
@@ -309,7 +315,7 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
             **get_task(d).manifest_facts(d),  # a detector: the one decoding spec
         }
         inputs_common = {"labels": labels_digest, "validation_images": val_digest, "definition": shaping,
-                         "input": digest(d.input.model_dump(mode="json"))}
+                         "input": digest(d.input.model_dump(mode="json")), "task_source": source_digest(task_src)}
         if opts.validate:
             result.validation = _validate_step(out, manifest, cache, opts, result, say, record, inputs_common)
             manifest["validation"] = {"status": result.validation["status"],
@@ -449,7 +455,8 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
         # the runtimes that run the artifacts and the references they are compared with
         "toolchain": json.dumps(_toolchain(REFERENCE_TOOLCHAIN) | {
             k: v for a in manifest["artifacts"] for k, v in a["toolchain"].items()}, sort_keys=True),
-        "source": source_digest("mobiledeploy.validate.runner", *sorted(
+        # mediapipe_runner runs as a script in MediaPipe's venv: no import reaches it either
+        "source": source_digest("mobiledeploy.validate.runner", "mobiledeploy.mediapipe_runner", *sorted(
             backend_class(b).__module__ for b in runs)),
     }, outputs=["report/validation.json", "report/index.html"])
     with record.step("validate") as rec:

@@ -33,6 +33,12 @@ def task_name(value) -> str:
     return getattr(value, "value", value) or "image-classification"
 
 
+def task_module(value) -> str:
+    """The module defining the task of ``value`` (build keys hash it: it is loaded by name)."""
+    name = task_name(value)
+    return TASKS[name].partition(":")[0] if name in TASKS else __name__
+
+
 def get_task(value) -> Task:
     """The task of ``value`` (a definition, the definition's enum value or a name)."""
     name = task_name(value)
@@ -46,4 +52,4 @@ def get_task(value) -> Task:
     return _cache[name]
 
 
-__all__ = ["TASKS", "Task", "get_task", "task_name"]
+__all__ = ["TASKS", "Task", "get_task", "task_module", "task_name"]

@@ -45,7 +45,7 @@ def mediapipe_version() -> str:
         return "none"
     venv = Path(python).parent.parent
     found = sorted(venv.glob("lib/python*/site-packages/mediapipe-*.dist-info"))
-    return found[-1].name.removesuffix(".dist-info").removeprefix("mediapipe-") if found else f"at {python.name}"
+    return found[-1].name.removesuffix(".dist-info").removeprefix("mediapipe-") if found else f"at {python}"
 
 
 def run_mediapipe(model: Path, pixels: np.ndarray | None = None, *, metadata: bool = False,

@@ -117,6 +117,13 @@ def test_a_changed_backend_module_reruns_its_conversions_only(tiny_definition, t
     assert rows["convert:executorch-xnnpack"] == ("ran", "source changed"), rows
     assert rows["convert:tflite-fp32"][0] == "skipped"
     assert rows["validate"][0] == "ran" and "source changed" in rows["validate"][1]
+    # the task's module is loaded by name (no import reaches it) and writes metadata and judges
+    # rows: a change to it reruns every step it takes part in
+    with open(src / "mobiledeploy" / "tasks" / "classification.py", "a") as f:
+        f.write("\n# a changed task module\n")
+    rows = _build(tiny_definition, out, *targets, env=env, cwd=tmp_path)
+    for step in ("model", "convert:tflite-fp32", "convert:executorch-xnnpack", "validate"):
+        assert rows[step][0] == "ran" and "source changed" in rows[step][1], (step, rows)
 
 
 PLUGIN = '''
