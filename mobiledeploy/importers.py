@@ -644,14 +644,16 @@ def plan_import(source: Path, out: Path, *, labels_file: str | None = None, imag
 def write_import(plan: ImportPlan) -> None:
     """Write every file to a temporary folder, check the definition parses, then move them in."""
     import shutil
+    import tempfile
 
     from .architectures.weights import save_weights
     from .definition import load_definition
 
     out = plan.out
-    tmp = out.parent / f".{out.name}.import-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh folder of our own beside OUT (same file system: the moves below are renames); a
+    # fixed name could be a folder of the user's, which the cleanup would remove
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
     try:
         src = plan.imported.source
         for fname, content in plan.files.items():

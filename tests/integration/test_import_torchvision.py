@@ -201,3 +201,22 @@ def test_labels_must_match_the_classifier_and_unknown_files_are_refused(tmp_path
     r = run_cli("import", str(tmp_path / "partial.pth"), "-o", str(tmp_path / "out"))
     assert r.returncode == 2 and "classifier" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_import_never_removes_a_folder_of_the_users_beside_the_output(tmp_path):
+    """The import stages its files in a fresh folder of its own beside OUT; a folder of the user's
+    under the name an older version used stays untouched, and nothing of ours is left behind."""
+    from safetensors.torch import save_file
+
+    from mobiledeploy.importers import plan_import, write_import
+
+    torch.manual_seed(0)
+    src = tmp_path / "tv.safetensors"
+    save_file({k: v.contiguous() for k, v in TorchvisionMobileNetV3("small", 3).state_dict().items()}, str(src))
+    mine = tmp_path / ".out.import-tmp"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    write_import(plan_import(src, tmp_path / "out", size=64))
+    assert (mine / "keep.txt").read_text() == "mine"
+    assert (tmp_path / "out" / "tv.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.import-tmp", "out", "tv.safetensors"]
