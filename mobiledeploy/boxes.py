@@ -44,14 +44,14 @@ def read_boxes(path: Path, labels: list[str], where: str = "") -> dict[str, tupl
     def bad(msg: str):
         return DefinitionError(where, "boxes", f"{path}: {msg}")
 
-    from .safety import read_text_file
+    from .safety import clip, read_text_file
 
     if not path.is_file():
         raise bad("file not found (a JSON file of labelled boxes)")
     text = read_text_file(path, where, "boxes")  # bounded size, decoded as UTF-8 or a one-line error
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and integers of > 4300 digits
         raise UserError(f"{path}: not a readable boxes JSON file ({str(exc)[:120]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("images"), dict):
         raise bad(f'needs {{"format": "{FORMAT}", "images": {{"path": [{{"label", "box"}}]}}}}')
@@ -64,13 +64,13 @@ def read_boxes(path: Path, labels: list[str], where: str = "") -> dict[str, tupl
         for k, o in enumerate(objs):
             if not isinstance(o, dict) or set(o) != {"label", "box"}:
                 raise bad(f"images[{rel!r}][{k}] must be {{\"label\": NAME, \"box\": [ymin, xmin, ymax, xmax]}}")
-            if o["label"] not in index:
-                raise bad(f"images[{rel!r}][{k}]: label {o['label']!r} is not in the labels file")
+            if not isinstance(o["label"], str) or o["label"] not in index:
+                raise bad(f"images[{rel!r}][{k}]: label {clip(repr(o['label']), 80)} is not in the labels file")
             b = o["box"]
             if (not isinstance(b, list) or len(b) != 4
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
                     or not (0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1)):
-                raise bad(f"images[{rel!r}][{k}]: box {b} must be [ymin, xmin, ymax, xmax] with "
+                raise bad(f"images[{rel!r}][{k}]: box {clip(repr(b), 80)} must be [ymin, xmin, ymax, xmax] with "
                           "0 <= min < max <= 1 (normalised)")
             boxes.append(b)
             classes.append(index[o["label"]])
@@ -84,13 +84,14 @@ def load_boxes(definition, which: str, files: list[str]) -> list[tuple[np.ndarra
     src = getattr(definition, which)
     if src.boxes is None:
         return None
+    from .images import source_relative
+
     source = definition.path(src.source)
-    root = source if source.is_dir() else source.parent
     where = f"{definition.source_path}: {which}"
     table = read_boxes(definition.confined(src.boxes, f"{which}.boxes"), definition.labels_list(), where)
     out = []
     for f in files:
-        rel = Path(f).resolve().relative_to(root.resolve()).as_posix()
+        rel = source_relative(f, source, where, "boxes").as_posix()
         if rel not in table:
             raise DefinitionError(where, "boxes", f"{definition.path(src.boxes)} has no entry for {rel} "
                                   "(give every image a list, empty when it shows no object)")

@@ -660,11 +660,16 @@ def check_definition_files(d: ModelDefinition) -> None:
         check_option_values(opts, src, f"target_options.{t}")
         resolve_target(d, t)  # options type-checked against the backend's model for the precision
     check_model_size(d)
+    from .boxes import load_boxes
     from .images import probe_image, select_images
+    from .masks import probe_masks
 
     for field in ("calibration", "validation"):  # every image decodes: no surprise inside a converter
-        for p, _ in select_images(d, field):
+        images = [p for p, _ in select_images(d, field)]
+        for p in images:
             probe_image(p)
+        probe_masks(d, field, images)  # and so does its mask, where the source names masks
+        load_boxes(d, field, images)  # every image has a well-formed boxes entry, where named
 
 
 def check_option_values(opts: dict[str, Any], src: str, where: str) -> None:

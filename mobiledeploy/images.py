@@ -182,6 +182,21 @@ def decode_resized(path: Path, height: int, width: int, resize: str = "bilinear"
         raise UserError(f"{path}: cannot decode image ({clip(str(exc), 120)})") from None
 
 
+def source_relative(image: str | Path, source: Path, where: str, field: str) -> Path:
+    """``image``'s path relative to its source (the folder, or a list file's folder): where its
+    mask or boxes entry is found. A list file may name images outside its own folder; those
+    cannot carry labels by relative path: a one-line error naming the field."""
+    from .safety import clip
+
+    root = source if source.is_dir() else source.parent
+    try:
+        return Path(image).resolve().relative_to(root.resolve())
+    except ValueError:
+        raise DefinitionError(where, field, f"{clip(str(image))} lies outside {clip(str(root))}: {field} are "
+                              "found by the image's path relative to the source; list images below the "
+                              "list file's folder") from None
+
+
 def probe_image(path: Path) -> None:
     """Decode an image once (no resize) so that a corrupt or oversized file is a user error
     before the build writes anything, not a converter crash later. Contents that decoded before

@@ -28,33 +28,41 @@ def palette(num_classes: int) -> np.ndarray:
     return out
 
 
-def mask_path(image: str | Path, source: Path, masks: Path) -> Path:
+def mask_path(image: str | Path, source: Path, masks: Path, where: str = "") -> Path:
     """The mask file that belongs to ``image`` of the image source ``source``."""
-    root = source if source.is_dir() else source.parent
-    rel = Path(image).resolve().relative_to(root.resolve())
-    return masks / rel.with_suffix(".png")
+    from .images import source_relative
+
+    return masks / source_relative(image, source, where, "masks").with_suffix(".png")
 
 
-def read_mask(path: Path, height: int, width: int, num_classes: int, where: str = "") -> np.ndarray:
+def read_mask(path: Path, height: int, width: int, num_classes: int, where: str = "", *,
+              image_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one mask to uint8 (height, width) class ids, resized nearest-neighbour.
 
     Nearest keeps ids as ids (a bilinear resize would invent classes between two others).
+    ``image_size`` (width, height of the mask's image), when given, must be the mask's own size.
     """
     from PIL import Image, UnidentifiedImageError
 
+    from .safety import clip
+
     if not path.is_file():
-        raise DefinitionError(where or str(path), "masks", f"mask not found: {path} (one PNG per image, "
-                              "same relative path as the image, suffix .png)")
+        raise DefinitionError(where or str(path), "masks", f"mask not found: {clip(str(path))} (one PNG per "
+                              "image, same relative path as the image, suffix .png)")
     try:
         with Image.open(path) as im:
             if im.mode not in ("P", "L", "I", "I;16"):
-                raise DefinitionError(where or str(path), "masks", f"{path} is a {im.mode} image; a mask is a "
-                                      "palette or greyscale PNG of class ids")
+                raise DefinitionError(where or str(path), "masks", f"{clip(str(path))} is a {im.mode} image; a "
+                                      "mask is a palette or greyscale PNG of class ids")
+            if image_size is not None and im.size != tuple(image_size):
+                raise DefinitionError(where or str(path), "masks", f"{clip(str(path))} is {im.width}x{im.height}, "
+                                      f"its image {image_size[0]}x{image_size[1]}: a mask labels its image's "
+                                      "pixels, at the image's size")
             if im.size != (width, height):
                 im = im.resize((width, height), Image.Resampling.NEAREST)
             ids = np.asarray(im).astype(np.int64)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: cannot decode mask ({exc})") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise UserError(f"{clip(str(path))}: cannot decode mask ({clip(str(exc), 120)})") from None
     bad = (ids >= num_classes) & (ids != IGNORE)
     if bad.any():
         raise DefinitionError(where or str(path), "masks", f"{path} holds class id {int(ids[bad].max())}, but "
@@ -73,4 +81,29 @@ def load_masks(definition, which: str, files: list[str]) -> np.ndarray | None:
     source, masks = definition.confined(src.source, f"{which}.source"), definition.confined(src.masks, f"{which}.masks")
     where = f"{definition.source_path}: {which}"
     h, w, n = definition.input.height, definition.input.width, definition.num_classes
-    return np.stack([read_mask(mask_path(f, source, masks), h, w, n, where) for f in files])
+    return np.stack([read_mask(mask_path(f, source, masks, where), h, w, n, where) for f in files])
+
+
+def probe_masks(definition, which: str, images: list[Path]) -> None:
+    """Every mask of ``images`` (the definition's ``which`` source) exists, decodes, is its image's
+    size and holds known class ids: a user error before the build writes anything, not a
+    validation failure after every conversion. Contents checked before are not decoded again."""
+    from PIL import Image
+
+    from .digests import probed
+
+    src = getattr(definition, which)
+    if src.masks is None:
+        return
+    source = definition.confined(src.source, f"{which}.source")
+    masks = definition.confined(src.masks, f"{which}.masks")
+    where = f"{definition.source_path}: {which}"
+    n = definition.num_classes
+    for image in images:
+        path = mask_path(image, source, masks, where)
+        if not path.is_file():  # the probe's memo needs the file: say it here, naming the field
+            read_mask(path, 1, 1, n, where)
+        with Image.open(image) as im:
+            size = im.size
+        probed(path, lambda p, size=size: read_mask(p, size[1], size[0], n, where, image_size=size),
+               tag=f"mask:{n}:{size[0]}x{size[1]}")

@@ -351,12 +351,7 @@ def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items)
     masks = _mask_files(d, "validation", val_items)
     if masks is not None:  # named as write_image_list names the images, so mask_path finds them
         (tmp / "masks" / "validation").mkdir(parents=True)
-        for i, m in enumerate(masks):
-            if not m.is_file():
-                from ..errors import DefinitionError
-
-                raise DefinitionError(d.source_path, "validation.masks", f"mask not found: {m} (one PNG per "
-                                      "image, same relative path as the image, suffix .png)")
+        for i, m in enumerate(masks):  # each one checked with the definition (masks.probe_masks)
             shutil.copyfile(m, tmp / "masks" / "validation" / f"{i:05d}.png")
     from ..tasks import get_task
 
