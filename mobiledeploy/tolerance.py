@@ -39,6 +39,7 @@ class Tolerance(BaseModel):
     max_miou_drop: float | None = _limit("miou_drop", "max", ge=0, le=1)
     # object detection (tasks/detection.py)
     min_box_recall: float | None = _limit("box_recall", "min", ge=0, le=1)
+    min_box_precision: float | None = _limit("box_precision", "min", ge=0, le=1)
     min_matched_iou: float | None = _limit("matched_iou", "min", ge=0, le=1)
     max_score_abs: float | None = _limit("score_max_abs", "max", ge=0, le=1)
     max_map50_drop: float | None = _limit("map50_drop", "max", ge=0, le=1)

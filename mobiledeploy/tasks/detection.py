@@ -25,11 +25,12 @@ from ..detection import RuntimeDetections
 from ..tolerance import Tolerance
 from .base import Task
 
-FLOAT = Tolerance(min_box_recall=1.0, min_matched_iou=0.99, max_score_abs=0.01, max_map50_drop=0.005,
-                  min_decoder_recall=1.0)
-FP16 = Tolerance(min_box_recall=0.97, min_matched_iou=0.97, max_score_abs=0.05, max_map50_drop=0.01,
-                 min_decoder_recall=1.0)
-INT8 = Tolerance(min_box_recall=0.95, min_matched_iou=0.9, max_map50_drop=0.03, min_decoder_recall=0.98)
+FLOAT = Tolerance(min_box_recall=1.0, min_box_precision=1.0, min_matched_iou=0.99, max_score_abs=0.01,
+                  max_map50_drop=0.005, min_decoder_recall=1.0)
+FP16 = Tolerance(min_box_recall=0.97, min_box_precision=0.97, min_matched_iou=0.97, max_score_abs=0.05,
+                 max_map50_drop=0.01, min_decoder_recall=1.0)
+INT8 = Tolerance(min_box_recall=0.95, min_box_precision=0.95, min_matched_iou=0.9, max_map50_drop=0.03,
+                 min_decoder_recall=0.98)
 
 
 class DetOutput(np.ndarray):
@@ -78,7 +79,7 @@ class Detection(Task):
     # a detector has no top-1 and no masks: the backends' classifier limits do not apply
     unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop", "pixel_agreement",
                             "miou_vs_reference", "miou_drop"})
-    keras_tolerance = Tolerance(min_box_recall=1.0, min_matched_iou=0.999, max_score_abs=1e-3)
+    keras_tolerance = Tolerance(min_box_recall=1.0, min_box_precision=1.0, min_matched_iou=0.999, max_score_abs=1e-3)
 
     def output_shape(self, spec):
         return (spec.detection.num_anchors, spec.num_classes + 5)
@@ -164,7 +165,10 @@ class Detection(Task):
             raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
         m = super().metrics(np.asarray(ref), np.asarray(out), truth, ref_metrics)
         refs, arts = truth.decode(ref), self._artifact_detections(out, truth)
-        m["box_recall"] = D.box_recall(refs, arts)
+        # both ways: a lost box lowers the recall, a box the reference does not have the precision;
+        # None (not judged) when there is nothing on that side to count
+        m["box_recall"] = D.box_recall(refs, arts, empty=None)
+        m["box_precision"] = D.box_recall(arts, refs, empty=None)
         m["matched_iou"] = D.matched_iou(refs, arts)
         m["score_max_abs"] = D.score_max_abs(refs, arts)
         m["detections"] = float(sum(len(d) for d in arts))

@@ -7,7 +7,8 @@ Small functions over ``detection.Detections`` lists (one per image), feeding the
   ``min_score`` leaves out reference detections scored below it (a display threshold), while
   every artifact detection may match, so a score that moves across that threshold in int8 is
   not counted as a lost box;
-- ``box_recall``: matched / reference detections (1.0 when the reference found nothing);
+- ``box_recall``: matched / reference detections (``empty`` when the reference found nothing);
+  with the roles swapped it is the artifact's precision: boxes the reference does not have;
 - ``matched_iou``: mean IoU of the matched pairs; ``score_max_abs``: their largest score gap;
 - ``map50``: mean over labelled classes of VOC average precision (all-point interpolation) at
   IoU 0.5 against labelled boxes.
@@ -47,12 +48,12 @@ def match(ref: Detections, art: Detections, iou_threshold: float = IOU,
 
 
 def box_recall(refs: list[Detections], arts: list[Detections], iou_threshold: float = IOU,
-               min_score: float = 0.0) -> float:
+               min_score: float = 0.0, empty: float | None = 1.0) -> float | None:
     """Share of the reference's detections (all images, scored >= ``min_score``) that the
-    artifact reproduces."""
+    artifact reproduces; ``empty`` when the reference has none (a row passes None: not judged)."""
     total = sum(len(_kept(r, min_score)) for r in refs)
     if total == 0:
-        return 1.0
+        return empty
     return sum(len(match(r, a, iou_threshold, min_score)) for r, a in zip(refs, arts, strict=True)) / total
 
 

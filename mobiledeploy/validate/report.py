@@ -21,7 +21,8 @@ FONT = 'font-family="system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif
 # metric name -> what it is, for the table's tooltips and order
 METRIC_ORDER = ("max_abs", "mean_abs", "cosine", "snr_db", "gain", "gain_error", "layer_gain_step",
                 "top1_agreement", "top5_agreement", "top1_accuracy", "accuracy_drop", "pixel_agreement",
-                "miou_vs_reference", "miou", "pixel_accuracy", "miou_drop", "box_recall", "matched_iou",
+                "miou_vs_reference", "miou", "pixel_accuracy", "miou_drop", "box_recall", "box_precision",
+                "matched_iou",
                 "score_max_abs", "map50", "map50_drop", "decoder_recall", "detections")
 
 

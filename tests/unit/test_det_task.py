@@ -104,3 +104,18 @@ def test_the_sidecar_and_manifest_carry_the_decoding_spec():
     n = d.architecture_spec().detection.num_anchors
     assert doc["outputs"][0]["shape"] == [1, n, 11] and doc["decoding"]["num_anchors"] == n
     assert doc["decoding"]["score_threshold"] == 0.3 and len(doc["decoding"]["anchors_sha256"]) == 64
+
+
+def test_boxes_the_reference_does_not_have_fail_and_nothing_on_a_side_is_not_judged():
+    """A reference that finds nothing against an artifact that finds two confident boxes: recall
+    has nothing to count (None, not a pass of 1.0), precision is 0 and fails the row."""
+    task, truth = get_task("object-detection"), _truth(labelled=False)
+    empty = _raw()
+    empty[..., :3] = [4, 0, 0]  # background everywhere: the reference detects nothing
+    ref = task.canonical(empty)
+    m = task.metrics(ref, task.canonical(_raw()), truth, task.reference_metrics(ref, truth))
+    assert m["box_recall"] is None and m["box_precision"] == 0.0
+    assert any("box_precision" in b for b in failures(judge(m, FLOAT)))
+    both = task.metrics(ref, task.canonical(empty), truth, task.reference_metrics(ref, truth))
+    assert both["box_recall"] is None and both["box_precision"] is None
+    assert failures(judge(both, FLOAT)) == [] and judge(both, FLOAT)  # the heads are still judged
