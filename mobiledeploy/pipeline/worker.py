@@ -1,6 +1,5 @@
 """Conversions in worker processes, so a native converter crash fails one target only.
 
-    python -m mobiledeploy.pipeline.worker REQUEST.json     one conversion, then exit
     python -m mobiledeploy.pipeline.worker --serve          conversions read from stdin, one per line
 
 A request names the definition, the target profile, the temporary output path, the log file and
@@ -121,10 +120,11 @@ def main() -> int:
     die_with_parent()  # a killed build takes its converters with it
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore")
-    if sys.argv[1:] == ["--serve"]:
-        serve(sys.stdin)
-        os._exit(0)  # every result is written: skip the frameworks' slow interpreter teardown
-    return _run(json.loads(Path(sys.argv[1]).read_text()))
+    if sys.argv[1:] != ["--serve"]:
+        print("usage: python -m mobiledeploy.pipeline.worker --serve (requests on stdin)", file=sys.stderr)
+        return 2
+    serve(sys.stdin)
+    os._exit(0)  # every result is written: skip the frameworks' slow interpreter teardown
 
 
 if __name__ == "__main__":

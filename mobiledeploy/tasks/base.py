@@ -33,8 +33,6 @@ class Task:
     summary: ClassVar[tuple[tuple[str, str], ...]] = (
         ("max_abs", "max_abs"), ("snr_db", "SNR dB"), ("top1_agreement", "top-1 agree"),
         ("top1_accuracy", "top-1 acc"))
-    #: metric keys that rank a row's images in the report ("worst images"), lower is worse
-    per_sample_key: ClassVar[str] = "per_sample_max_abs"
     #: precision -> limits this task adds over the backend's defaults (a profile and the
     #: definition still override them key by key)
     tolerances: ClassVar[dict[str, Tolerance]] = {}
@@ -111,8 +109,3 @@ class Task:
         """Task-specific HTML (safe markup) placed after the results table, built from the
         report alone (rows carry what it shows); empty when the generic table says it all."""
         return ""
-
-    # ---- app -----------------------------------------------------------------------------
-    def app_context(self, definition) -> dict[str, Any]:
-        """Extra template context for this task's Android app."""
-        return {"task": self.name, "app_family": self.app_family}

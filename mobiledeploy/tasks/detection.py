@@ -74,7 +74,6 @@ class Detection(Task):
     app_family = "detector"
     summary = (("max_abs", "max_abs"), ("snr_db", "SNR dB"), ("box_recall", "box recall"),
                ("matched_iou", "matched IoU"), ("map50", "mAP@0.5"))
-    per_sample_key = "per_image_recall"
     tolerances = {"fp32": FLOAT, "fp16": FP16, "int8": INT8}
     # a detector has no top-1 and no masks: the backends' classifier limits do not apply
     unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop", "pixel_agreement",

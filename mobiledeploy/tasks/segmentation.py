@@ -27,7 +27,6 @@ class Segmentation(Task):
     output_names = ("logits",)
     app_family = "segmenter"
     is_classifier = False
-    per_sample_key = "per_image_agreement"
     summary = (("max_abs", "max_abs"), ("snr_db", "SNR dB"), ("pixel_agreement", "pixel agree"),
                ("miou", "mIoU"))
     tolerances = {"fp32": FLOAT, "fp16": HALF, "int8": INT8}
