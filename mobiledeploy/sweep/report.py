@@ -67,9 +67,9 @@ def write_report(out: Path, result: dict, store, say) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from ..bundle import write_bytes_atomic
+
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def plot_target(folder: Path, target: str, rows: list[dict]) -> str | None:

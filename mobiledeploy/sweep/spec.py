@@ -192,6 +192,8 @@ def load_sweep(path: str | Path) -> Sweep:
 
 def _assign(data: dict, name: str, value: Any, src: str, where: str) -> None:
     """Set one axis value on a definition mapping."""
+    if name.split(".")[0] in ("base_dir", "source_path"):  # the loader sets these, no file may
+        raise DefinitionError(src, where, f"{clip(name, 40)} is not a definition field (the loader sets it)")
     if name == "width":
         name = "architecture.width_multiplier"
     elif name == "resolution":

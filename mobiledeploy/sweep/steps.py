@@ -46,10 +46,10 @@ def materialize_inputs(store: Store, pack: str) -> Path:
 
 
 def _write_definition(project: Path, data: dict, tag: str) -> Path:
+    from ..bundle import write_bytes_atomic
+
     path = project / f"_variant_{tag}.yaml"
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, yaml.safe_dump(data, sort_keys=False).encode())
     return path
 
 

@@ -75,12 +75,12 @@ class Store:
     def put_json(self, rel: str, obj) -> None:
         dest = self._path(rel)
         data = json.dumps(obj, indent=1, sort_keys=True)
-        tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
         if self._fs is None:
-            Path(dest).parent.mkdir(parents=True, exist_ok=True)
-            Path(tmp).write_text(data)
-            os.replace(tmp, dest)
+            from ..bundle import write_bytes_atomic
+
+            write_bytes_atomic(Path(dest), data.encode())
         else:
+            tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
             self._fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
             self._fs.pipe_file(tmp, data.encode())
             self._fs.mv(tmp, dest)

@@ -20,6 +20,7 @@ BAD = [
     ("base: shapes.yaml\naxes: {width: [0.5]}\n", "weights: tensor 'stem.conv.weight' has shape"),
     ('base: tiny.yaml\naxes: {"width,weights": [[0.5]]}\n', "axes.width,weights[0]: a linked axis takes lists of 2"),
     ("base: tiny.yaml\naxes: {width: []}\n", "axes.width: an axis needs at least one value"),
+    ("base: tiny.yaml\naxes: {base_dir: [/etc]}\n", "base_dir is not a definition field"),
 ]
 
 
