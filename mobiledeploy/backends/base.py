@@ -80,7 +80,8 @@ class ConvertContext:
     workdir: Path
     calibration: InputBatch  # real images, never noise
     _torch_model: Any = None
-    _keras_models: dict = field(default_factory=dict)
+    # values shared by every target converted with this context (and its ``replace`` copies)
+    _shared: dict = field(default_factory=dict)
 
     def torch_model(self):
         """The PyTorch reference (eval mode, canonical weights loaded)."""
@@ -95,11 +96,32 @@ class ConvertContext:
         (each variant is built once per context)."""
         from ..architectures.reference import build_keras_reference
 
-        key = (graph, batch_size)
-        if key not in self._keras_models:
-            self._keras_models[key] = build_keras_reference(self.definition, batch_size=batch_size,
-                                                            **graph.as_dict())
-        return self._keras_models[key]
+        return self.memo(("keras", graph, batch_size), lambda: build_keras_reference(
+            self.definition, batch_size=batch_size, **graph.as_dict()))
+
+    def memo(self, key, make: Callable[[], Any]):
+        """``make()``, computed once per ``key`` for every target converted with this context:
+        what several targets would otherwise each rebuild (an export, a calibrated program).
+        The key must name everything the value depends on besides the definition."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
+
+    def scratch(self) -> Path:
+        """A folder for shared intermediate files, living as long as the context (beside the
+        targets' work folders, so a build's clean-up removes it if the worker is killed)."""
+        import tempfile
+
+        return self.memo("scratch", lambda: Path(tempfile.mkdtemp(prefix="shared-", dir=Path(self.workdir).parent)))
+
+    def close(self) -> None:
+        """Remove the scratch folder; shared values are dropped."""
+        import shutil
+
+        d = self._shared.get("scratch")
+        self._shared.clear()
+        if d is not None:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # (name, layer names it carries, value NCHW float32): one intermediate value of a runtime

@@ -10,6 +10,7 @@ int8<->fp32 converts run inside the delegate.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -77,6 +78,37 @@ def delegation_report(edge_program) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _shared_provenance():
+    """torch.fx records where every node came from (``node.meta["from_node"]``) and deep-copies
+    the whole chain each time a pass touches a node: chains grow with every pass, and the copies
+    took 10-15% of an int8 lowering (cProfile: ``copy.deepcopy`` under ``NodeSource.__init__``).
+    Within this block a new record shares its (never mutated) ancestors instead. Same program
+    bytes; the chains only feed debug handles, which are equal either way. A torch whose
+    NodeSource is not shaped as expected is left alone."""
+    try:
+        from torch.fx.traceback import NodeSource
+    except ImportError:  # pragma: no cover - older torch: nothing to patch
+        yield
+        return
+    original = NodeSource.__init__
+    if getattr(original, "__name__", "") != "__init__" or not hasattr(NodeSource, "NodeInfo"):
+        yield
+        return
+
+    def init(self, node, pass_name: str = "", action=None):
+        original(self, None, pass_name, action)
+        if node:
+            self.node_info = self.NodeInfo(name=node.name, target=str(node.target), graph_id=id(node.graph))
+            self.from_node = list(node.meta.get("from_node", []))
+
+    NodeSource.__init__ = init
+    try:
+        yield
+    finally:
+        NodeSource.__init__ = original
+
+
 def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "fp32",
                  calibration: np.ndarray | None = None, lowering: str = "hswish"
                  ) -> tuple[bytes, dict[str, Any]]:
@@ -97,16 +129,17 @@ def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "
 
     if precision not in ("fp32", "int8"):
         raise UserError(f"ExecuTorch precision must be fp32 or int8, got '{precision}'")
-    gm, facts = et_quant.prepare_module(model, input_shape, precision=precision,
-                                        calibration=calibration,
-                                        lowering=lowering)
-    example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
-    with torch.no_grad():
-        edge = to_edge_transform_and_lower(torch.export.export(gm, example),
-                                           partitioner=[et_quant.partitioner(
-                                               int8_hardswish=facts["int8_hardswish"])])
-    facts.update(delegation_report(edge))
-    return edge.to_executorch().buffer, facts
+    with _shared_provenance():
+        gm, facts = et_quant.prepare_module(model, input_shape, precision=precision,
+                                            calibration=calibration,
+                                            lowering=lowering)
+        example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
+        with torch.no_grad():
+            edge = to_edge_transform_and_lower(torch.export.export(gm, example),
+                                               partitioner=[et_quant.partitioner(
+                                                   int8_hardswish=facts["int8_hardswish"])])
+        facts.update(delegation_report(edge))
+        return edge.to_executorch().buffer, facts
 
 
 class ExecuTorchBackend(Backend):

@@ -56,14 +56,67 @@ def configure_converter(conv, precision: str, *, calibration: np.ndarray | None 
         raise ValueError(f"unknown precision {precision!r}")
 
 
+def export_saved_model(model, directory: Path) -> Path:
+    """Write what ``TFLiteConverter.from_keras_model`` exports before converting a Keras 3
+    model (its inference call, ``training=False``, as the SavedModel's serving endpoint), so
+    that several targets converting the same model export it once (``convert_keras_to_tflite``'s
+    ``saved_model``). Most of a small model's conversion time is this export."""
+    import functools
+
+    import keras
+
+    tf = _tf()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signature = [tf.TensorSpec(x.shape, dtype=x.dtype, name=x.name) for x in model.inputs]
+    if len(signature) > 1:
+        signature = [signature]
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints every captured variable
+        archive.write_out(str(directory))
+    return Path(directory)
+
+
+def _use_saved_model(conv, directory: Path) -> bool:
+    """Point a Keras-model converter at an export ``export_saved_model`` already wrote, instead
+    of exporting the model again: what the converter does after its own export, on ours. False
+    (the converter exports as usual) if this TensorFlow's converter is not shaped as expected."""
+    if not all(hasattr(conv, a) for a in ("_convert_keras_to_saved_model", "_parse_saved_model_args",
+                                           "_load_saved_model", "experimental_lower_to_saved_model")):
+        return False
+    from tensorflow.python.saved_model import signature_constants, tag_constants
+    from tensorflow.python.saved_model.load import load
+
+    def from_export(_output_dir):
+        conv.saved_model_dir = str(directory)
+        conv._saved_model_tags = {tag_constants.SERVING}
+        conv._saved_model_exported_names = [signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY]
+        conv._parse_saved_model_args(always_enable_saved_model_import=conv.experimental_lower_to_saved_model)
+        if not conv.saved_model_dir:
+            return None, None, None
+        graph_def, inputs, outputs = conv._load_saved_model(conv.saved_model_dir, conv._saved_model_tags)
+        conv._trackable_obj = load(conv.saved_model_dir, conv._saved_model_tags)
+        return graph_def, inputs, outputs
+
+    conv._convert_keras_to_saved_model = from_export
+    return True
+
+
 def convert_keras_to_tflite(model, precision: str, *, calibration: np.ndarray | None = None,
-                            io_dtype: str = "int8") -> bytes:
+                            io_dtype: str = "int8", saved_model: Path | None = None) -> bytes:
     """Convert a Keras model (build it with ``batch_size=1`` for static shapes).
 
     ``calibration`` (NHWC float, real images) drives full-integer quantization for int8.
+    ``saved_model``: ``export_saved_model(model, ...)``'s folder, to convert without exporting
+    the model again (the same bytes: the converter's own export, done once).
     """
     tf = _tf()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if saved_model is not None:
+        _use_saved_model(conv, saved_model)
     configure_converter(conv, precision, calibration=calibration, io_dtype=io_dtype)
     import contextlib
     import io
@@ -301,16 +354,22 @@ class TFLiteBackend(Backend):
         graph = self.graph(target)
         io_dtype = target.option("io_dtype", "int8") if target.precision == "int8" else "float32"
         # the artifact takes what its metadata can say (one mean/std over RGB pixels): see input_plan
-        model = meta.wrap_keras(ctx.keras_model(graph, batch_size=1), ctx.definition, io_dtype)
+        # targets with the same graph and input adapter share the wrapped model and its export
+        adapter = repr(meta.input_plan(ctx.definition.input, io_dtype).adapter)
+        model = ctx.memo(("tflite-model", graph, adapter), lambda: meta.wrap_keras(
+            ctx.keras_model(graph, batch_size=1), ctx.definition, io_dtype))
         n = int(target.option("calibration_samples", 100) or 100)
         calib = meta.calibration_input(ctx.calibration.pixels[:n], ctx.definition, io_dtype)
         order = None
         if ctx.definition.architecture_spec().detection is not None:
             data, order = _convert_detector(model, ctx.definition, target.precision, calib, io_dtype)
         else:
+            export = ctx.memo(("tflite-savedmodel", graph, adapter), lambda: export_saved_model(
+                model, ctx.scratch() / f"savedmodel-{len(ctx._shared)}"))
             data = convert_keras_to_tflite(model, target.precision,
                                            calibration=calib if target.precision == "int8" else None,
-                                           io_dtype=io_dtype if io_dtype != "float32" else "int8")
+                                           io_dtype=io_dtype if io_dtype != "float32" else "int8",
+                                           saved_model=export)
         stats = (calib.min(axis=(0, 1, 2)).tolist(), calib.max(axis=(0, 1, 2)).tolist())
         data = meta.finish_tflite(data, ctx.definition, io_dtype=io_dtype, target=target.name, stats=stats,
                                   output_order=order)

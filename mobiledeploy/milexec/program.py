@@ -1,7 +1,7 @@
 """Load a Core ML ML Program (.mlpackage) into plain Python objects and run it op by op.
 
 The program is read from ``spec.mlProgram`` (protobuf) and the weights from the package's
-``weight.bin`` through coremltools' blob reader; Core ML's ``predict`` is never called, so this
+``weight.bin`` (``storage``: neither imports coremltools); Core ML's ``predict`` is never called, so this
 runs on Linux. Every op computes in float64 and its result is rounded to the dtype the program
 declares for that output: an fp16 program therefore rounds and overflows where Core ML's fp16
 kernels would (outputs are fp16; accumulation is wider, as on the GPU and Neural Engine).
@@ -26,12 +26,8 @@ _DTYPES = {
     "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
     "UINT64": np.uint64,
 }
-# numpy dtype -> blob reader method
-_BLOB_READERS = {
-    np.float16: "read_fp16_data", np.float32: "read_float_data", np.int8: "read_int8_data",
-    np.uint8: "read_uint8_data", np.int16: "read_int16_data", np.uint16: "read_uint16_data",
-    np.int32: "read_int32_data", np.uint32: "read_uint32_data",
-}
+# weight dtypes a blob may hold (read as the program declares them; storage.py checks the record)
+_BLOB_DTYPES = (np.float16, np.float32, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)
 
 
 @dataclass
@@ -55,10 +51,9 @@ class ImageInput:
 
 
 def _load_spec(path: Path):
-    from .._deps import require
+    from .storage import load_spec
 
-    ct = require("coremltools", "reading Core ML programs")
-    return ct.utils.load_spec(str(path))
+    return load_spec(path)  # a broken package raises storage.StorageError (a ValueError)
 
 
 def _weights_dir(path: Path) -> Path:
@@ -113,19 +108,21 @@ class MILProgram:
     def _dtype(vtype):
         kind = vtype.WhichOneof("type")
         if kind == "tensorType":
-            from coremltools.proto import MIL_pb2
+            from .storage import proto
 
-            return _DTYPES.get(MIL_pb2.DataType.Name(vtype.tensorType.dataType))
+            return _DTYPES.get(proto("MIL_pb2").DataType.Name(vtype.tensorType.dataType))
         return None
 
     def _reader(self, file_name: str):
         rel = file_name.replace("@model_path/weights/", "")
         if rel not in self._readers:
-            from coremltools import libmilstoragepython
+            from .storage import BlobFile, StorageError
 
-            self._readers[rel] = libmilstoragepython._BlobStorageReader(
-                str(_weights_dir(self.path) / rel)
-            )
+            root = _weights_dir(self.path).resolve()
+            path = (root / rel).resolve()
+            if not path.is_relative_to(root):
+                raise StorageError(f"{self.path}: weight file {file_name!r} leaves the package")
+            self._readers[rel] = BlobFile(path)
         return self._readers[rel]
 
     def _value(self, value) -> Any:
@@ -133,17 +130,16 @@ class MILProgram:
         kind = value.WhichOneof("value")
         if kind == "blobFileValue":
             dtype = self._dtype(value.type)
-            reader = _BLOB_READERS.get(dtype)
-            if reader is None:
+            if dtype not in _BLOB_DTYPES:
                 raise UnsupportedMILOp(f"unsupported MIL weight dtype {np.dtype(dtype).name}")
-            data = getattr(self._reader(value.blobFileValue.fileName), reader)(
-                value.blobFileValue.offset
-            )
+            from .storage import StorageError
+
             shape = [d.constant.size for d in value.type.tensorType.dimensions]
-            data = np.asarray(data)
-            # the fp16 reader hands back the raw bits as uint16
-            data = data.view(dtype) if data.itemsize == np.dtype(dtype).itemsize else data
-            return data.astype(dtype, copy=False).reshape(shape)
+            data = self._reader(value.blobFileValue.fileName).read(value.blobFileValue.offset, dtype)
+            if data.size != int(np.prod(shape)):
+                raise StorageError(f"weight blob at {value.blobFileValue.offset} holds {data.size} values, "
+                                       f"the program declares {shape}")
+            return data.reshape(shape)
         imm = value.immediateValue
         ikind = imm.WhichOneof("value")
         if ikind == "tensor":

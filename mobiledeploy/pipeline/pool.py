@@ -82,16 +82,22 @@ class Done:
     position: int  # how many jobs that worker had finished before this one
 
 
+def worker_env(jobs: int) -> dict:
+    """The environment of a build's helper processes: quiet, dying with this process, and one
+    OpenMP thread each when several share the cores (``--jobs`` > 1)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore", PARENT_ENV: str(os.getpid())}
+    if jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
 class Pool:
     """Runs jobs on at most ``jobs`` workers; ``on_done`` is called in the caller's thread."""
 
     def __init__(self, jobs: int, log_dir: Path, env: dict | None = None):
         self.jobs = max(1, jobs)
         self.log_dir = Path(log_dir)
-        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore",
-                    PARENT_ENV: str(os.getpid()), **(env or {})}  # workers die with this process
-        if self.jobs > 1:
-            self.env.setdefault("OMP_NUM_THREADS", "1")
+        self.env = {**worker_env(self.jobs), **(env or {})}
         self.workers: list[_Worker] = []
         self.started_workers = 0
 

@@ -85,7 +85,7 @@ class BuildRecord:
         try:
             yield rec
         finally:
-            self.add(name, rec["status"], rec["why"], time.monotonic() - t0)
+            self.add(name, rec.pop("status"), rec.pop("why"), time.monotonic() - t0, **rec)
 
     def phase(self, name: str) -> None:
         now = time.monotonic()
@@ -271,55 +271,56 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
                 record.add(step.name, "skipped", why, 0.0)
             else:
                 todo.append((step, t, why))
+        reference = {"weights": f"model/{weights_name}", "weights_sha256": weights_sha,
+                     # definition, labels, validation images: readers check it before use
+                     "model_sha256": sha256_path(out / "model"),
+                     "definition": "model/definition.yaml", "seeded_weights": d.weights is None,
+                     "keras_tolerance": keras_tolerance(d).set_values()}
+        early = None
         if todo:
             manifest_path.unlink(missing_ok=True)
             say(f"[bold]converting[/] {len(todo)} target(s) with {opts.jobs} job(s): "
                 + ", ".join(t.name for _, t, _ in todo))
-        _run_conversions(out, d, todo, opts, cache, result, say, record)
-        record.phase("convert")
+            if opts.validate and opts.jobs >= 2:
+                # judge each artifact as soon as it exists, beside the remaining conversions
+                from .early import EarlyValidation
+                from .pool import worker_env
 
-        # -- the manifest's artifact records: the resolved target, as built
-        artifacts = []
-        for name, (step, t) in steps.items():
-            if name in result.failed:
-                continue
-            rel = step.outputs[0]
-            facts = cache.facts(step.name)
-            cls = backend_class(t.backend)
-            art = {
-                **t.record(), "path": rel,
-                "sha256": sha256_path(out / rel), "bytes": size_of(out / rel),
-                "toolchain": json.loads(step.inputs["toolchain"]),
-                "byte_stable": cls.byte_stable,
-                "graph": get_backend(t.backend).graph(t).as_dict(),
-                **({"content_sha256": facts["content_sha256"]} if "content_sha256" in facts else {}),
-                "facts": {k: v for k, v in facts.items() if not k.startswith("_")},
+                early = EarlyValidation(out, reference, opts.samples, out / STATE_DIR / "logs",
+                                        worker_env(opts.jobs))
+                for name, (step, t) in steps.items():
+                    if name in result.skipped:
+                        early.artifact(_artifact_record(out, step, t, cache))
+        try:
+            _run_conversions(out, d, todo, opts, cache, result, say, record,
+                             on_installed=early.artifact if early else None, steps=steps)
+            record.phase("convert")
+
+            # -- the manifest's artifact records: the resolved target, as built
+            artifacts = [_artifact_record(out, step, t, cache) for name, (step, t) in steps.items()
+                         if name not in result.failed]
+            from ..tasks import get_task
+
+            manifest = {
+                "name": d.name,
+                "definition_sha256": d.sha256(),
+                "mobiledeploy_version": __version__,
+                "reference": reference,
+                "artifacts": artifacts,
+                "failed": [{"target": k, "reason": v} for k, v in result.failed.items()],
+                **get_task(d).manifest_facts(d),  # a detector: the one decoding spec
             }
-            for extra in facts.get("_extra_files", {}):
-                if (out / extra).exists():
-                    art.setdefault("extra_files", []).append({"path": extra, "sha256": sha256_path(out / extra)})
-            artifacts.append(art)
-        from ..tasks import get_task
-
-        manifest = {
-            "name": d.name,
-            "definition_sha256": d.sha256(),
-            "mobiledeploy_version": __version__,
-            "reference": {"weights": f"model/{weights_name}", "weights_sha256": weights_sha,
-                          # definition, labels, validation images: readers check it before use
-                          "model_sha256": sha256_path(out / "model"),
-                          "definition": "model/definition.yaml", "seeded_weights": d.weights is None,
-                          "keras_tolerance": keras_tolerance(d).set_values()},
-            "artifacts": artifacts,
-            "failed": [{"target": k, "reason": v} for k, v in result.failed.items()],
-            **get_task(d).manifest_facts(d),  # a detector: the one decoding spec
-        }
-        inputs_common = {"labels": labels_digest, "validation_images": val_digest, "definition": shaping,
-                         "input": digest(d.input.model_dump(mode="json")), "task_source": source_digest(task_src)}
-        if opts.validate:
-            result.validation = _validate_step(out, manifest, cache, opts, result, say, record, inputs_common)
-            manifest["validation"] = {"status": result.validation["status"],
-                                      "report": "report/validation.json", "html": "report/index.html"}
+            inputs_common = {"labels": labels_digest, "validation_images": val_digest, "definition": shaping,
+                             "input": digest(d.input.model_dump(mode="json")),
+                             "task_source": source_digest(task_src)}
+            if opts.validate:
+                result.validation = _validate_step(out, manifest, cache, opts, result, say, record,
+                                                   inputs_common, early)
+                manifest["validation"] = {"status": result.validation["status"],
+                                          "report": "report/validation.json", "html": "report/index.html"}
+        finally:
+            if early is not None:
+                early.cancel()  # a no-op once finished
         record.phase("validate")
         if opts.app:
             manifest["android"] = _app_step(out, d, manifest, cache, result, say, record, inputs_common)
@@ -371,10 +372,31 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
+def _artifact_record(out: Path, step: Step, t: ResolvedTarget, cache: Cache) -> dict:
+    """An installed artifact's manifest record: the resolved target, as built."""
+    rel = step.outputs[0]
+    facts = cache.facts(step.name)
+    cls = backend_class(t.backend)
+    art = {
+        **t.record(), "path": rel,
+        "sha256": sha256_path(out / rel), "bytes": size_of(out / rel),
+        "toolchain": json.loads(step.inputs["toolchain"]),
+        "byte_stable": cls.byte_stable,
+        "graph": get_backend(t.backend).graph(t).as_dict(),
+        **({"content_sha256": facts["content_sha256"]} if "content_sha256" in facts else {}),
+        "facts": {k: v for k, v in facts.items() if not k.startswith("_")},
+    }
+    for extra in facts.get("_extra_files", {}):
+        if (out / extra).exists():
+            art.setdefault("extra_files", []).append({"path": extra, "sha256": sha256_path(out / extra)})
+    return art
+
+
 def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, result: BuildResult, say,
-                     record: BuildRecord) -> None:
+                     record: BuildRecord, on_installed=None, steps=None) -> None:
     """The conversions on ``--jobs`` long-lived workers grouped by framework family (pool.py);
-    each artifact is installed (renamed into place) and recorded as soon as it is finished."""
+    each artifact is installed (renamed into place) and recorded as soon as it is finished, and
+    its record handed to ``on_installed`` (early validation)."""
     from .pool import Job, Pool
 
     state = out / STATE_DIR
@@ -427,12 +449,14 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
         result.ran.append(t.name)
         record.add(step.name, "ran", why, dt, **extra_rec)
         say(f"  [green]✓[/] {t.name} in {dt:.1f}s ({size_of(out / step.outputs[0]) / 1e6:.2f} MB)")
+        if on_installed is not None:
+            on_installed(_artifact_record(out, step, t, cache))
 
     Pool(opts.jobs, logs).run(jobs, started, finished)
 
 
 def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, result: BuildResult, say,
-                   record: BuildRecord, common: dict) -> dict:
+                   record: BuildRecord, common: dict, early=None) -> dict:
     from ..validate.mediapipe import mediapipe_version
 
     runs = {a["backend"] for a in manifest["artifacts"]}
@@ -451,20 +475,28 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
         "toolchain": json.dumps(_toolchain(REFERENCE_TOOLCHAIN) | {
             k: v for a in manifest["artifacts"] for k, v in a["toolchain"].items()}, sort_keys=True),
         # mediapipe_runner runs as a script in MediaPipe's venv: no import reaches it either
-        "source": source_digest("mobiledeploy.validate.runner", "mobiledeploy.mediapipe_runner", *sorted(
-            backend_class(b).__module__ for b in runs)),
+        "source": source_digest("mobiledeploy.validate.runner", "mobiledeploy.mediapipe_runner",
+                                "mobiledeploy.pipeline.early", *sorted(backend_class(b).__module__ for b in runs)),
     }, outputs=["report/validation.json", "report/index.html"])
     with record.step("validate") as rec:
         fresh, why = cache.check(step)
         rec.update(status="skipped" if fresh else "ran", why=why)
         result.explain.append(("validate", rec["status"], why))
         if fresh:
+            if early is not None:
+                early.cancel()
             return json.loads((out / "report" / "validation.json").read_text())
         (out / "manifest.json").unlink(missing_ok=True)  # the report changes: no manifest until whole
-        from ..validate.runner import validate_bundle  # imported only when validation runs
-
         say("[bold]validating[/] every artifact against the PyTorch reference on real images …")
-        report = validate_bundle(out, manifest=manifest, samples=opts.samples, say=say)
+        report = early.finish(manifest) if early is not None else None
+        if report is not None:
+            for r in report["results"][1:]:
+                say(f"  {r['target']}: {r['status']} {r['reason']}")
+            rec["early"] = sorted(early.sent)  # judged while conversions ran
+        else:
+            from ..validate.runner import validate_bundle  # imported only when validation runs
+
+            report = validate_bundle(out, manifest=manifest, samples=opts.samples, say=say)
         cache.record(step)
     return report
 

@@ -38,9 +38,15 @@ def _context(req: dict):
     if base is None:
         d = load_definition(path, check_files=False)
         base = ConvertContext(definition=d, workdir=Path(req["workdir"]), calibration=load_batch(d, "calibration"))
-        _CONTEXTS.clear()  # one definition per build: an old one is never needed again
+        close_contexts()  # one definition per build: an old one is never needed again
         _CONTEXTS[key] = base
     return base
+
+
+def close_contexts() -> None:
+    for ctx in _CONTEXTS.values():
+        ctx.close()
+    _CONTEXTS.clear()
 
 
 def convert_one(req: dict) -> dict:
@@ -124,6 +130,7 @@ def main() -> int:
         print("usage: python -m mobiledeploy.pipeline.worker --serve (requests on stdin)", file=sys.stderr)
         return 2
     serve(sys.stdin)
+    close_contexts()
     os._exit(0)  # every result is written: skip the frameworks' slow interpreter teardown
 
 

@@ -17,6 +17,7 @@ from ..bundle import load_manifest, write_bytes_atomic, write_json_atomic
 from ..errors import MissingDependencyError, UserError, ValidationFailed
 from ..targets import KERAS_ROW, keras_tolerance
 from ..tolerance import Tolerance, failures, judge
+from ..trust import check_paths, verify_reference
 from .rows import REFERENCE_ROW
 from .rows import row as _row
 
@@ -106,125 +107,159 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
                     say=lambda m: None, json_path: Path | None = None, write: bool = True) -> dict:
     """Validate every artifact of a built bundle; writes report/validation.json and index.html
     (unless ``write`` is False: a read-only bundle is validated without writing into it)."""
-    from ..architectures.reference import build_torch_reference
-    from ..architectures.weights import read_weights
-    from ..images import load_batch
-    from ..trust import check_paths, verify_reference
-
     bundle = Path(bundle)
     manifest = manifest or load_manifest(bundle)
     check_paths(bundle, manifest)  # nothing outside the bundle is ever read
-    verify_reference(bundle, manifest)  # a changed reference is a broken bundle, not bad artifacts
     if not manifest["artifacts"] and not manifest.get("failed"):
         raise ValidationFailed(f"{bundle / 'manifest.json'}: lists no artifacts; nothing to judge is not a "
                                "pass: rerun mobiledeploy build")
-    from ..tasks import get_task
-
-    d = bundle_definition(bundle)
-    task = get_task(d)
-    batch = load_batch(d, "validation", limit=samples)
-    truth = task.truth(d, "validation", batch)
-    state = read_weights(bundle / manifest["reference"]["weights"])
-    t0 = time.monotonic()
-    quiet_log = bundle / STATE_LOG if write else None
-    with native_quiet(quiet_log):
-        torch_model = build_torch_reference(d, state)
-        ref = task.canonical(_torch_logits(torch_model, batch.x), "nchw")
-    ref_metrics = task.reference_metrics(ref, truth)
-    ref_acc = ref_metrics.get("top1_accuracy")
-    from .._deps import version
-
-    rows = [_row(REFERENCE_ROW, "pass", f"torch {version('torch')} (eager, float32)",
-                 metrics=ref_metrics, reason="the reference")]
-    rows[0]["seconds"] = round(time.monotonic() - t0, 3)
-
-    # the twin must agree before any artifact is judged
-    t0 = time.monotonic()
-    try:
-        from ..architectures.reference import build_keras_reference
-
-        with native_quiet(quiet_log):
-            keras_model = build_keras_reference(d, state)
-            pred = keras_model.predict(batch.nhwc(), batch_size=32, verbose=0)
-            out = task.canonical(tuple(pred) if isinstance(pred, (list, tuple)) else np.asarray(pred), "nhwc")
-        ktol = Tolerance(**manifest["reference"]["keras_tolerance"]) if "keras_tolerance" in manifest.get(
-            "reference", {}) else keras_tolerance(d)
-        row = _row(KERAS_ROW, "pass", f"keras {version('keras')} (TensorFlow {version('tensorflow-cpu') or version('tensorflow')})",
-                   tolerance=ktol.set_values())
-        rows.append(_finish(row, ref, out, batch, ref_metrics, task, truth))
-        if rows[-1]["status"] == "fail":
-            from .localize import localize_keras
-
-            rows[-1]["localization"] = localize_keras(keras_model, torch_model, batch, row["tolerance"])
-    except MissingDependencyError as exc:
-        rows.append(_row(KERAS_ROW, "skipped", reason=str(exc)))
-    rows[-1]["seconds"] = round(time.monotonic() - t0, 3)
-    say(f"  reference-keras: {rows[-1]['status']} {rows[-1]['reason']}")
-
-    keras_row = rows[-1]
+    v = Validation(bundle, manifest["reference"], samples=samples, write=write)
+    say(f"  reference-keras: {v.keras_row['status']} {v.keras_row['reason']}")
+    rows = []
     for art in manifest["artifacts"]:
+        rows.append(v.artifact_row(art))
+        say(f"  {rows[-1]['target']}: {rows[-1]['status']} {rows[-1]['reason']}")
+    report = v.finish(manifest, rows, json_path)
+    for r in report["results"]:
+        if r["target"].startswith("mediapipe:"):
+            say(f"  {r['target']}: {r['status']} {r['reason']}")
+    return report
+
+
+class Validation:
+    """One validation of a bundle in three parts, so that a build can judge each artifact as soon
+    as it exists (``pipeline/early.py``) and ``validate`` all at once, with the same code:
+
+    - construction: the reference side, which needs no artifact: the definition, the validation
+      images and their truth, the PyTorch reference's outputs and the Keras twin's row;
+    - ``artifact_row(art)``: one artifact, judged (with its per-layer check and localisation);
+    - ``finish(manifest, rows)``: MediaPipe's rows, the failed conversions, the report (written).
+    """
+
+    def __init__(self, bundle: Path, reference: dict, *, samples: int | None = None, write: bool = True):
+        from ..architectures.reference import build_torch_reference
+        from ..architectures.weights import read_weights
+        from ..images import load_batch
+        from ..tasks import get_task
+
+        self.bundle, self.samples, self.write = Path(bundle), samples, write
+        # a changed reference is a broken bundle, not bad artifacts
+        verify_reference(self.bundle, {"reference": reference, "artifacts": []})
+        self.quiet_log = self.bundle / STATE_LOG if write else None
+        d = self.d = bundle_definition(self.bundle)
+        task = self.task = get_task(d)
+        batch = self.batch = load_batch(d, "validation", limit=samples)
+        self.truth = task.truth(d, "validation", batch)
+        state = read_weights(self.bundle / reference["weights"])
         t0 = time.monotonic()
-        if keras_row["status"] == "fail" and _built_from(art) == "keras":
+        with native_quiet(self.quiet_log):
+            self.torch_model = build_torch_reference(d, state)
+            self.ref = task.canonical(_torch_logits(self.torch_model, batch.x), "nchw")
+        self.ref_metrics = task.reference_metrics(self.ref, self.truth)
+        from .._deps import version
+
+        self.rows = [_row(REFERENCE_ROW, "pass", f"torch {version('torch')} (eager, float32)",
+                          metrics=self.ref_metrics, reason="the reference")]
+        self.rows[0]["seconds"] = round(time.monotonic() - t0, 3)
+        self.keras_row = self._keras_row(state, reference)
+        self.rows.append(self.keras_row)
+
+    def _keras_row(self, state, reference: dict) -> dict:
+        """The twin must agree before any artifact built from it is judged."""
+        from .._deps import version
+
+        t0 = time.monotonic()
+        d, batch, task = self.d, self.batch, self.task
+        try:
+            from ..architectures.reference import build_keras_reference
+
+            with native_quiet(self.quiet_log):
+                keras_model = build_keras_reference(d, state)
+                pred = keras_model.predict(batch.nhwc(), batch_size=32, verbose=0)
+                out = task.canonical(tuple(pred) if isinstance(pred, (list, tuple)) else np.asarray(pred), "nhwc")
+            ktol = Tolerance(**reference["keras_tolerance"]) if "keras_tolerance" in reference \
+                else keras_tolerance(d)
+            row = _row(KERAS_ROW, "pass", f"keras {version('keras')} (TensorFlow "
+                       f"{version('tensorflow-cpu') or version('tensorflow')})", tolerance=ktol.set_values())
+            row = _finish(row, self.ref, out, batch, self.ref_metrics, task, self.truth)
+            if row["status"] == "fail":
+                from .localize import localize_keras
+
+                row["localization"] = localize_keras(keras_model, self.torch_model, batch, row["tolerance"])
+        except MissingDependencyError as exc:
+            row = _row(KERAS_ROW, "skipped", reason=str(exc))
+        row["seconds"] = round(time.monotonic() - t0, 3)
+        return row
+
+    def artifact_row(self, art: dict) -> dict:
+        """One artifact's row, judged."""
+        t0 = time.monotonic()
+        if self.keras_row["status"] == "fail" and _built_from(art) == "keras":
             # the twin the artifact was converted from disagrees with PyTorch: its numbers would
             # measure the twin's error, not the conversion's
-            rows.append(_row(art["target"], "skipped", path=art["path"],
-                             reason=f"not judged: built from the Keras twin, which fails "
-                                    f"({keras_row['reason'] or 'reference-keras'})"))
-            rows[-1]["seconds"] = 0.0
-            continue
-        with native_quiet(quiet_log):
-            rows.append(_validate_artifact(bundle, art, d, batch, ref, ref_metrics, task, truth))
-            if rows[-1]["metrics"] and "max_layer_gain_step" in rows[-1]["tolerance"]:
-                _judge_layers(rows[-1], bundle / art["path"], art, d, torch_model, batch)
-        if rows[-1]["status"] == "fail" and rows[-1]["metrics"] and "localization" not in rows[-1]:
+            row = _row(art["target"], "skipped", path=art["path"],
+                       reason=f"not judged: built from the Keras twin, which fails "
+                              f"({self.keras_row['reason'] or 'reference-keras'})")
+            row["seconds"] = 0.0
+            return row
+        d, batch = self.d, self.batch
+        with native_quiet(self.quiet_log):
+            row = _validate_artifact(self.bundle, art, d, batch, self.ref, self.ref_metrics, self.task, self.truth)
+            if row["metrics"] and "max_layer_gain_step" in row["tolerance"]:
+                _judge_layers(row, self.bundle / art["path"], art, d, self.torch_model, batch)
+        if row["status"] == "fail" and row["metrics"] and "localization" not in row:
             from .localize import localize_artifact
 
-            rows[-1]["localization"] = localize_artifact(bundle / art["path"], art, rows[-1]["tolerance"],
-                                                         d, torch_model, batch)
-        rows[-1]["seconds"] = round(time.monotonic() - t0, 3)
-        r = rows[-1]
-        say(f"  {r['target']}: {r['status']} {r['reason']}")
-    # a real metadata client, when its environment is installed: MediaPipe reads the .tflite's metadata
-    from .mediapipe import mediapipe_rows
+            row["localization"] = localize_artifact(self.bundle / art["path"], art, row["tolerance"],
+                                                    d, self.torch_model, batch)
+        row["seconds"] = round(time.monotonic() - t0, 3)
+        return row
 
-    mp_rows = mediapipe_rows(bundle, manifest, d, batch, ref, ref_acc, _finish, _row) \
-        if task.name == "image-classification" else []  # MediaPipe's Image Classifier task only
-    for r in mp_rows:
-        rows.append(r)
-        say(f"  {r['target']}: {r['status']} {r['reason']}")
-    for f in manifest.get("failed", []):
-        rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))
+    def finish(self, manifest: dict, rows: list[dict], json_path: Path | None = None) -> dict:
+        """The report of ``rows`` (one per artifact of ``manifest``, in its order) with the
+        reference rows, MediaPipe's and the failed conversions'; written unless ``write`` is off."""
+        d, batch, task, ref, truth = self.d, self.batch, self.task, self.ref, self.truth
+        rows = [*self.rows, *rows]
+        # a real metadata client, when its environment is installed: MediaPipe reads the .tflite's metadata
+        from .mediapipe import mediapipe_rows
 
-    # the reference is what everything is judged against, not a judged row: counts leave it out
-    judged = [r for r in rows if r["status"] != "skipped" and r["target"] != REFERENCE_ROW]
-    status = "fail" if any(r["status"] == "fail" for r in rows) else "pass"
-    report = {
-        "name": manifest["name"],
-        "reference": "pytorch",
-        "samples": len(batch),
-        "task": task.name,
-        "labelled": (len(truth) if truth is not None else 0) if task.name != "image-classification"
-        else sum(lab is not None for lab in batch.labels),
-        "status": status,
-        "passed": sum(r["status"] == "pass" for r in judged),
-        "failed": sum(r["status"] == "fail" for r in rows),
-        "skipped": sum(r["status"] == "skipped" for r in rows),
-        "judged": len(judged),
-        "mobiledeploy_version": __version__,
-        "inputs": {"files": [Path(f).relative_to(bundle / "model").as_posix()
-                             if Path(f).is_relative_to(bundle / "model") else f for f in batch.files],
-                   "labels": batch.labels},
-        "results": rows,
-    }
-    if task.name == "image-classification":
-        report["reference_top1"] = [int(v) for v in ref.argmax(1)]
-    else:  # what the report's worst-image views draw: the reference's class ids per image
-        report["reference_metrics"] = ref_metrics
-    if write:
-        write_report(bundle, report, manifest, json_path)
-    elif json_path:
-        write_json_atomic(Path(json_path), report)
-    return report
+        if task.name == "image-classification":  # MediaPipe's Image Classifier task only
+            rows += mediapipe_rows(self.bundle, manifest, d, batch, ref, self.ref_metrics.get("top1_accuracy"),
+                                   _finish, _row)
+        for f in manifest.get("failed", []):
+            rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))
+
+        # the reference is what everything is judged against, not a judged row: counts leave it out
+        judged = [r for r in rows if r["status"] != "skipped" and r["target"] != REFERENCE_ROW]
+        status = "fail" if any(r["status"] == "fail" for r in rows) else "pass"
+        bundle = self.bundle
+        report = {
+            "name": manifest["name"],
+            "reference": "pytorch",
+            "samples": len(batch),
+            "task": task.name,
+            "labelled": (len(truth) if truth is not None else 0) if task.name != "image-classification"
+            else sum(lab is not None for lab in batch.labels),
+            "status": status,
+            "passed": sum(r["status"] == "pass" for r in judged),
+            "failed": sum(r["status"] == "fail" for r in rows),
+            "skipped": sum(r["status"] == "skipped" for r in rows),
+            "judged": len(judged),
+            "mobiledeploy_version": __version__,
+            "inputs": {"files": [Path(f).relative_to(bundle / "model").as_posix()
+                                 if Path(f).is_relative_to(bundle / "model") else f for f in batch.files],
+                       "labels": batch.labels},
+            "results": rows,
+        }
+        if task.name == "image-classification":
+            report["reference_top1"] = [int(v) for v in ref.argmax(1)]
+        else:  # what the report's worst-image views draw: the reference's class ids per image
+            report["reference_metrics"] = self.ref_metrics
+        if self.write:
+            write_report(bundle, report, manifest, json_path)
+        elif json_path:
+            write_json_atomic(Path(json_path), report)
+        return report
 
 
 def _built_from(art: dict) -> str:

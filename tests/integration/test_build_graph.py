@@ -166,3 +166,53 @@ def test_rebuild_from_scratch_is_byte_identical(tiny_definition, tmp_path):
         assert r.returncode == 0, r.stderr
         shas.append({a["target"]: a["sha256"] for a in _manifest(out)["artifacts"]})
     assert shas[0] == shas[1]
+
+
+def _step(out: Path, name: str) -> dict:
+    rec = json.loads((out / ".mobiledeploy" / "build.json").read_text())
+    return next(s for s in rec["steps"] if s["step"] == name)
+
+
+def test_validation_beside_the_conversions_equals_validate(tiny_definition, tmp_path):
+    """With --jobs 2 each artifact is judged as soon as it is installed (pipeline/early.py): the
+    rows are those `validate` computes; a byte-identical reconversion leaves the report as it was
+    (the early validator is stopped unused); a crashed early validator costs nothing but time."""
+    out = tmp_path / "out"
+    r = run_cli("build", str(tiny_definition), "-o", str(out), *TFLITE, "--jobs", "2", "--no-app", "--quiet")
+    assert r.returncode in (0, 1), r.stderr  # seeded weights: int8 numerics may fail, the report is whole
+    assert sorted(_step(out, "validate")["early"]) == ["tflite-fp32", "tflite-int8"]
+    assert "early validation ended (0)" in (out / ".mobiledeploy" / "logs" / "validate-early.log").read_text()
+    early = json.loads((out / "report" / "validation.json").read_text())
+
+    # the same bytes again: the validation is up to date, the report untouched
+    report_mtime = (out / "report" / "validation.json").stat().st_mtime_ns
+    fp32 = next(a for a in _manifest(out)["artifacts"] if a["target"] == "tflite-fp32")
+    (out / fp32["path"]).unlink()
+    r = run_cli("build", str(tiny_definition), "-o", str(out), *TFLITE, "--jobs", "2", "--no-app", "--quiet")
+    assert r.returncode in (0, 1), r.stderr
+    assert _step(out, "convert:tflite-fp32")["status"] == "ran"
+    assert _step(out, "validate")["status"] == "skipped", _step(out, "validate")["why"]
+    assert (out / "report" / "validation.json").stat().st_mtime_ns == report_mtime
+    assert not list((out / ".mobiledeploy").glob("tmp/*"))
+
+    # `validate` computes the same rows
+    again = tmp_path / "again.json"
+    run_cli("validate", str(out), "--json", str(again), "--quiet")
+    later = json.loads(again.read_text())
+    assert [(x["target"], x["status"]) for x in early["results"]] == [(x["target"], x["status"])
+                                                                       for x in later["results"]]
+    for a, b in zip(early["results"], later["results"], strict=True):
+        for k, v in a["metrics"].items():
+            if isinstance(v, float):
+                assert b["metrics"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (a["target"], k)
+    assert not list((out / ".mobiledeploy").glob("tmp/*"))
+
+    # the early validator crashes: the build validates in-process, same verdicts
+    crashed = tmp_path / "crashed"
+    r = run_cli("build", str(tiny_definition), "-o", str(crashed), *TFLITE, "--jobs", "2", "--no-app", "--quiet",
+                env={"MOBILEDEPLOY_FAULT_CRASH": "early-validation"})
+    assert r.returncode in (0, 1), r.stderr
+    assert "early" not in _step(crashed, "validate")
+    report = json.loads((crashed / "report" / "validation.json").read_text())
+    assert [(x["target"], x["status"]) for x in report["results"]] == [(x["target"], x["status"])
+                                                                       for x in early["results"]]

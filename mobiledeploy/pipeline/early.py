@@ -1,0 +1,155 @@
+"""Validation beside the conversions: each artifact is judged as soon as it is installed.
+
+    python -m mobiledeploy.pipeline.early          messages read from stdin, one JSON per line
+
+The build starts this process when it will convert something and validate (``--jobs`` >= 2). Its
+first message names the bundle, the manifest's reference section and the sample count: it
+prepares the reference side at once (PyTorch outputs, the Keras twin's row), which needs no
+artifact. Then ``{"artifact": record}`` per installed artifact: its row is judged and kept. Last,
+``{"finish": manifest}``: rows whose record is not exactly the manifest's are judged again, the
+report is written (``validate.runner.Validation``, the code ``validate`` runs) and the outcome
+goes to the result file. If the validation step turns out up to date, the build kills it instead.
+
+It writes nothing in the bundle but the report at ``finish`` (atomically, like ``validate``); it
+dies with the build. Anything that goes wrong here makes the build validate in-process instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+# the conversion workers keep their priority: the validator takes the cycles they leave
+NICENESS = 5
+
+
+class EarlyValidation:
+    """The build's handle on the validation process."""
+
+    def __init__(self, out: Path, reference: dict, samples: int | None, log_dir: Path, env: dict):
+        from ..bundle import STATE_DIR
+
+        self.result = Path(out) / STATE_DIR / "tmp" / f"early-validation-{os.getpid()}.json"
+        self.result.parent.mkdir(parents=True, exist_ok=True)
+        self.result.unlink(missing_ok=True)
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self.log = open(Path(log_dir) / "validate-early.log", "w")  # noqa: SIM115 - closed in _end
+        self.proc = subprocess.Popen([sys.executable, "-m", "mobiledeploy.pipeline.early"],
+                                     stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env, text=True)
+        self.sent: list[str] = []
+        self._send({"start": {"bundle": str(out), "reference": reference, "samples": samples,
+                              "result": str(self.result)}})
+
+    def _send(self, msg: dict) -> bool:
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+        return True
+
+    def artifact(self, art: dict) -> None:
+        """An installed artifact, with its manifest record: judge it now."""
+        if self._send({"artifact": art}):
+            self.sent.append(art["target"])
+
+    def finish(self, manifest: dict, timeout: float = 3600) -> dict | None:
+        """The report for ``manifest`` (written into the bundle), or None if this process failed
+        (the caller validates in-process then)."""
+        try:
+            if not self._send({"finish": manifest}):
+                return None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return None
+            if not self.result.is_file():
+                return None
+            res = json.loads(self.result.read_text())
+            return res.get("report") if res.get("ok") else None
+        finally:
+            self._end()
+
+    def cancel(self) -> None:
+        """Not needed (the validation step is up to date): stop it, nothing written."""
+        self._end()
+
+    def _end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+        self.result.unlink(missing_ok=True)
+
+
+def serve(stream) -> int:
+    from ..validate.runner import Validation
+
+    v = result = None
+    rows: dict[str, tuple[dict, dict]] = {}  # target -> (record judged, row)
+    for line in stream:
+        if not line.strip():
+            continue
+        msg = json.loads(line)
+        try:
+            if "start" in msg:
+                start = msg["start"]
+                result = Path(start["result"])
+                v = Validation(Path(start["bundle"]), start["reference"], samples=start["samples"])
+            elif "artifact" in msg:
+                art = msg["artifact"]
+                rows[art["target"]] = (art, v.artifact_row(art))
+            elif "finish" in msg:
+                manifest = msg["finish"]
+                final = []
+                for art in manifest["artifacts"]:
+                    judged, row = rows.get(art["target"], (None, None))
+                    final.append(row if judged == art else v.artifact_row(art))
+                report = v.finish(manifest, final)
+                _write(result, {"ok": True, "report": report})
+                return 0
+        except Exception as exc:  # the build validates in-process instead, and reports it there
+            if result is not None:
+                _write(result, {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                "traceback": traceback.format_exc()})
+            return 3
+    return 0
+
+
+def _write(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    tmp.replace(path)
+
+
+def main() -> int:
+    import warnings
+
+    from .lifeline import die_with_parent
+
+    die_with_parent()  # a killed build takes it along
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore")
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        pass
+    if os.environ.get("MOBILEDEPLOY_FAULT_CRASH") == "early-validation":
+        import signal  # fault injection for tests: a native crash of this process
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+    t0 = time.monotonic()
+    code = serve(sys.stdin)
+    print(f"early validation ended ({code}) after {time.monotonic() - t0:.1f} s", flush=True)
+    os._exit(code)  # skip the frameworks' slow interpreter teardown
+
+
+if __name__ == "__main__":
+    sys.exit(main())
