@@ -13,9 +13,10 @@ models is checked to be one XNNPACK partition with nothing left outside (uint8 I
 Why not int8 on the random variants (measured on a 2-core AMD EPYC, keras 3.15.1, TF 2.21, the
 same 100 real images as calibration and validation): keras.applications' own TFLite int8
 conversion of these weights reaches 5.7-12.4 dB SNR and 65-98% top-1 agreement with its float
-model, and mobiledeploy's tflite-int8 / executorch-xnnpack-int8 the same (6.1/5.7 dB on Large,
-8.4/8.1 on Large minimalistic, 10.1/9.3 on Small), against limits of 20 dB and 95% meant for
-trained weights (the demo: 26-28 dB). The cause: keras' own int8 loses 1-4 dB per block, from
+model (gain error 0.002-0.13), and mobiledeploy's tflite-int8 / executorch-xnnpack-int8 the same
+SNR within about 1 dB (6.1/5.7 dB on Large, 8.4/8.1 on Large minimalistic, 10.1/9.3 on Small),
+63-96% agreement, gain error 0.02-0.23, against limits of 20 dB, 95% and 0.04 meant for trained
+weights (the demo: 26-28 dB). The cause: keras' own int8 loses 1-4 dB per block, from
 37 dB after the stem to 4-6 dB at the head (Large): random zero-mean kernels cancel much of the
 smooth, correlated signal of real images but none of the rounding noise, and each BatchNorm
 scales what is left back up. Kernels drawn from each layer's input covariance lift keras' own
