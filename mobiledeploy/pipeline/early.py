@@ -93,7 +93,7 @@ def serve(stream) -> int:
     from ..validate.runner import Validation
 
     v = result = None
-    rows: dict[str, tuple[dict, dict]] = {}  # target -> (record judged, row)
+    rows: dict[str, tuple[dict, dict, list]] = {}  # target -> (record judged, row, client rows)
     for line in stream:
         if not line.strip():
             continue
@@ -105,14 +105,17 @@ def serve(stream) -> int:
                 v = Validation(Path(start["bundle"]), start["reference"], samples=start["samples"])
             elif "artifact" in msg:
                 art = msg["artifact"]
-                rows[art["target"]] = (art, v.artifact_row(art))
+                rows[art["target"]] = (art, v.artifact_row(art), v.client_rows(art))
             elif "finish" in msg:
                 manifest = msg["finish"]
-                final = []
+                final, clients = [], []
                 for art in manifest["artifacts"]:
-                    judged, row = rows.get(art["target"], (None, None))
-                    final.append(row if judged == art else v.artifact_row(art))
-                report = v.finish(manifest, final)
+                    judged, row, client = rows.get(art["target"], (None, None, None))
+                    if judged != art:
+                        row, client = v.artifact_row(art), v.client_rows(art)
+                    final.append(row)
+                    clients += client
+                report = v.finish(manifest, final, client_rows=clients)
                 _write(result, {"ok": True, "report": report})
                 return 0
         except Exception as exc:  # the build validates in-process instead, and reports it there

@@ -75,10 +75,9 @@ def run_mediapipe(model: Path, pixels: np.ndarray | None = None, *, metadata: bo
     return json.loads(lines[-1])
 
 
-def mediapipe_rows(bundle: Path, manifest: dict, definition, batch, ref, ref_acc, finish,
-                   make_row) -> list[dict]:
-    """One ``mediapipe:<target>`` row per .tflite artifact of the bundle, judged with the target's
-    tolerance; none when MediaPipe is not installed. ``finish``/``make_row`` are the runner's."""
+def mediapipe_row(bundle: Path, art: dict, batch, ref, ref_acc, finish, make_row) -> dict | None:
+    """The ``mediapipe:<target>`` row of one artifact, or None (not a .tflite, its own row fails
+    already, or no MediaPipe environment)."""
     import time
 
     from ..bundle import sha256_path
@@ -87,36 +86,33 @@ def mediapipe_rows(bundle: Path, manifest: dict, definition, batch, ref, ref_acc
 
     python = mediapipe_python()
     if python is None:
-        return []
-    rows = []
-    for art in manifest["artifacts"]:
-        path = bundle / art["path"]
-        if path.suffix != ".tflite" or not path.is_file() or sha256_path(path) != art["sha256"]:
-            continue  # the artifact's own row already fails for a missing or changed file
-        try:
-            target = ResolvedTarget.from_record(art)  # judged with the limits the artifact was built with
-        except UserError:
-            continue  # the artifact's own row names the problem
-        t0 = time.monotonic()
-        row = make_row(ROW_PREFIX + art["target"], "fail", tolerance=target.tolerance.set_values(),
-                       path=art["path"])
-        dtype = ((art.get("facts") or {}).get("input") or {}).get("dtype")
-        if dtype == "int8":
-            row.update(status="skipped", reason="MediaPipe feeds uint8 or float32 inputs; this artifact "
-                       "takes int8 (target option io_dtype: uint8 makes one MediaPipe can feed)")
+        return None
+    path = bundle / art["path"]
+    if path.suffix != ".tflite" or not path.is_file() or sha256_path(path) != art["sha256"]:
+        return None  # the artifact's own row already fails for a missing or changed file
+    try:
+        target = ResolvedTarget.from_record(art)  # judged with the limits the artifact was built with
+    except UserError:
+        return None  # the artifact's own row names the problem
+    t0 = time.monotonic()
+    row = make_row(ROW_PREFIX + art["target"], "fail", tolerance=target.tolerance.set_values(),
+                   path=art["path"])
+    dtype = ((art.get("facts") or {}).get("input") or {}).get("dtype")
+    if dtype == "int8":
+        row.update(status="skipped", reason="MediaPipe feeds uint8 or float32 inputs; this artifact "
+                   "takes int8 (target option io_dtype: uint8 makes one MediaPipe can feed)")
+    else:
+        out = run_mediapipe(path, batch.pixels, python=python)
+        if "error" in out:
+            row["reason"] = f"MediaPipe ImageClassifier on {art['path']}: {out['error']}"
         else:
-            out = run_mediapipe(path, batch.pixels, python=python)
-            if "error" in out:
-                row["reason"] = f"MediaPipe ImageClassifier on {art['path']}: {out['error']}"
+            row["executor"] = out["executor"]
+            scores = np.asarray([r["scores"] for r in out["results"]], np.float32)
+            if scores.shape != ref.shape:
+                row["reason"] = (f"MediaPipe gave scores {list(scores.shape)}, the reference "
+                                 f"{list(ref.shape)} ({art['path']})")
             else:
-                row["executor"] = out["executor"]
-                scores = np.asarray([r["scores"] for r in out["results"]], np.float32)
-                if scores.shape != ref.shape:
-                    row["reason"] = (f"MediaPipe gave scores {list(scores.shape)}, the reference "
-                                     f"{list(ref.shape)} ({art['path']})")
-                else:
-                    row = finish(row, ref, scores, batch, ref_acc)
-                    row["top1"] = [int(r["top1"]) for r in out["results"]]
-        row["seconds"] = round(time.monotonic() - t0, 3)
-        rows.append(row)
-    return rows
+                row = finish(row, ref, scores, batch, ref_acc)
+                row["top1"] = [int(r["top1"]) for r in out["results"]]
+    row["seconds"] = round(time.monotonic() - t0, 3)
+    return row

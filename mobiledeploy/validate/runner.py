@@ -191,6 +191,17 @@ class Validation:
         row["seconds"] = round(time.monotonic() - t0, 3)
         return row
 
+    def client_rows(self, art: dict) -> list[dict]:
+        """The rows of real clients that load this artifact (MediaPipe's Image Classifier on a
+        classifier's .tflite, when its environment is installed)."""
+        if self.task.name != "image-classification":  # MediaPipe's Image Classifier task only
+            return []
+        from .mediapipe import mediapipe_row
+
+        row = mediapipe_row(self.bundle, art, self.batch, self.ref, self.ref_metrics.get("top1_accuracy"),
+                            _finish, _row)
+        return [row] if row is not None else []
+
     def artifact_row(self, art: dict) -> dict:
         """One artifact's row, judged."""
         t0 = time.monotonic()
@@ -215,17 +226,15 @@ class Validation:
         row["seconds"] = round(time.monotonic() - t0, 3)
         return row
 
-    def finish(self, manifest: dict, rows: list[dict], json_path: Path | None = None) -> dict:
+    def finish(self, manifest: dict, rows: list[dict], json_path: Path | None = None,
+               client_rows: list[dict] | None = None) -> dict:
         """The report of ``rows`` (one per artifact of ``manifest``, in its order) with the
-        reference rows, MediaPipe's and the failed conversions'; written unless ``write`` is off."""
-        d, batch, task, ref, truth = self.d, self.batch, self.task, self.ref, self.truth
-        rows = [*self.rows, *rows]
-        # a real metadata client, when its environment is installed: MediaPipe reads the .tflite's metadata
-        from .mediapipe import mediapipe_rows
-
-        if task.name == "image-classification":  # MediaPipe's Image Classifier task only
-            rows += mediapipe_rows(self.bundle, manifest, d, batch, ref, self.ref_metrics.get("top1_accuracy"),
-                                   _finish, _row)
+        reference rows, the clients' (``client_rows``, computed here when None) and the failed
+        conversions'; written unless ``write`` is off."""
+        batch, task, ref, truth = self.batch, self.task, self.ref, self.truth
+        if client_rows is None:
+            client_rows = [r for art in manifest["artifacts"] for r in self.client_rows(art)]
+        rows = [*self.rows, *rows, *client_rows]
         for f in manifest.get("failed", []):
             rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))
 
