@@ -24,9 +24,6 @@ import time
 import traceback
 from pathlib import Path
 
-# the conversion workers keep their priority: the validator takes the cycles they leave
-NICENESS = 5
-
 
 class EarlyValidation:
     """The build's handle on the validation process."""
@@ -140,10 +137,6 @@ def main() -> int:
     die_with_parent()  # a killed build takes it along
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore")
-    try:
-        os.nice(NICENESS)
-    except OSError:
-        pass
     if os.environ.get("MOBILEDEPLOY_FAULT_CRASH") == "early-validation":
         import signal  # fault injection for tests: a native crash of this process
 
