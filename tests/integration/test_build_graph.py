@@ -207,12 +207,13 @@ def test_validation_beside_the_conversions_equals_validate(tiny_definition, tmp_
                 assert b["metrics"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (a["target"], k)
     assert not list((out / ".mobiledeploy").glob("tmp/*"))
 
-    # the early validator crashes: the build validates in-process, same verdicts
+    # the early validator crashes: the build validates in-process, same verdicts (one target: enough)
     crashed = tmp_path / "crashed"
-    r = run_cli("build", str(tiny_definition), "-o", str(crashed), *TFLITE, "--jobs", "2", "--no-app", "--quiet",
-                env={"MOBILEDEPLOY_FAULT_CRASH": "early-validation"})
+    r = run_cli("build", str(tiny_definition), "-o", str(crashed), "--target", "tflite-fp32", "--jobs", "2",
+                "--no-app", "--quiet", env={"MOBILEDEPLOY_FAULT_CRASH": "early-validation"})
     assert r.returncode in (0, 1), r.stderr
     assert "early" not in _step(crashed, "validate")
     report = json.loads((crashed / "report" / "validation.json").read_text())
-    assert [(x["target"], x["status"]) for x in report["results"]] == [(x["target"], x["status"])
-                                                                       for x in early["results"]]
+    mine = {x["target"]: x["status"] for x in report["results"]}
+    assert mine == {x["target"]: x["status"] for x in early["results"] if x["target"] in mine}
+    assert "tflite-fp32" in mine and "reference-keras" in mine
