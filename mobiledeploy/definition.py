@@ -14,7 +14,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import DefinitionError
 from .safety import MAX_LABEL_CHARS, MAX_LABELS, clip, confine, read_text_file
@@ -22,6 +31,8 @@ from .tolerance import Tolerance
 
 # NaN and infinity are refused in every number (a NaN std would pass every `> 0` check)
 Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# numbers are StrictInt / StrictFloat: YAML's `true` is not 1, nor "0.5" a number, nor `16.0` a
+# channel count (an integer is a fine float)
 # channel counts beyond any MobileNet (the largest has 1280) times the width multiplier
 MAX_CHANNELS = 16384
 # a seeded model is built in memory before anything is written: keep it to a few GB at most
@@ -96,13 +107,13 @@ class InputSpec(BaseModel):
     """
 
     model_config = Strict
-    height: int = Field(ge=32, le=1024)
-    width: int = Field(ge=32, le=1024)
+    height: StrictInt = Field(ge=32, le=1024)
+    width: StrictInt = Field(ge=32, le=1024)
     channels: Literal[3] = 3
     color_order: ColorOrder = ColorOrder.rgb
-    pixel_range: tuple[float, float] = (0.0, 1.0)
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    pixel_range: tuple[StrictFloat, StrictFloat] = (0.0, 1.0)
+    mean: tuple[StrictFloat, ...] = (0.0, 0.0, 0.0)
+    std: tuple[StrictFloat, ...] = (1.0, 1.0, 1.0)
     layout: Layout = Layout.nhwc
     resize: Literal["bilinear", "nearest"] = "bilinear"
 
@@ -143,7 +154,7 @@ class InputSpec(BaseModel):
 
 class StemSpec(BaseModel):
     model_config = Strict
-    out: int = Field(16, ge=1, le=MAX_CHANNELS)
+    out: StrictInt = Field(16, ge=1, le=MAX_CHANNELS)
     kernel: Literal[3, 5, 7] = 3
     stride: Literal[1, 2] = 2
     activation: Literal["relu", "relu6", "hswish"] = "hswish"
@@ -151,22 +162,22 @@ class StemSpec(BaseModel):
 
 class LastStageSpec(BaseModel):
     model_config = Strict
-    conv: int = Field(ge=1, le=MAX_CHANNELS)
+    conv: StrictInt = Field(ge=1, le=MAX_CHANNELS)
     activation: Literal["relu", "relu6", "hswish"] = "hswish"
 
 
 class HeadSpec(BaseModel):
     model_config = Strict
-    hidden: int | None = Field(1024, ge=1, le=MAX_CHANNELS)
+    hidden: StrictInt | None = Field(1024, ge=1, le=MAX_CHANNELS)
     activation: Literal["relu", "relu6", "hswish", "none"] = "hswish"
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    dropout: StrictFloat = Field(0.2, ge=0.0, lt=1.0)
 
 
 class SegmentationSection(BaseModel):
     """LR-ASPP head options (``task: semantic-segmentation``), defaults as in the MobileNetV3 paper."""
 
     model_config = Strict
-    inter_channels: int = Field(128, ge=8, le=1024)
+    inter_channels: StrictInt = Field(128, ge=8, le=1024)
     low_level_stride: Literal[4, 8] = 8
     output_stride: Literal[16, 32] | None = 16
     reduced_tail: bool = True
@@ -183,8 +194,8 @@ class BlockRow(BaseModel):
 
     model_config = Strict
     kernel: Literal[1, 3, 5, 7]
-    exp: int = Field(ge=1, le=MAX_CHANNELS)
-    out: int = Field(ge=1, le=MAX_CHANNELS)
+    exp: StrictInt = Field(ge=1, le=MAX_CHANNELS)
+    out: StrictInt = Field(ge=1, le=MAX_CHANNELS)
     se: bool = False
     activation: Literal["relu", "relu6", "hswish"] = "relu"
     stride: Literal[1, 2] = 1
@@ -218,10 +229,10 @@ class AnchorSpec(BaseModel):
     maps, one box per aspect ratio plus an interpolated-scale box, three in the lowest layer."""
 
     model_config = Strict
-    min_scale: float = Field(0.2, gt=0.0, le=1.0)
-    max_scale: float = Field(0.95, gt=0.0, le=1.0)
-    aspect_ratios: tuple[float, ...] = Field((1.0, 2.0, 0.5, 3.0, 1.0 / 3.0), min_length=1, max_length=16)
-    interpolated_scale_aspect_ratio: float = Field(1.0, ge=0.0, le=100.0)
+    min_scale: StrictFloat = Field(0.2, gt=0.0, le=1.0)
+    max_scale: StrictFloat = Field(0.95, gt=0.0, le=1.0)
+    aspect_ratios: tuple[StrictFloat, ...] = Field((1.0, 2.0, 0.5, 3.0, 1.0 / 3.0), min_length=1, max_length=16)
+    interpolated_scale_aspect_ratio: StrictFloat = Field(1.0, ge=0.0, le=100.0)
     reduce_boxes_in_lowest_layer: bool = True
 
     @model_validator(mode="after")
@@ -237,10 +248,10 @@ class BoxCoderSpec(BaseModel):
     """Center-size box coder scales (TFLite_Detection_PostProcess's y/x/h/w_scale)."""
 
     model_config = Strict
-    y_scale: float = Field(10.0, gt=0.0, le=1000.0)
-    x_scale: float = Field(10.0, gt=0.0, le=1000.0)
-    h_scale: float = Field(5.0, gt=0.0, le=1000.0)
-    w_scale: float = Field(5.0, gt=0.0, le=1000.0)
+    y_scale: StrictFloat = Field(10.0, gt=0.0, le=1000.0)
+    x_scale: StrictFloat = Field(10.0, gt=0.0, le=1000.0)
+    h_scale: StrictFloat = Field(5.0, gt=0.0, le=1000.0)
+    w_scale: StrictFloat = Field(5.0, gt=0.0, le=1000.0)
 
 
 class PostprocessSpec(BaseModel):
@@ -252,18 +263,18 @@ class PostprocessSpec(BaseModel):
 
     model_config = Strict
     score_conversion: Literal["softmax", "sigmoid"] = "softmax"
-    score_threshold: float = Field(0.3, ge=0.0, le=1.0)
-    iou_threshold: float = Field(0.6, gt=0.0, le=1.0)
-    max_detections: int = Field(10, ge=1, le=1000)
+    score_threshold: StrictFloat = Field(0.3, ge=0.0, le=1.0)
+    iou_threshold: StrictFloat = Field(0.6, gt=0.0, le=1.0)
+    max_detections: StrictInt = Field(10, ge=1, le=1000)
     use_regular_nms: bool = False
-    detections_per_class: int = Field(100, ge=1, le=1000)
+    detections_per_class: StrictInt = Field(100, ge=1, le=1000)
 
 
 class DetectionSection(BaseModel):
     """SSDLite head options (``task: object-detection``), defaults as in SSD / the TF OD API."""
 
     model_config = Strict
-    extra_layers: list[int] | None = Field(None, max_length=8,
+    extra_layers: list[StrictInt] | None = Field(None, max_length=8,
                                            description="extra layer depths; default 512, 256, 256, 128 "
                                            "until a map is 1x1")
     reduced_tail: bool = True
@@ -296,7 +307,7 @@ class ArchitectureSection(BaseModel):
 
     model_config = Strict
     preset: Literal[PRESET_NAMES] | None = None  # type: ignore[valid-type]
-    width_multiplier: float = Field(1.0, gt=0.0, le=4.0)
+    width_multiplier: StrictFloat = Field(1.0, gt=0.0, le=4.0)
     stem: StemSpec | None = None
     blocks: list[BlockRow] | None = Field(None, max_length=128)
     last_stage: LastStageSpec | None = None
@@ -337,7 +348,7 @@ class ImageSource(BaseModel):
 
     model_config = Strict
     source: str = Field(min_length=1, max_length=4096)
-    max_images: int | None = Field(None, ge=1)
+    max_images: StrictInt | None = Field(None, ge=1)
     masks: str | None = None
     boxes: str | None = Field(None, min_length=1, max_length=4096)
 
@@ -410,7 +421,7 @@ class ModelDefinition(BaseModel):
     conventions: Conventions = Conventions()
     imported_from: ImportedFrom | None = None
     weights: str | None = None
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: StrictInt = Field(0, ge=0, le=2**32 - 1)
     targets: list[str] | None = None
     calibration: ImageSource
     validation: ImageSource

@@ -51,6 +51,11 @@ CASES = [
     ("bad-name", [("name", "My Model")], "name: String should match pattern"),
     ("preset-and-table", [("architecture.blocks", [[3, 16, 16, True, "relu", 2]])], "either preset or"),
     ("tolerance-unknown-target", [("tolerances", {"tflite-int9": {"min_snr_db": 3}})], "tolerances.tflite-int9"),
+    # YAML booleans and quoted numbers are not numbers (pydantic's lax mode read `true` as 1)
+    ("bool-as-int", [("input.height", True)], "input.height: Input should be a valid integer"),
+    ("bool-as-float", [("architecture.width_multiplier", True)], "architecture.width_multiplier: Input should be a valid number"),
+    ("string-as-float", [("input.mean", ["0.5", 0.5, 0.5])], "input.mean"),
+    ("float-as-int", [("calibration.max_images", 10.0)], "calibration.max_images: Input should be a valid integer"),
 ]
 
 

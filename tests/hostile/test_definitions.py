@@ -97,10 +97,11 @@ def test_bad_numbers_are_refused_up_front(mini, tmp_path, path, value, match):
 
 def test_width_multiplier_nan_says_finite_not_le_4(mini, tmp_path):
     data = mini_data()
-    data["architecture"] = {"preset": "mobilenet_v3_small", "width_multiplier": "NAN"}
+    data["architecture"] = {"preset": "mobilenet_v3_small", "width_multiplier": "__NAN__"}
     import yaml
 
-    text = yaml.safe_dump(data, sort_keys=False).replace("'NAN'", ".nan")
+    text = yaml.safe_dump(data, sort_keys=False).replace("'__NAN__'", ".nan").replace("__NAN__", ".nan")
+    assert "width_multiplier: .nan" in text  # a YAML float NaN, not the string "NAN"
     line = build_refused(_yaml(mini, text), tmp_path, match="finite")
     assert "<= 4" not in line
 
