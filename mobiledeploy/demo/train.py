@@ -50,6 +50,35 @@ def evaluate(model, batch) -> float:
     return float(np.mean(pred == np.asarray(batch.labels)))
 
 
+def optimiser(model, lr: float, steps: int):
+    """The demo trainers' optimiser: AdamW with a one-cycle schedule over ``steps``, and BatchNorm
+    statistics that keep up with a short schedule (momentum 0.1)."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.02)
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
+
+
+def minimise(opt, sched, loss) -> None:
+    """One optimiser and schedule step on ``loss``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
+def batches(rng, n: int, batch: int):
+    """One epoch: (indices, mirror flags) per full batch of a fresh permutation of ``n`` items
+    (the shapes keep their class, mask or box in a mirror)."""
+    order = rng.permutation(n)
+    for i in range(0, n - batch + 1, batch):
+        idx = order[i:i + batch]
+        yield idx, rng.random(len(idx)) < 0.5
+
+
 def train_model(d, *, train_images: int = 24000, epochs: int = 6, batch: int = 96, lr: float = 3e-3,
                 seed: int = 7, threads: int = 2, render_workers: int = 2, recalibrate_images: int = 3000,
                 init_state=None, say=print):
@@ -86,32 +115,22 @@ def train_model(d, *, train_images: int = 24000, epochs: int = 6, batch: int = 9
         from ..architectures.weights import load_torch_weights
 
         load_torch_weights(model, init_state, "init_state")
-    for m in model.modules():  # a short schedule needs BN statistics that keep up
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.1
     batch = min(batch, len(imgs))
     steps = max(1, epochs * (len(imgs) // batch))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.02)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
+    opt, sched = optimiser(model, lr, steps)
     rng = np.random.default_rng(seed)
     step = 0
     for epoch in range(epochs):
         model.train()
-        order = rng.permutation(len(imgs))
         t_ep, seen, correct = time.time(), 0, 0
-        for i in range(0, len(order) - batch + 1, batch):
-            idx = order[i:i + batch]
+        for idx, flip in batches(rng, len(imgs), batch):
             px = imgs[idx]
-            flip = rng.random(len(idx)) < 0.5  # mirror images: every class keeps its name
             px = np.where(flip[:, None, None, None], px[:, :, ::-1], px)
             x = torch.from_numpy(normalise(px, d.input))
             y = torch.from_numpy(labels[idx]).long()
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=0.05)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            minimise(opt, sched, loss)
             step += 1
             seen += len(idx)
             correct += int((logits.argmax(1) == y).sum())

@@ -123,7 +123,7 @@ def load_matching(model, path: Path) -> int:
 
 def main(argv=None) -> dict:
     """Train, recalibrate BN, write the weights and training.json; return the summary."""
-    from .train import scene_task_definition, training_parser
+    from .train import batches, minimise, optimiser, scene_task_definition, training_parser
 
     ap = training_parser(__doc__.splitlines()[0], out="examples/shapes_det", definition="shapes_det.yaml",
                          train_images=8000, epochs=6, batch=32, threads=1)
@@ -168,22 +168,15 @@ def main(argv=None) -> dict:
                 p.normal_(0, 0.01) if name.endswith("weight") else p.zero_()
                 if name.startswith("head.cls.") and name.endswith("bias"):
                     p.view(-1, spec.num_classes + 1)[:, 0] = 4.6  # softmax P(background) ~ 0.9 at first
-    for m in model.modules():  # a short schedule needs BN statistics that keep up
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.1
     steps = args.epochs * (len(imgs) // args.batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.02)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.15)
+    opt, sched = optimiser(model, args.lr, steps)
     rng = np.random.default_rng(args.seed)
     step, history = 0, []
     t_train = time.time()
     for epoch in range(args.epochs):
         model.train()
-        order = rng.permutation(len(imgs))
         t_ep, seen, sums = time.time(), 0, [0.0, 0.0]
-        for i in range(0, len(order) - args.batch + 1, args.batch):
-            idx = order[i:i + args.batch]
-            flip = rng.random(len(idx)) < 0.5  # a mirrored symbol keeps its class
+        for idx, flip in batches(rng, len(imgs), args.batch):
             px = np.where(flip[:, None, None, None], imgs[idx][:, :, ::-1], imgs[idx])
             cls_t, loc_t = [], []
             for k, f in zip(idx, flip, strict=True):
@@ -197,11 +190,7 @@ def main(argv=None) -> dict:
             logits, box_enc = model(x)
             cls_loss, loc_loss = ssd_loss(logits, box_enc, torch.from_numpy(np.stack(cls_t)),
                                           torch.from_numpy(np.stack(loc_t)))
-            loss = cls_loss + loc_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            minimise(opt, sched, cls_loss + loc_loss)
             step += 1
             seen += len(idx)
             sums[0] += cls_loss.item() * len(idx)

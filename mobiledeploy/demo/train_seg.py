@@ -52,7 +52,7 @@ def evaluate(model, x: np.ndarray, masks: np.ndarray) -> dict[str, float]:
 
 def main(argv=None) -> dict:
     """Train, recalibrate BN, write the weights and training.json; return the summary."""
-    from .train import scene_task_definition, training_parser
+    from .train import batches, minimise, optimiser, scene_task_definition, training_parser
 
     ap = training_parser(__doc__.splitlines()[0], out="examples/shapes_seg", definition="shapes_seg.yaml",
                          train_images=18000, epochs=4, batch=32, threads=1)
@@ -82,32 +82,22 @@ def main(argv=None) -> dict:
     val_masks = load_masks(d, "validation", val.files)
 
     model = build_torch_model(spec, seed=args.seed).train()
-    for m in model.modules():  # a short schedule needs BN statistics that keep up
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.1
     steps = args.epochs * (len(imgs) // args.batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.02)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.15)
+    opt, sched = optimiser(model, args.lr, steps)
     rng = np.random.default_rng(args.seed)
     step, history = 0, []
     t_train = time.time()
     for epoch in range(args.epochs):
         model.train()
-        order = rng.permutation(len(imgs))
         t_ep, seen, loss_sum = time.time(), 0, 0.0
-        for i in range(0, len(order) - args.batch + 1, args.batch):
-            idx = order[i:i + args.batch]
+        for idx, flip in batches(rng, len(imgs), args.batch):
             px, ids = imgs[idx], masks[idx]
-            flip = rng.random(len(idx)) < 0.5  # every symbol class keeps its name in a mirror
             px = np.where(flip[:, None, None, None], px[:, :, ::-1], px)
             ids = np.where(flip[:, None, None], ids[:, :, ::-1], ids)
             x = torch.from_numpy(normalise(px, d.input))
             y = torch.from_numpy(ids.astype(np.int64))
             loss = F.cross_entropy(model(x), y, ignore_index=IGNORE)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            minimise(opt, sched, loss)
             step += 1
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
