@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -365,7 +366,7 @@ class TFLiteBackend(Backend):
             data, order = _convert_detector(model, ctx.definition, target.precision, calib, io_dtype)
         else:
             export = ctx.memo(("tflite-savedmodel", graph, adapter), lambda: export_saved_model(
-                model, ctx.scratch() / f"savedmodel-{len(ctx._shared)}"))
+                model, Path(tempfile.mkdtemp(prefix="savedmodel-", dir=ctx.scratch()))))
             data = convert_keras_to_tflite(model, target.precision,
                                            calibration=calib if target.precision == "int8" else None,
                                            io_dtype=io_dtype if io_dtype != "float32" else "int8",

@@ -293,7 +293,7 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
                         early.artifact(_artifact_record(out, step, t, cache))
         try:
             _run_conversions(out, d, todo, opts, cache, result, say, record,
-                             on_installed=early.artifact if early else None, steps=steps)
+                             on_installed=early.artifact if early else None)
             record.phase("convert")
 
             # -- the manifest's artifact records: the resolved target, as built
@@ -393,7 +393,7 @@ def _artifact_record(out: Path, step: Step, t: ResolvedTarget, cache: Cache) -> 
 
 
 def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, result: BuildResult, say,
-                     record: BuildRecord, on_installed=None, steps=None) -> None:
+                     record: BuildRecord, on_installed=None) -> None:
     """The conversions on ``--jobs`` long-lived workers grouped by framework family (pool.py);
     each artifact is installed (renamed into place) and recorded as soon as it is finished, and
     its record handed to ``on_installed`` (early validation)."""

@@ -142,7 +142,7 @@ class Validation:
         from ..images import load_batch
         from ..tasks import get_task
 
-        self.bundle, self.samples, self.write = Path(bundle), samples, write
+        self.bundle, self.write = Path(bundle), write
         # a changed reference is a broken bundle, not bad artifacts
         verify_reference(self.bundle, {"reference": reference, "artifacts": []})
         self.quiet_log = self.bundle / STATE_LOG if write else None
