@@ -206,6 +206,8 @@ def quantizer(*, hardswish: bool = True):
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
     from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
+    from .et_idle import idle_bn_annotators_skipped
+
     aten = _aten()
 
     class _Quantizer(XNNPACKQuantizer):
@@ -217,7 +219,8 @@ def quantizer(*, hardswish: bool = True):
                     n.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(
                         input_qspec_map={n.args[0]: get_input_act_qspec(cfg)},
                         output_qspec=get_output_act_qspec(cfg), _annotated=True)
-            return super().annotate(model)
+            with idle_bn_annotators_skipped(model):
+                return super().annotate(model)
 
     return _Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 

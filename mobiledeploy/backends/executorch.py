@@ -125,7 +125,7 @@ def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "
     require("executorch", "the ExecuTorch backend")
     from executorch.exir import to_edge_transform_and_lower
 
-    from . import et_quant
+    from . import et_idle, et_quant
 
     if precision not in ("fp32", "int8"):
         raise UserError(f"ExecuTorch precision must be fp32 or int8, got '{precision}'")
@@ -134,7 +134,7 @@ def lower_to_pte(model, input_shape: tuple[int, int, int], *, precision: str = "
                                             calibration=calibration,
                                             lowering=lowering)
         example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
-        with torch.no_grad():
+        with torch.no_grad(), et_idle.idle_passes_skipped():
             edge = to_edge_transform_and_lower(torch.export.export(gm, example),
                                                partitioner=[et_quant.partitioner(
                                                    int8_hardswish=facts["int8_hardswish"])])
