@@ -128,9 +128,9 @@ def _plain_graph(gm) -> bool:
 
 
 @contextmanager
-def idle_passes_skipped(skipped: list[str] | None = None):
+def idle_passes_skipped(log: list[tuple[str, bool]] | None = None):
     """Within the block, XNNPACK's delegate passes that cannot rewrite the graph they are given
-    are not run. ``skipped`` collects the names of the passes left out."""
+    are not run. ``log`` collects (pass name, skipped?) for every guarded pass met."""
     try:
         from executorch.backends.xnnpack import _passes as xnnpack_passes
 
@@ -146,9 +146,10 @@ def idle_passes_skipped(skipped: list[str] | None = None):
     def transform(ep, *passes, **kwargs):
         if len(passes) == 1 and not kwargs and type(passes[0]) in idle:
             gm = ep.graph_module
-            if _plain_graph(gm) and idle[type(passes[0])](gm.graph):
-                if skipped is not None:
-                    skipped.append(type(passes[0]).__name__)
+            skip = _plain_graph(gm) and idle[type(passes[0])](gm.graph)
+            if log is not None:
+                log.append((type(passes[0]).__name__, skip))
+            if skip:
                 return ep
         return original(ep, *passes, **kwargs)
 
