@@ -255,11 +255,47 @@ def quantize_int8(gm, calibration: np.ndarray, *, hardswish: bool = True):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     prepared = prepare_pt2e(gm, quantizer(hardswish=hardswish))
-    with torch.no_grad():
-        # the exported graph has batch-1 views baked in: one image per call
-        for i in range(calibration.shape[0]):
-            prepared(torch.from_numpy(np.ascontiguousarray(calibration[i:i + 1])))
+    paused: list = []
+    try:
+        with torch.no_grad():
+            # the exported graph has batch-1 views baked in: one image per call
+            for i in range(calibration.shape[0]):
+                prepared(torch.from_numpy(np.ascontiguousarray(calibration[i:i + 1])))
+                if i == 0:  # the weights' min/max are known after one pass: later passes are no-ops
+                    paused = _constant_min_max_observers(prepared)
+                    for obs in paused:
+                        obs.forward = _pass_through
+    finally:
+        for obs in paused:
+            del obs.forward
     return convert_pt2e(prepared)
+
+
+def _pass_through(x):
+    return x
+
+
+def _constant_min_max_observers(gm) -> list:
+    """The min/max observers of a prepared module that only ever see constants (the weights, read
+    through ``get_attr``): observing the same tensor again leaves their min/max as they are, so
+    after the first calibration sample they can sit out the rest (a third of the calibration CPU).
+    Histogram observers are never among them (they count every look)."""
+    try:
+        from torchao.quantization.pt2e.observer import MinMaxObserver, PerChannelMinMaxObserver
+    except ImportError:  # pragma: no cover - another torchao layout: observe every sample
+        return []
+    sites: dict[str, list] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            sites.setdefault(n.target, []).append(n)
+    out = []
+    for name, nodes in sites.items():
+        obs = gm.get_submodule(name)
+        if type(obs) in (MinMaxObserver, PerChannelMinMaxObserver) and all(
+                len(n.args) == 1 and not n.kwargs and getattr(n.args[0], "op", None) == "get_attr"
+                for n in nodes):
+            out.append(obs)
+    return out
 
 
 _COMPUTE = ("conv2d", "linear", "add", "mul", "hardtanh", "mean", "relu", "clamp", "hardswish")
