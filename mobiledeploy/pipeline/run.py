@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import time
@@ -276,7 +277,7 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
                      "model_sha256": sha256_path(out / "model"),
                      "definition": "model/definition.yaml", "seeded_weights": d.weights is None,
                      "keras_tolerance": keras_tolerance(d).set_values()}
-        early = None
+        early = twin_req = None
         if todo:
             manifest_path.unlink(missing_ok=True)
             say(f"[bold]converting[/] {len(todo)} target(s) with {opts.jobs} job(s): "
@@ -286,14 +287,21 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
                 from .early import EarlyValidation
                 from .pool import worker_env
 
+                twin = None
+                if any(backend_class(t.backend).built_from == "keras" for _, t, _ in todo):
+                    # the worker converting a TensorFlow target computes the twin's outputs
+                    twin = out / STATE_DIR / "tmp" / f"keras-twin-{os.getpid()}.npz"
+                    twin_req = {"path": str(twin), "bundle": str(out), "reference": reference,
+                                "samples": opts.samples}
                 early = EarlyValidation(out, reference, opts.samples, out / STATE_DIR / "logs",
-                                        worker_env(opts.jobs))
+                                        worker_env(opts.jobs), twin=twin)
                 for name, (step, t) in steps.items():
                     if name in result.skipped:
                         early.artifact(_artifact_record(out, step, t, cache))
         try:
             _run_conversions(out, d, todo, opts, cache, result, say, record,
-                             on_installed=early.artifact if early else None)
+                             on_installed=early.artifact if early else None,
+                             twin=twin_req if early is not None else None)
             record.phase("convert")
 
             # -- the manifest's artifact records: the resolved target, as built
@@ -393,7 +401,7 @@ def _artifact_record(out: Path, step: Step, t: ResolvedTarget, cache: Cache) -> 
 
 
 def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, result: BuildResult, say,
-                     record: BuildRecord, on_installed=None) -> None:
+                     record: BuildRecord, on_installed=None, twin: dict | None = None) -> None:
     """The conversions on ``--jobs`` long-lived workers grouped by framework family (pool.py);
     each artifact is installed (renamed into place) and recorded as soon as it is finished, and
     its record handed to ``on_installed`` (early validation)."""
@@ -412,7 +420,14 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
                "result": str(tmp) + ".result.json", "log": str(logs / f"{t.name}.log")}
         jobs.append(Job((step, t, tmp, work, why), t, req))
 
+    twin_sent = []
+
     def started(job: Job) -> None:
+        if twin and not twin_sent and backend_class(job.target.backend).built_from == "keras":
+            # the first TensorFlow conversion computes the Keras twin's outputs for the
+            # validation beside the conversions (early.py) before it converts
+            job.req["twin"] = twin
+            twin_sent.append(job)
         say(f"  [cyan]→[/] {job.target.name} …")
 
     def finished(done) -> None:
