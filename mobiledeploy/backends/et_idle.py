@@ -4,7 +4,7 @@ Two places in an XNNPACK lowering spend CPU on rewrites that cannot apply to the
 
 - ``XnnpackBackend.preprocess`` runs 17 passes on the delegated graph; each ends by retracing the
   whole graph through fake tensors (``ExportPass.call``), whether it rewrote anything or not.
-  A pass is skipped when the graph holds none of the ops it rewrites (``_PASS_IDLE``); the two
+  A pass is skipped when the graph holds none of the ops it rewrites (``_pass_predicates``); the two
   pattern passes (bilinear upsampling, SDPA) are skipped when the graph lacks an op that every
   one of their patterns contains (``_PATTERN_ANCHORS``), which also spares building the
   patterns (several ``to_edge`` calls, once per process). A skipped pass returns the program
@@ -15,7 +15,10 @@ Two places in an XNNPACK lowering spend CPU on rewrites that cannot apply to the
 
 Each predicate restates, from the pass's source, the condition under which it touches a node;
 they were read for the versions in ``_READ_FOR``. Any other ExecuTorch version, or a missing
-internal name, runs everything as before. Bytes are unchanged (tests/integration/test_executorch.py).
+internal name, runs everything as before. The .pte bytes are the same either way
+(tests/integration/test_et_idle.py; the three shipped examples' programs were compared too).
+Measured on the demo (AMD EPYC, one thread): int8 lowering 21.5-23.1 -> 13.5-16.2 s CPU, fp32
+7.1-7.9 -> 6.1-7.0 s, together with the calibration change in ``et_quant.quantize_int8``.
 """
 
 from __future__ import annotations
