@@ -29,8 +29,8 @@ _DTYPES = {
     "UINT64": np.uint64,
 }
 # a batch is run in chunks of samples: per op, the largest array of a chunk stays within this many
-# float64 elements (32 MB; a few such arrays are alive at once), with at most MAX_CHUNK samples
-CHUNK_ELEMENTS = 1 << 22
+# float64 elements (40 MB; a few such arrays are alive at once), with at most MAX_CHUNK samples
+CHUNK_ELEMENTS = 5 << 20
 MAX_CHUNK = 64
 # weight dtypes a blob may hold (read as the program declares them; storage.py checks the record)
 _BLOB_DTYPES = (np.float16, np.float32, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)
@@ -70,8 +70,9 @@ class MILProgram:
     """A loaded ML Program: parse once, run many times.
 
     ``run(inputs)`` takes ``{input name: array}``; an image input takes uint8 RGB pixels
-    (H, W, C) or (N, H, W, C) (or a PIL image), a tensor input its float array. Batches larger
-    than the program's (usually 1) are run sample by sample and stacked.
+    (H, W, C) or (N, H, W, C) (or a PIL image), a tensor input its float array. A batch of N
+    over a batch-1 program gives what N one-sample runs give, stacked: its samples go through each
+    op together, a chunk at a time (``batch.py`` says which ops may; the others run per sample).
     """
 
     def __init__(self, mlpackage_path: str | Path):
