@@ -203,15 +203,54 @@ class ExecuTorchBackend(Backend):
         return PteRunner(path)
 
 
+class _Method:
+    """A loaded ``forward``: ``execute(inputs)`` and ``metadata``, as ``executorch.runtime``'s
+    Method; holds the program (and its bytes) so the method stays valid."""
+
+    def __init__(self, program, method, data: bytes | None):
+        self._program, self._method, self._data = program, method, data
+
+    def execute(self, inputs):
+        return self._method(inputs)
+
+    @property
+    def metadata(self):
+        return self._method.method_meta()
+
+
+def _bindings():
+    """ExecuTorch's C++ runtime bindings, or None when this ExecuTorch lays them out differently.
+
+    ``executorch.runtime`` is a thin wrapper over the same module, but importing it imports
+    ``executorch.exir`` (it parses the edge dialect's YAML: ~7 s of CPU in every validation);
+    the bindings alone load in milliseconds.
+    """
+    import torch  # noqa: F401  (the bindings link against torch's libraries: load them first)
+
+    try:
+        from executorch.extension.pybindings import _portable_lib as lib
+    except ImportError:
+        return None
+    names = ("_load_program_from_buffer", "Verification")
+    return lib if all(hasattr(lib, n) for n in names) else None
+
+
 def _load_method(path: Path):
     from .._deps import require, version
 
     require("executorch", "running .pte programs")
-    from executorch.runtime import Runtime
-
+    data = Path(path).read_bytes()
     try:
-        program = Runtime.get().load_program(Path(path).read_bytes())
-        method = program.load_method("forward")
+        lib = _bindings()
+        if lib is not None:
+            program = lib._load_program_from_buffer(data, enable_etdump=False, debug_buffer_size=0,
+                                                    program_verification=lib.Verification.InternalConsistency)
+            method = _Method(program, program.load_method("forward"), data)
+        else:
+            from executorch.runtime import Runtime
+
+            program = Runtime.get().load_program(data)
+            method = program.load_method("forward")
     except Exception as exc:
         # the runtime is here and works: a program it cannot load is a broken artifact (fail),
         # never "cannot run on this host" (skip)
@@ -223,7 +262,7 @@ def _load_method(path: Path):
 
 
 class PteRunner(Runner):
-    """Runs a .pte one sample at a time through ``executorch.runtime``."""
+    """Runs a .pte one sample at a time on ExecuTorch's runtime (its C++ bindings)."""
 
     def __init__(self, path: Path):
         from .._deps import version

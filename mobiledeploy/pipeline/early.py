@@ -5,7 +5,9 @@
 The build starts this process when it will convert something and validate (``--jobs`` >= 2). Its
 first message names the bundle, the manifest's reference section and the sample count: it
 prepares the reference side at once (PyTorch outputs, the Keras twin's row), which needs no
-artifact. Then ``{"artifact": record}`` per installed artifact: its row is judged and kept. Last,
+artifact. When a TensorFlow target is converted, the first message also names ``twin``: the file
+where that conversion's worker writes the Keras twin's outputs (``keras_twin_outputs``) before it
+converts, so this process does not import TensorFlow for them (it does if the file is missing). Then ``{"artifact": record}`` per installed artifact: its row is judged and kept. Last,
 ``{"finish": manifest}``: rows whose record is not exactly the manifest's are judged again, the
 report is written (``validate.runner.Validation``, the code ``validate`` runs) and the outcome
 goes to the result file. If the validation step turns out up to date, the build kills it instead.
@@ -28,7 +30,8 @@ from pathlib import Path
 class EarlyValidation:
     """The build's handle on the validation process."""
 
-    def __init__(self, out: Path, reference: dict, samples: int | None, log_dir: Path, env: dict):
+    def __init__(self, out: Path, reference: dict, samples: int | None, log_dir: Path, env: dict,
+                 twin: Path | None = None):
         from ..bundle import STATE_DIR
 
         self.result = Path(out) / STATE_DIR / "tmp" / f"early-validation-{os.getpid()}.json"
@@ -40,8 +43,9 @@ class EarlyValidation:
                                      stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env, text=True)
         self.sent: list[str] = []
+        self.twin = twin
         self._send({"start": {"bundle": str(out), "reference": reference, "samples": samples,
-                              "result": str(self.result)}})
+                              "result": str(self.result), "twin": str(twin) if twin else None}})
 
     def _send(self, msg: dict) -> bool:
         try:
@@ -84,6 +88,8 @@ class EarlyValidation:
         self.proc.wait()
         self.log.close()
         self.result.unlink(missing_ok=True)
+        if self.twin is not None:
+            Path(self.twin).unlink(missing_ok=True)
 
 
 def serve(stream) -> int:
@@ -91,6 +97,7 @@ def serve(stream) -> int:
 
     v = result = None
     rows: dict[str, tuple[dict, dict, list]] = {}  # target -> (record judged, row, client rows)
+    waiting: list[dict] = []  # artifacts not judged yet
     for line in stream:
         if not line.strip():
             continue
@@ -99,11 +106,17 @@ def serve(stream) -> int:
             if "start" in msg:
                 start = msg["start"]
                 result = Path(start["result"])
-                v = Validation(Path(start["bundle"]), start["reference"], samples=start["samples"])
+                twin = Path(start["twin"]) if start.get("twin") else None
+                v = Validation(Path(start["bundle"]), start["reference"], samples=start["samples"], twin=twin)
+                if twin is None:
+                    v.keras_row  # noqa: B018 - no worker computes the twin's outputs: now, beside them
             elif "artifact" in msg:
-                art = msg["artifact"]
-                rows[art["target"]] = (art, v.artifact_row(art), v.client_rows(art))
-            elif "finish" in msg:
+                waiting.append(msg["artifact"])
+            for art in list(waiting):  # an artifact built from the Keras twin waits for its outputs
+                if not v.waits_for_twin(art):
+                    waiting.remove(art)
+                    rows[art["target"]] = (art, v.artifact_row(art), v.client_rows(art))
+            if "finish" in msg:
                 manifest = msg["finish"]
                 final, clients = [], []
                 for art in manifest["artifacts"]:
@@ -143,7 +156,9 @@ def main() -> int:
         os.kill(os.getpid(), signal.SIGSEGV)
     t0 = time.monotonic()
     code = serve(sys.stdin)
-    print(f"early validation ended ({code}) after {time.monotonic() - t0:.1f} s", flush=True)
+    heavy = [m for m in ("tensorflow", "coremltools", "executorch.exir") if m in sys.modules]
+    print(f"early validation ended ({code}) after {time.monotonic() - t0:.1f} s "
+          f"({time.process_time():.1f} s CPU; imported: {', '.join(heavy) or 'no converter'})", flush=True)
     os._exit(code)  # skip the frameworks' slow interpreter teardown
 
 

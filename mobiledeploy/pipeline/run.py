@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import time
@@ -276,7 +277,8 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
                      "model_sha256": sha256_path(out / "model"),
                      "definition": "model/definition.yaml", "seeded_weights": d.weights is None,
                      "keras_tolerance": keras_tolerance(d).set_values()}
-        early = None
+        early = twin_req = None
+        records: dict[str, dict] = {}  # target -> its manifest record, computed once
         if todo:
             manifest_path.unlink(missing_ok=True)
             say(f"[bold]converting[/] {len(todo)} target(s) with {opts.jobs} job(s): "
@@ -286,19 +288,31 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
                 from .early import EarlyValidation
                 from .pool import worker_env
 
+                twin = None
+                if any(backend_class(t.backend).built_from == "keras" for _, t, _ in todo):
+                    # the worker converting a TensorFlow target computes the twin's outputs
+                    twin = out / STATE_DIR / "tmp" / f"keras-twin-{os.getpid()}.npz"
+                    twin_req = {"path": str(twin), "bundle": str(out), "reference": reference,
+                                "samples": opts.samples}
                 early = EarlyValidation(out, reference, opts.samples, out / STATE_DIR / "logs",
-                                        worker_env(opts.jobs))
+                                        worker_env(opts.jobs), twin=twin)
                 for name, (step, t) in steps.items():
                     if name in result.skipped:
-                        early.artifact(_artifact_record(out, step, t, cache))
+                        early.artifact(records.setdefault(name, _artifact_record(out, step, t, cache)))
+
+        def installed(name: str, art: dict) -> None:
+            records[name] = art
+            early.artifact(art)
+
         try:
             _run_conversions(out, d, todo, opts, cache, result, say, record,
-                             on_installed=early.artifact if early else None)
+                             on_installed=installed if early else None,
+                             twin=twin_req if early is not None else None)
             record.phase("convert")
 
-            # -- the manifest's artifact records: the resolved target, as built
-            artifacts = [_artifact_record(out, step, t, cache) for name, (step, t) in steps.items()
-                         if name not in result.failed]
+            # -- the manifest's artifact records: the resolved target, as built (once per build)
+            artifacts = [records.get(name) or _artifact_record(out, step, t, cache)
+                         for name, (step, t) in steps.items() if name not in result.failed]
             from ..tasks import get_task
 
             manifest = {
@@ -393,10 +407,10 @@ def _artifact_record(out: Path, step: Step, t: ResolvedTarget, cache: Cache) -> 
 
 
 def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, result: BuildResult, say,
-                     record: BuildRecord, on_installed=None) -> None:
+                     record: BuildRecord, on_installed=None, twin: dict | None = None) -> None:
     """The conversions on ``--jobs`` long-lived workers grouped by framework family (pool.py);
     each artifact is installed (renamed into place) and recorded as soon as it is finished, and
-    its record handed to ``on_installed`` (early validation)."""
+    its record handed to ``on_installed(name, record)`` (early validation)."""
     from .pool import Job, Pool
 
     state = out / STATE_DIR
@@ -412,7 +426,14 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
                "result": str(tmp) + ".result.json", "log": str(logs / f"{t.name}.log")}
         jobs.append(Job((step, t, tmp, work, why), t, req))
 
+    twin_sent = []
+
     def started(job: Job) -> None:
+        if twin and not twin_sent and backend_class(job.target.backend).built_from == "keras":
+            # the first TensorFlow conversion computes the Keras twin's outputs for the
+            # validation beside the conversions (early.py) before it converts
+            job.req["twin"] = twin
+            twin_sent.append(job)
         say(f"  [cyan]→[/] {job.target.name} …")
 
     def finished(done) -> None:
@@ -450,7 +471,7 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
         record.add(step.name, "ran", why, dt, **extra_rec)
         say(f"  [green]✓[/] {t.name} in {dt:.1f}s ({size_of(out / step.outputs[0]) / 1e6:.2f} MB)")
         if on_installed is not None:
-            on_installed(_artifact_record(out, step, t, cache))
+            on_installed(t.name, _artifact_record(out, step, t, cache))
 
     Pool(opts.jobs, logs).run(jobs, started, finished)
 

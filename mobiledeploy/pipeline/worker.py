@@ -64,6 +64,21 @@ def convert_one(req: dict) -> dict:
             base._torch_model = ctx._torch_model
 
 
+def _twin(twin: dict | None) -> None:
+    """The Keras twin's outputs for the build's validation (``validate.runner.keras_twin_outputs``),
+    when the request asks and no worker wrote them yet: this worker has TensorFlow imported."""
+    if not twin or Path(twin["path"]).exists():
+        return
+    t0 = time.monotonic()
+    try:
+        from ..validate.runner import keras_twin_outputs
+
+        keras_twin_outputs(Path(twin["bundle"]), twin["reference"], twin["samples"], Path(twin["path"]))
+        print(f"keras twin outputs for validation in {time.monotonic() - t0:.1f} s", flush=True)
+    except Exception as exc:  # the validation computes them itself then
+        print(f"keras twin outputs not written: {type(exc).__name__}: {exc}", flush=True)
+
+
 def _run(req: dict) -> int:
     """One request: the result (or error) written atomically to ``req["result"]``."""
     result_path = Path(req["result"])
@@ -72,6 +87,7 @@ def _run(req: dict) -> int:
         import signal
 
         os.kill(os.getpid(), signal.SIGSEGV)
+    _twin(req.get("twin"))
     t0, c0 = time.monotonic(), time.process_time()
     try:
         facts = convert_one(req)

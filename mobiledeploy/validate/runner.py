@@ -136,7 +136,8 @@ class Validation:
     - ``finish(manifest, rows)``: MediaPipe's rows, the failed conversions, the report (written).
     """
 
-    def __init__(self, bundle: Path, reference: dict, *, samples: int | None = None, write: bool = True):
+    def __init__(self, bundle: Path, reference: dict, *, samples: int | None = None, write: bool = True,
+                 twin: Path | None = None):
         from ..architectures.reference import build_torch_reference
         from ..architectures.weights import read_weights
         from ..images import load_batch
@@ -145,12 +146,13 @@ class Validation:
         self.bundle, self.write = Path(bundle), write
         # a changed reference is a broken bundle, not bad artifacts
         verify_reference(self.bundle, {"reference": reference, "artifacts": []})
+        self.reference, self.twin = reference, twin
         self.quiet_log = self.bundle / STATE_LOG if write else None
         d = self.d = bundle_definition(self.bundle)
         task = self.task = get_task(d)
         batch = self.batch = load_batch(d, "validation", limit=samples)
         self.truth = task.truth(d, "validation", batch)
-        state = read_weights(self.bundle / reference["weights"])
+        state = self.state = read_weights(self.bundle / reference["weights"])
         t0 = time.monotonic()
         with native_quiet(self.quiet_log):
             self.torch_model = build_torch_reference(d, state)
@@ -158,33 +160,53 @@ class Validation:
         self.ref_metrics = task.reference_metrics(self.ref, self.truth)
         from .._deps import version
 
-        self.rows = [_row(REFERENCE_ROW, "pass", f"torch {version('torch')} (eager, float32)",
-                          metrics=self.ref_metrics, reason="the reference")]
-        self.rows[0]["seconds"] = round(time.monotonic() - t0, 3)
-        self.keras_row = self._keras_row(state, reference)
-        self.rows.append(self.keras_row)
+        self.reference_row = _row(REFERENCE_ROW, "pass", f"torch {version('torch')} (eager, float32)",
+                                  metrics=self.ref_metrics, reason="the reference")
+        self.reference_row["seconds"] = round(time.monotonic() - t0, 3)
+        self._keras: dict | None = None
 
-    def _keras_row(self, state, reference: dict) -> dict:
+    @property
+    def keras_row(self) -> dict:
+        """The Keras twin's row, computed when first asked for: from the outputs a conversion
+        worker already computed (``twin``, see ``keras_twin_outputs``) when that file exists, else
+        here (which imports TensorFlow)."""
+        if self._keras is None:
+            self._keras = self._keras_row()
+        return self._keras
+
+    def waits_for_twin(self, art: dict) -> bool:
+        """Is ``art`` built from the Keras twin, whose row still waits for a worker to write
+        ``twin``? (Judging it now would compute the twin's outputs here.)"""
+        return (self._keras is None and self.twin is not None and not Path(self.twin).exists()
+                and _built_from(art) == "keras")
+
+    def _keras_row(self) -> dict:
         """The twin must agree before any artifact built from it is judged."""
         from .._deps import version
 
         t0 = time.monotonic()
-        d, batch, task = self.d, self.batch, self.task
+        d, batch, task, reference = self.d, self.batch, self.task, self.reference
+        keras_model = None
         try:
-            from ..architectures.reference import build_keras_reference
+            pred = _read_twin(self.twin) if self.twin is not None else None
+            if pred is None:
+                from ..architectures.reference import build_keras_reference
 
-            with native_quiet(self.quiet_log):
-                keras_model = build_keras_reference(d, state)
-                pred = keras_model.predict(batch.nhwc(), batch_size=32, verbose=0)
-                out = task.canonical(tuple(pred) if isinstance(pred, (list, tuple)) else np.asarray(pred), "nhwc")
+                with native_quiet(self.quiet_log):
+                    keras_model = build_keras_reference(d, self.state)
+                    pred = _keras_predict(keras_model, batch)
+            out = task.canonical(pred, "nhwc")
             ktol = Tolerance(**reference["keras_tolerance"]) if "keras_tolerance" in reference \
                 else keras_tolerance(d)
             row = _row(KERAS_ROW, "pass", f"keras {version('keras')} (TensorFlow "
                        f"{version('tensorflow-cpu') or version('tensorflow')})", tolerance=ktol.set_values())
             row = _finish(row, self.ref, out, batch, self.ref_metrics, task, self.truth)
             if row["status"] == "fail":
+                from ..architectures.reference import build_keras_reference
                 from .localize import localize_keras
 
+                with native_quiet(self.quiet_log):
+                    keras_model = keras_model or build_keras_reference(d, self.state)
                 row["localization"] = localize_keras(keras_model, self.torch_model, batch, row["tolerance"])
         except MissingDependencyError as exc:
             row = _row(KERAS_ROW, "skipped", reason=str(exc))
@@ -205,7 +227,7 @@ class Validation:
     def artifact_row(self, art: dict) -> dict:
         """One artifact's row, judged."""
         t0 = time.monotonic()
-        if self.keras_row["status"] == "fail" and _built_from(art) == "keras":
+        if _built_from(art) == "keras" and self.keras_row["status"] == "fail":
             # the twin the artifact was converted from disagrees with PyTorch: its numbers would
             # measure the twin's error, not the conversion's
             row = _row(art["target"], "skipped", path=art["path"],
@@ -234,7 +256,7 @@ class Validation:
         batch, task, ref, truth = self.batch, self.task, self.ref, self.truth
         if client_rows is None:
             client_rows = [r for art in manifest["artifacts"] for r in self.client_rows(art)]
-        rows = [*self.rows, *rows, *client_rows]
+        rows = [self.reference_row, self.keras_row, *rows, *client_rows]
         for f in manifest.get("failed", []):
             rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))
 
@@ -269,6 +291,40 @@ class Validation:
         elif json_path:
             write_json_atomic(Path(json_path), report)
         return report
+
+
+def _keras_predict(keras_model, batch):
+    pred = keras_model.predict(batch.nhwc(), batch_size=32, verbose=0)
+    return tuple(np.asarray(p) for p in pred) if isinstance(pred, (list, tuple)) else np.asarray(pred)
+
+
+def keras_twin_outputs(bundle: Path, reference: dict, samples: int | None, path: Path) -> None:
+    """Write the Keras twin's outputs on the validation images to ``path`` (.npz, atomically):
+    what ``Validation`` would compute for its Keras row, computed where TensorFlow is already
+    imported (a conversion worker), so that the validation process need not import it."""
+    from ..architectures.reference import build_keras_reference
+    from ..architectures.weights import read_weights
+    from ..images import load_batch
+
+    bundle = Path(bundle)
+    verify_reference(bundle, {"reference": reference, "artifacts": []})
+    d = bundle_definition(bundle)
+    batch = load_batch(d, "validation", limit=samples)
+    pred = _keras_predict(build_keras_reference(d, read_weights(bundle / reference["weights"])), batch)
+    arrays = {f"out{i}": p for i, p in enumerate(pred if isinstance(pred, tuple) else (pred,))}
+    tmp = Path(path).with_name(Path(path).name + ".tmp.npz")
+    np.savez(tmp, tuple=np.array(isinstance(pred, tuple)), **arrays)
+    tmp.replace(path)
+
+
+def _read_twin(path: Path):
+    """The outputs ``keras_twin_outputs`` wrote, or None when there are none (not written)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            outs = [z[f"out{i}"] for i in range(len(z.files) - 1)]
+            return tuple(outs) if bool(z["tuple"]) else outs[0]
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _built_from(art: dict) -> str:

@@ -181,7 +181,12 @@ def test_validation_beside_the_conversions_equals_validate(tiny_definition, tmp_
     r = run_cli("build", str(tiny_definition), "-o", str(out), *TFLITE, "--jobs", "2", "--no-app", "--quiet")
     assert r.returncode in (0, 1), r.stderr  # seeded weights: int8 numerics may fail, the report is whole
     assert sorted(_step(out, "validate")["early"]) == ["tflite-fp32", "tflite-int8"]
-    assert "early validation ended (0)" in (out / ".mobiledeploy" / "logs" / "validate-early.log").read_text()
+    log = (out / ".mobiledeploy" / "logs" / "validate-early.log").read_text()
+    assert "early validation ended (0)" in log
+    # the Keras twin's outputs came from the TensorFlow worker: the validator imported no converter
+    assert "imported: no converter" in log, log
+    workers = "".join(p.read_text() for p in (out / ".mobiledeploy" / "logs").glob("tflite-*.log"))
+    assert workers.count("keras twin outputs for validation") == 1, workers
     early = json.loads((out / "report" / "validation.json").read_text())
 
     # the same bytes again: the validation is up to date, the report untouched
