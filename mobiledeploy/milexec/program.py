@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .batch import Stacked, shared_value, stacked_args
 from .ops import OPS, OPSET_AWARE, UnsupportedMILOp, opset_version
 
 # MIL DataType enum name -> numpy dtype
@@ -26,6 +28,10 @@ _DTYPES = {
     "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
     "UINT64": np.uint64,
 }
+# a batch is run in chunks of samples: per op, the largest array of a chunk stays within this many
+# float64 elements (40 MB; a few such arrays are alive at once), with at most MAX_CHUNK samples
+CHUNK_ELEMENTS = 5 << 20
+MAX_CHUNK = 64
 # weight dtypes a blob may hold (read as the program declares them; storage.py checks the record)
 _BLOB_DTYPES = (np.float16, np.float32, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)
 
@@ -64,8 +70,9 @@ class MILProgram:
     """A loaded ML Program: parse once, run many times.
 
     ``run(inputs)`` takes ``{input name: array}``; an image input takes uint8 RGB pixels
-    (H, W, C) or (N, H, W, C) (or a PIL image), a tensor input its float array. Batches larger
-    than the program's (usually 1) are run sample by sample and stacked.
+    (H, W, C) or (N, H, W, C) (or a PIL image), a tensor input its float array. A batch of N
+    over a batch-1 program gives what N one-sample runs give, stacked: its samples go through each
+    op together, a chunk at a time (``batch.py`` says which ops may; the others run per sample).
     """
 
     def __init__(self, mlpackage_path: str | Path):
@@ -102,6 +109,7 @@ class MILProgram:
         for op in self.ops:
             if op.type == "const":
                 self.consts[op.outputs[0][0]] = op.attrs["val"]
+        self.sample_elements = self._largest_value(block)
 
     # ---------------------------------------------------------------- parsing
     @staticmethod
@@ -178,6 +186,41 @@ class MILProgram:
             raise UnsupportedMILOp(f"unsupported MIL op {op.type} (nested blocks)")
         return Op(op.type, inputs, outputs, attrs)
 
+    def _largest_value(self, block) -> int:
+        """Elements of the largest array one sample's run makes: the declared output shapes, and
+        for a conv the window matrix its kernel builds (output x kernel taps x input channels per group)."""
+        big = 1
+        for spec_op, op in zip(block.operations, self.ops, strict=True):
+            if op.type == "const":  # shared by every sample, not made per sample
+                continue
+            for o in spec_op.outputs:
+                if o.type.WhichOneof("type") != "tensorType":
+                    continue
+                dims = o.type.tensorType.dimensions
+                if not all(d.WhichOneof("dimension") == "constant" for d in dims):
+                    continue
+                size = math.prod(d.constant.size for d in dims)
+                big = max(big, size)
+                if op.type != "conv":
+                    continue
+                w, g = (self._const_arg(op, k) for k in ("weight", "groups"))
+                if isinstance(w, np.ndarray) and w.ndim == 4 and w.shape[0]:
+                    groups = int(np.asarray(g).reshape(())) if g is not None else 1
+                    big = max(big, size * groups * math.prod(w.shape[1:]) // w.shape[0])
+        return big
+
+    def _const_arg(self, op: Op, key: str):
+        binds = op.inputs.get(key)
+        if not binds:
+            return None
+        kind, v = binds[0]
+        return v if kind == "value" else self.consts.get(v)
+
+    def chunk_size(self) -> int:
+        """Samples run together: as many as keep the largest value of a chunk within
+        ``CHUNK_ELEMENTS`` (float64), at most ``MAX_CHUNK``; at least one."""
+        return max(1, min(MAX_CHUNK, CHUNK_ELEMENTS // max(self.sample_elements, 1)))
+
     # ---------------------------------------------------------------- running
     def _feed(self, name: str, value) -> np.ndarray:
         """The tensor the program sees for one input, batch-first."""
@@ -201,12 +244,18 @@ class MILProgram:
         nchw = arr.astype(np.float32).transpose(0, 3, 1, 2)
         return nchw[:, ::-1].copy() if img.color_space == "BGR" else nchw
 
-    def run(self, inputs: dict[str, Any], *, intermediates: bool = False) -> dict[str, Any]:
-        """Run the program; returns its outputs (and every op output when ``intermediates``)."""
-        with _one_blas_thread():
-            return self._run(inputs, intermediates)
+    def run(self, inputs: dict[str, Any], *, intermediates: bool = False,
+            chunk: int | None = None) -> dict[str, Any]:
+        """Run the program; returns its outputs (and every op output when ``intermediates``).
 
-    def _run(self, inputs: dict[str, Any], intermediates: bool) -> dict[str, Any]:
+        A batch over a batch-1 program runs ``chunk`` samples at a time (default:
+        ``chunk_size()``); the result is the same for any chunk."""
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        with _one_blas_thread():
+            return self._run(inputs, intermediates, chunk)
+
+    def _run(self, inputs: dict[str, Any], intermediates: bool, chunk: int | None = None) -> dict[str, Any]:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise ValueError(f"missing program inputs {missing}; expected {self.input_names}")
@@ -229,9 +278,12 @@ class MILProgram:
             raise UnsupportedMILOp(f"inputs {got} do not match the program's shapes "
                                    f"{self.input_shapes} (only a common batch over batch-1 inputs "
                                    "is split sample by sample)")
-        per = [self._run_one({k: v[i : i + 1] for k, v in feeds.items()}, intermediates)
-               for i in range(n)]
-        return {k: _stack([p[k] for p in per]) for k in per[0]}
+        size = chunk or self.chunk_size()
+        parts = [self._run_stacked({k: v[i : i + size] for k, v in feeds.items()}, intermediates)
+                 for i in range(0, n, size)]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
     def _run_one(self, feeds: dict[str, np.ndarray], intermediates: bool) -> dict[str, Any]:
         env: dict[str, Any] = dict(feeds)
@@ -263,6 +315,68 @@ class MILProgram:
             record.update(out)
             return record
         return out
+
+    def _run_stacked(self, feeds: dict[str, np.ndarray], intermediates: bool) -> dict[str, Any]:
+        """Run N batch-1 samples at once; the result equals N runs of ``_run_one``, stacked.
+
+        Each var is a ``Stacked`` value (every sample's, on axis 0), a shared value (the same
+        for every sample: constants and what only they feed) or a ``_PerSample`` list. An op runs
+        once on stacks when ``batch.stacked_args`` shows that is exact; otherwise it runs sample
+        by sample and its outputs are stacked again. Rounding to the declared dtypes happens at
+        the same points either way (elementwise, so stacking does not change it)."""
+        n = next(iter(feeds.values())).shape[0]
+        env: dict[str, Any] = {k: Stacked(v) for k, v in feeds.items()}
+        env.update(self.consts)
+        record: dict[str, Any] = {}
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for op in self.ops:
+                if op.type == "const":
+                    continue
+                fn = OPS.get(op.type)
+                if fn is None:
+                    raise UnsupportedMILOp(f"unsupported MIL op {op.type}")
+                args = {}
+                for key, binds in op.inputs.items():
+                    vals = [env[v] if kind == "name" else v for kind, v in binds]
+                    args[key] = vals if op.type == "concat" and key == "values" else vals[0]
+                if op.type in OPSET_AWARE:
+                    args["opset"] = self.opset_version
+                flat = [x for v in args.values() for x in (v if isinstance(v, list) else [v])]
+                if any(isinstance(v, _PerSample) for v in flat):
+                    values = self._per_sample(op, fn, args, n)
+                elif not any(isinstance(v, Stacked) for v in flat):
+                    values = [_round(v, dt) for v, dt in zip(_results(fn(**args)), _dtypes(op), strict=True)]
+                elif (shared := shared_value(op.type, args)) is not None:
+                    values = [_round(shared, op.outputs[0][1])]
+                elif (call := stacked_args(op.type, args, n)) is not None:
+                    values = [_restack([_round(v, dt)], n) for v, dt in
+                              zip(_results(fn(**call)), _dtypes(op), strict=True)]
+                    if not all(isinstance(v, Stacked) for v in values):  # pragma: no cover - a rule's bug
+                        raise AssertionError(f"milexec: {op.type} did not keep the samples on axis 0")
+                else:
+                    values = self._per_sample(op, fn, args, n)
+                for (name, _), val in zip(op.outputs, values, strict=True):
+                    env[name] = val
+                    if intermediates:
+                        record[name] = val
+        out = {name: env[name] for name in self.output_names}
+        if intermediates:
+            record.update(out)
+            out = record
+        return {k: _unstacked(v, n) for k, v in out.items()}
+
+    @staticmethod
+    def _per_sample(op: Op, fn, args: dict[str, Any], n: int) -> list[Any]:
+        def pick(v, i):
+            if isinstance(v, Stacked):
+                return v.a[i : i + 1]
+            return v.values[i] if isinstance(v, _PerSample) else v
+
+        runs = []
+        for i in range(n):
+            one = {k: [pick(x, i) for x in v] if isinstance(v, list) else pick(v, i) for k, v in args.items()}
+            runs.append([_round(v, dt) for v, dt in zip(_results(fn(**one)), _dtypes(op), strict=True)])
+        return [_restack([r[j] for r in runs], n) for j in range(len(op.outputs))]
 
     # ---------------------------------------------------------------- hashing
     def content_sha256(self) -> str:
@@ -307,6 +421,49 @@ def _hash_value(h, v) -> None:
     arr = np.asarray(v)
     h.update(f"[{arr.dtype.name}{arr.shape}]".encode())
     h.update(repr(arr.tolist()).encode() if arr.dtype == object else arr.tobytes())
+
+
+class _PerSample:
+    """One value per sample (an op that could not run on the stack made them)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[Any]):
+        self.values = values
+
+
+def _results(result) -> tuple:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _dtypes(op: Op) -> list[Any]:
+    return [dt for _, dt in op.outputs]
+
+
+def _round(val, dtype):
+    """The executor's one rounding point: an op's result to the dtype the program declares."""
+    if dtype is not None and dtype is not np.str_ and isinstance(val, np.ndarray):
+        return val.astype(dtype, copy=False)
+    return val
+
+
+def _restack(values: list[Any], n: int):
+    """A stack when the values are (or can be concatenated into) N samples on axis 0."""
+    if len(values) == 1 and n != 1:
+        v = values[0]
+        return Stacked(v) if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == n else _PerSample(values)
+    first = values[0]
+    if all(isinstance(v, np.ndarray) and v.ndim and v.shape[0] == 1 and v.shape == first.shape
+           and v.dtype == first.dtype for v in values):
+        return Stacked(values[0] if n == 1 else np.concatenate(values, axis=0))
+    return _PerSample(values)
+
+
+def _unstacked(v, n: int) -> Any:
+    """What ``_stack`` makes of the N one-sample values of ``v``."""
+    if isinstance(v, Stacked):
+        return v.a  # the one-sample values have a size-1 axis 0: _stack concatenates them
+    return _stack(v.values if isinstance(v, _PerSample) else [v] * n)
 
 
 def _stack(parts: list[Any]) -> Any:

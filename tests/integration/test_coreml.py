@@ -151,6 +151,26 @@ def test_intermediates_are_named_mil_vars(opsnet_packages, images):
     assert inter["logits"].shape == (2, 10)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_batched_run_equals_sample_by_sample(opsnet_packages, images, precision):
+    """A batch runs each op once per chunk of samples: bit for bit what one run per image gives,
+    outputs and every intermediate, whatever the chunk (fp16 rounding at the same points)."""
+    from mobiledeploy.milexec.program import _stack
+
+    d, _ = opsnet_packages
+    prog = MILProgram(d / f"ops_{precision}.mlpackage")
+    alone = [prog.run({"image": img}, intermediates=True) for img in images]
+    want = {k: _stack([a[k] for a in alone]) for k in alone[0]}
+    assert want["logits"].std() > 0.05  # not near-constant: equality would say little
+    for chunk in (None, 1, 7, len(images)):
+        got = prog.run({"image": images}, intermediates=True, chunk=chunk)
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape, (chunk, k)
+            assert np.array_equal(got[k], v), (chunk, k)
+    assert {want[op.outputs[0][0]].dtype for op in prog.ops if op.type == "conv"} == {np.dtype(precision.replace("fp", "float"))}
+
+
 def test_wrong_conversions_differ_clearly(opsnet, images, tmp_path):
     ref = torch_logits(opsnet, normalise(images))
     # wrong bias in the ImageType: mean of 0 instead of ImageNet's
