@@ -178,9 +178,13 @@ class Backend(ABC):
     #: the reference twin the artifact is converted from: when the Keras twin disagrees with
     #: PyTorch, artifacts built from it are not judged
     built_from: ClassVar[str] = "pytorch"
-    #: precision -> rough seconds of one conversion of the demo in its own process; only orders
-    #: the build's work (longest first), never part of a key
+    #: precision -> rough CPU seconds of one conversion of the demo in a worker that has already
+    #: imported its framework (pipeline/pool.py); only orders the build's work (longest first) and
+    #: decides when a second worker helps, never part of a key
     convert_seconds: ClassVar[dict[str, float]] = {}
+    #: the conversion workers' family: targets that import the same frameworks share a worker
+    #: ("" = the first ``requires`` name)
+    family: ClassVar[str] = ""
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries that shape the artifact (part of the cache key)."""

@@ -331,7 +331,7 @@ class TFLiteBackend(Backend):
     name = "tflite"
     built_from = "keras"
     requires = ("tensorflow", "ai_edge_litert", "torch")
-    convert_seconds: ClassVar[dict[str, float]] = {"fp32": 10.0, "fp16": 10.0, "int8": 11.5}
+    convert_seconds: ClassVar[dict[str, float]] = {"fp32": 6.0, "fp16": 3.0, "int8": 7.0}
     extra = "tflite"
     distributions = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert")
     options: ClassVar[dict[str, type[BaseModel]]] = {"fp32": NoOptions, "fp16": NoOptions,

@@ -25,7 +25,8 @@ def _worker(*families: str, job: Job | None = None, started: float = 0.0) -> _Wo
 
 def test_families_follow_what_a_backend_imports_first():
     assert family("tflite") == family("edgetpu") == "tensorflow"
-    assert family("executorch") == "executorch" and family("coreml") == "coremltools"
+    assert family("executorch") == "executorch"
+    assert family("coreml") == "tensorflow"  # coremltools imports TensorFlow: one worker pays it
 
 
 def test_the_longest_conversion_starts_first_and_a_second_worker_takes_another_family():
@@ -36,7 +37,7 @@ def test_the_longest_conversion_starts_first_and_a_second_worker_takes_another_f
     rest = [j for j in DEMO if j is not first]
     second = pool._pick(None, rest, now=0.0)
     assert second.family != "executorch", "a fresh worker must not pay ExecuTorch's imports again"
-    assert second.key == "coreml-fp32"  # the longest of the families nobody serves
+    assert second.key == "tflite-int8"  # the longest of the families nobody serves
 
 
 def test_an_idle_worker_keeps_to_its_family():
@@ -54,6 +55,22 @@ def test_a_second_worker_for_a_family_only_when_its_worker_stays_busy():
     pending = [_job("executorch-xnnpack", "executorch", "fp32")]
     assert pool._pick(None, pending, now=1.0) is not None  # 37 s of work left there: help
     assert pool._pick(None, pending, now=38.0 - START_SECONDS / 2) is None  # it is nearly free: wait
+
+
+def test_no_help_that_costs_more_than_waiting():
+    """The demo's end: the TensorFlow worker converts edgetpu with tflite-fp32 and -fp16 queued; a
+    free ExecuTorch worker would import TensorFlow and redo the export for fp16 (measured 10 s
+    for a 2 s conversion): it helps only when the queue before the job is longer than that."""
+    pool = Pool(2, log_dir=".")
+    edgetpu = _job("edgetpu", "edgetpu", "int8")
+    tf = _worker("tensorflow", job=edgetpu, started=0.0)
+    et = _worker("executorch")
+    pool.workers = [tf, et]
+    queued = [_job("tflite-fp32", "tflite", "fp32"), _job("tflite-fp16", "tflite", "fp16")]
+    assert pool._pick(et, queued, now=1.0) is None
+    longer = [*queued, *(_job(f"tflite-{i}", "tflite", "fp32", seconds=6.0) for i in range(3))]
+    helped = pool._pick(et, longer, now=1.0)
+    assert helped is not None and helped.family == "tensorflow"  # a long queue: help
 
 
 def test_critical_path_follows_the_worker_that_ended_last():
