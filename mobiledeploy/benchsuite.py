@@ -297,7 +297,9 @@ def demo_definition(tmp: Path) -> tuple[Path, str]:
 
 
 def _absolute_sources(data: dict, root: Path = DEMO.parent) -> None:
-    """Make the definition's relative paths absolute (it is written elsewhere)."""
+    """Make the definition's relative paths absolute (it is written elsewhere, and names the
+    shipped example's files on purpose: outside paths allowed)."""
+    data["allow_outside_paths"] = True
     for k in ("labels", "weights"):
         if data.get(k):
             data[k] = str(root / data[k])

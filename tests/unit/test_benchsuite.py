@@ -41,3 +41,19 @@ def test_int8_ratios_pair_stock_with_the_lowered_bundles_fp32():
     assert rows["executorch", "stock"]["ratio"] == 1.1 and not rows["executorch", "stock"]["meets_goal"]
     assert rows["tflite", "relu_control"]["fp32_ms"] == 0.8 and rows["tflite", "relu_control"]["ratio"] == 0.5
     assert rows["executorch", "lowered"]["ratio"] == 0.9 and not rows["executorch", "lowered"]["meets_goal"]
+
+
+def test_the_suites_definitions_written_elsewhere_load(tmp_path):
+    """The suite writes definitions into a temporary folder that name the shipped example's labels
+    and images (``make bench`` stopped at the first 224 px model when paths were confined)."""
+    import yaml
+
+    from mobiledeploy.definition import load_definition
+
+    data = yaml.safe_load(benchsuite.DEMO.read_text())
+    data.pop("weights", None)
+    benchsuite._absolute_sources(data)
+    path = tmp_path / "elsewhere.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    d = load_definition(path)  # checks every named file, confined unless allowed
+    assert len(d.labels_list()) == 10
