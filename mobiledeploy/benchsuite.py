@@ -432,6 +432,17 @@ def accuracy_pairs(lowered: Path, stock: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["target"], r["graph"]))
 
 
+def _slowest_fix(name: str, cold: dict) -> str:
+    """What to do about the slowest conversion: it matters only on the build's critical path."""
+    path = [st["step"] for st in critical_path({"steps": cold.get("steps", [])})["steps"]]
+    if not any(p.startswith("convert:") for p in path) or f"convert:{name}" in path:
+        return (f"{name} is on the critical path: most of it is inside the converter's own passes "
+                "(profile its worker with cProfile)")
+    chain = " + ".join(p.removeprefix("convert:") for p in path if p.startswith("convert:"))
+    return (f"{name} is not on the critical path (its worker finishes first); the build waits on "
+            f"{chain}: shorten that worker's work or move some of it")
+
+
 def findings(res: dict[str, Any]) -> list[dict[str, Any]]:
     """Every cost measured against its budget, largest overrun first (``excess`` = figure/budget)."""
     f: list[dict[str, Any]] = []
@@ -456,8 +467,7 @@ def findings(res: dict[str, Any]) -> list[dict[str, Any]]:
                             f"tensorflow {tf_s:.1f} s, torch {torch_s:.1f} s)",
                   "excess": secs / max(1e-9, total / max(1, len(cold["conversion_s"]))),
                   "budget": "mean conversion",
-                  "fix": f"{name} is the critical path: most of it is inside the converter's own passes "
-                         "(profile its worker with cProfile)"})
+                  "fix": _slowest_fix(name, cold)})
     bc = res.get("build")
     if bc and bc.get("ratio_cpu"):
         f.append({"cost": "build: cold full build vs each target alone",

@@ -57,3 +57,13 @@ def test_the_suites_definitions_written_elsewhere_load(tmp_path):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     d = load_definition(path)  # checks every named file, confined unless allowed
     assert len(d.labels_list()) == 10
+
+
+def test_the_slowest_conversion_is_blamed_only_on_the_critical_path():
+    steps = [{"step": "convert:slow", "status": "ran", "seconds": 20.0, "start": 0.0, "end": 20.0, "worker": 1},
+             {"step": "convert:a", "status": "ran", "seconds": 15.0, "start": 0.0, "end": 15.0, "worker": 2},
+             {"step": "convert:b", "status": "ran", "seconds": 10.0, "start": 15.0, "end": 25.0, "worker": 2}]
+    assert "not on the critical path" in benchsuite._slowest_fix("slow", {"steps": steps})
+    assert "a + b" in benchsuite._slowest_fix("slow", {"steps": steps})
+    steps[0].update(seconds=30.0, end=30.0)
+    assert "is on the critical path" in benchsuite._slowest_fix("slow", {"steps": steps})
