@@ -285,23 +285,40 @@ class MILProgram:
             return parts[0]
         return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
+    def _outputs(self, env: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
+        """The program's outputs, with every intermediate in ``record`` when one is kept."""
+        out = {name: env[name] for name in self.output_names}
+        if record is not None:
+            record.update(out)
+            return record
+        return out
+
+    def _calls(self, env: dict[str, Any]):
+        """(op, kernel, arguments) for each op in order, constants aside; arguments are read from
+        ``env`` when the op's turn comes (the caller stores each op's outputs there)."""
+        for op in self.ops:
+            if op.type != "const":
+                yield op, *self._call(op, env)
+
+    def _call(self, op, env: dict[str, Any]):
+        """The kernel of ``op`` and its arguments, read from ``env`` (the values computed so far)."""
+        fn = OPS.get(op.type)
+        if fn is None:
+            raise UnsupportedMILOp(f"unsupported MIL op {op.type}")
+        args = {}
+        for key, binds in op.inputs.items():
+            vals = [env[v] if kind == "name" else v for kind, v in binds]
+            args[key] = vals if op.type == "concat" and key == "values" else vals[0]
+        if op.type in OPSET_AWARE:
+            args["opset"] = self.opset_version
+        return fn, args
+
     def _run_one(self, feeds: dict[str, np.ndarray], intermediates: bool) -> dict[str, Any]:
         env: dict[str, Any] = dict(feeds)
         env.update(self.consts)
         record: dict[str, Any] = {}
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for op in self.ops:
-                if op.type == "const":
-                    continue
-                fn = OPS.get(op.type)
-                if fn is None:
-                    raise UnsupportedMILOp(f"unsupported MIL op {op.type}")
-                args = {}
-                for key, binds in op.inputs.items():
-                    vals = [env[v] if kind == "name" else v for kind, v in binds]
-                    args[key] = vals if op.type == "concat" and key == "values" else vals[0]
-                if op.type in OPSET_AWARE:
-                    args["opset"] = self.opset_version
+            for op, fn, args in self._calls(env):
                 result = fn(**args)
                 results = result if isinstance(result, tuple) else (result,)
                 for (name, dtype), val in zip(op.outputs, results, strict=True):
@@ -310,11 +327,7 @@ class MILProgram:
                     env[name] = val
                     if intermediates:
                         record[name] = val
-        out = {name: env[name] for name in self.output_names}
-        if intermediates:
-            record.update(out)
-            return record
-        return out
+        return self._outputs(env, record if intermediates else None)
 
     def _run_stacked(self, feeds: dict[str, np.ndarray], intermediates: bool) -> dict[str, Any]:
         """Run N batch-1 samples at once; the result equals N runs of ``_run_one``, stacked.
@@ -329,18 +342,7 @@ class MILProgram:
         env.update(self.consts)
         record: dict[str, Any] = {}
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for op in self.ops:
-                if op.type == "const":
-                    continue
-                fn = OPS.get(op.type)
-                if fn is None:
-                    raise UnsupportedMILOp(f"unsupported MIL op {op.type}")
-                args = {}
-                for key, binds in op.inputs.items():
-                    vals = [env[v] if kind == "name" else v for kind, v in binds]
-                    args[key] = vals if op.type == "concat" and key == "values" else vals[0]
-                if op.type in OPSET_AWARE:
-                    args["opset"] = self.opset_version
+            for op, fn, args in self._calls(env):
                 flat = [x for v in args.values() for x in (v if isinstance(v, list) else [v])]
                 if any(isinstance(v, _PerSample) for v in flat):
                     values = self._per_sample(op, fn, args, n)
@@ -359,11 +361,7 @@ class MILProgram:
                     env[name] = val
                     if intermediates:
                         record[name] = val
-        out = {name: env[name] for name in self.output_names}
-        if intermediates:
-            record.update(out)
-            out = record
-        return {k: _unstacked(v, n) for k, v in out.items()}
+        return {k: _unstacked(v, n) for k, v in self._outputs(env, record if intermediates else None).items()}
 
     @staticmethod
     def _per_sample(op: Op, fn, args: dict[str, Any], n: int) -> list[Any]:
