@@ -551,6 +551,12 @@ def _images(images_dir: str | None, out: Path, labels: list[str], notes: list[st
         step = len(files) / MAX_IMPORT_IMAGES
         files = [files[int(i * step)] for i in range(MAX_IMPORT_IMAGES)]
         notes.append(f"--images: {MAX_IMPORT_IMAGES} of the images copied (spread over the folder)")
+    # every image copied is decoded once now: a corrupt or oversized file is a one-line error
+    # naming it before anything is written, not a failed build later
+    from .images import probe_image
+
+    for p in files:
+        probe_image(p)
     # copied into DIR/images: the definition stays self-contained (paths outside its folder are
     # refused by default) and the folder can be moved
     folders = {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}

@@ -203,6 +203,35 @@ def test_labels_must_match_the_classifier_and_unknown_files_are_refused(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_images_are_decoded_before_anything_is_written(tmp_path):
+    """`import --images` copies the images into the new definition's folder: one that does not
+    decode (a truncated JPEG among good ones) fails the import naming it, and nothing is written."""
+    from PIL import Image
+
+    src = tmp_path / "tv.pth"
+    torch.save(TorchvisionMobileNetV3("small", 2).state_dict(), src)
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    images = tmp_path / "images"
+    for label in ("cat", "dog"):
+        (images / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(_pixels(1, 32)[0]).save(images / label / f"{i}.png")
+    good = (images / "dog" / "0.png").read_bytes()
+    (images / "dog" / "1.jpg").write_bytes(b"\xff\xd8\xff\xe0" + good[:40])  # not an image
+    out = tmp_path / "out"
+    r = run_cli("import", str(src), "-o", str(out), "--labels", str(tmp_path / "labels.txt"),
+                "--images", str(images))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "1.jpg" in lines[0] and "cannot decode image" in lines[0], r.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    (images / "dog" / "1.jpg").unlink()  # the rest imports
+    r = run_cli("import", str(src), "-o", str(out), "--labels", str(tmp_path / "labels.txt"),
+                "--images", str(images))
+    assert r.returncode == 0, r.stderr
+    assert len(list((out / "images").rglob("*.png"))) == 6
+
+
 def test_import_never_removes_a_folder_of_the_users_beside_the_output(tmp_path):
     """The import stages its files in a fresh folder of its own beside OUT; a folder of the user's
     under the name an older version used stays untouched, and nothing of ours is left behind."""
