@@ -154,6 +154,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 raise DefinitionError(src, f"axes.{key}[{i}]", f"a linked axis takes lists of {len(names)} "
                                                                f"values ({', '.join(names)})")
         axes.append((names, values))
+    _no_overlap(axes, src)
     combos = list(itertools.product(*[range(len(v)) for _, v in axes]))
     if len(combos) > MAX_VARIANTS:
         raise DefinitionError(src, "axes", f"{len(combos)} variants; at most {MAX_VARIANTS}: drop values")
@@ -188,6 +189,35 @@ def load_sweep(path: str | Path) -> Sweep:
             raise DefinitionError(src, "train.data", "the shapes renderer draws "
                                   f"{', '.join(CLASSES)} (in that order); the base definition's labels differ")
     return Sweep(path=path, spec=spec, base_path=base_path, variants=variants)
+
+
+# what each shortcut writes in a definition ("*": any target); minimalistic edits the preset on
+# purpose (applied after it), so it overlaps nothing
+_WRITES = {"width": ("architecture.width_multiplier",), "resolution": ("input.height", "input.width"),
+           "preset": ("architecture.preset",), "lowering": ("target_options.*.lowering",),
+           "minimalistic": ()}
+
+
+def _no_overlap(axes: list[tuple[list[str], list[Any]]], src: str) -> None:
+    """Two axes (or two names of one linked axis) that set the same field, or a field and a part
+    of it, would let one silently overwrite the other: a variant would not be what its label says."""
+    def overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+        return all(x == y or "*" in (x, y) for x, y in zip(a, b, strict=False))
+
+    seen: list[tuple[tuple[str, ...], str, str]] = []  # (field path, axis name, axis key)
+    for names, _ in axes:
+        key = ", ".join(names)
+        for name in names:
+            for path in _WRITES.get(name, (name,)):
+                parts = tuple(path.split("."))
+                for other_parts, other, other_key in seen:
+                    if overlaps(parts, other_parts):
+                        same = "the same axis" if other_key == key else f"axis '{clip(other_key, 60)}'"
+                        raise DefinitionError(src, f"axes.{clip(key, 60)}", f"{clip(name, 60)} sets "
+                                              f"{clip('.'.join(parts), 60)}, which {clip(other, 60)} of {same} "
+                                              "sets too: give each field one axis (link axes as 'a, b' "
+                                              "to vary fields together)")
+                seen.append((parts, name, key))
 
 
 def _assign(data: dict, name: str, value: Any, src: str, where: str) -> None:

@@ -21,6 +21,14 @@ BAD = [
     ('base: tiny.yaml\naxes: {"width,weights": [[0.5]]}\n', "axes.width,weights[0]: a linked axis takes lists of 2"),
     ("base: tiny.yaml\naxes: {width: []}\n", "axes.width: an axis needs at least one value"),
     ("base: tiny.yaml\naxes: {base_dir: [/etc]}\n", "base_dir is not a definition field"),
+    # two axes on one field: the later would silently overwrite the earlier
+    ("base: tiny.yaml\naxes: {width: [0.5], architecture.width_multiplier: [1.0]}\n",
+     "architecture.width_multiplier sets architecture.width_multiplier, which width of axis 'width' sets too"),
+    ("base: tiny.yaml\naxes: {resolution: [32], input: [{height: 40, width: 40}]}\n",
+     "axes.input: input sets input, which resolution of axis 'resolution' sets too"),
+    ('base: tiny.yaml\naxes: {"seed, seed": [[1, 2]]}\n', "seed of the same axis sets too"),
+    ("base: tiny.yaml\ntargets: [tflite-int8]\naxes: {lowering: [none], target_options.tflite-int8.lowering: "
+     "[hswish]}\n", "which lowering of axis 'lowering' sets too"),
 ]
 
 

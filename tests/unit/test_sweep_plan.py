@@ -78,3 +78,12 @@ def test_store_round_trip(tmp_path, url):
     assert store.exists("running/k.json")
     store.release("k")
     assert not store.exists("running/k.json")
+
+
+def test_axes_that_touch_different_fields_do_not_overlap():
+    from mobiledeploy.sweep.spec import _no_overlap
+
+    # preset then minimalistic is the designed pair; lowering sets target_options.*.lowering only
+    _no_overlap([(["preset"], [1]), (["minimalistic"], [1]), (["lowering"], [1]),
+                 (["target_options.tflite-int8.io_dtype"], [1]), (["resolution", "seed"], [[1, 2]]),
+                 (["architecture.width_multiplier"], [1])], "sweep.yaml")
