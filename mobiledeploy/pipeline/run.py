@@ -113,20 +113,22 @@ class Reporter:
             self.console.print(msg)
 
 
-def _images_digest(d, which: str) -> str:
+def _images_digest(d, which: str, truth: bool = True) -> str:
     """Contents of the images a definition uses (relative names, labels, sha256): never their
-    absolute paths, so a moved project keeps its keys."""
+    absolute paths, so a moved project keeps its keys. ``truth``: with their masks and boxes
+    (what validation judges); int8 calibration reads the pixels only, so its keys leave them out
+    (an edited calibration mask rebuilt every int8 artifact for nothing)."""
     from ..images import select_images
     from ..tasks import get_task
 
     src = getattr(d, which)
     root = d.path(src.source)
     items = select_images(d, which)
-    masks = _mask_files(d, which, items)
+    masks = (_mask_files(d, which, items) if truth else None) or [None] * len(items)
     return digest([(p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name, lab, sha256_file(p),
                     sha256_file(m) if m else None)
-                   for (p, lab), m in zip(items, masks or [None] * len(items), strict=True)]
-                  + [get_task(d).truth_digest(d, which)])
+                   for (p, lab), m in zip(items, masks, strict=True)]
+                  + ([get_task(d).truth_digest(d, which)] if truth else []))
 
 
 def _mask_files(d, which: str, items) -> list[Path] | None:
@@ -199,7 +201,7 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
     labels = d.labels_list()
     val_items = select_images(d, "validation")
     needs_calibration = any(t.precision == "int8" for t in targets)
-    calib_digest = _images_digest(d, "calibration") if needs_calibration else None
+    calib_digest = _images_digest(d, "calibration", truth=False) if needs_calibration else None
     for t in targets:  # the definition is sound; a missing extra is a user error before any write
         check(t.backend)
 
