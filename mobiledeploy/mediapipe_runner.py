@@ -7,6 +7,8 @@ the standard library, numpy, flatbuffers and mediapipe.
     python mediapipe_runner.py MODEL.tflite --pixels X.npy      # (N, H, W, 3) RGB uint8
     python mediapipe_runner.py MODEL.tflite IMAGE [IMAGE ...]   # files, MediaPipe decodes them
     python mediapipe_runner.py MODEL.tflite --metadata          # MediaPipe's own schema parser
+    python mediapipe_runner.py --serve     # requests on stdin, one JSON line each, answers on stdout:
+                                           # {"model": M, "pixels": X.npy} or {"model": M, "metadata": true}
 
 Output: {"executor": ..., "results": [{"top1": i, "label": ..., "scores": [per class index]}]}.
 The preprocessing (normalisation, colour space) and the labels come from the model's metadata
@@ -108,25 +110,42 @@ def metadata(model: str) -> dict:
     }}
 
 
+def _answer(model: str, pixels: str | None = None, files=(), meta: bool = False) -> dict:
+    try:
+        if meta:
+            return metadata(model)
+        if pixels is not None:
+            import numpy as np
+
+            return classify(model, pixels=np.load(pixels))
+        return classify(model, files=files)
+    except Exception as exc:  # report MediaPipe's own message to the caller, one line
+        msg = str(exc).strip()
+        return {"error": f"{type(exc).__name__}: {msg.splitlines()[0] if msg else ''}"}
+
+
+def serve() -> int:
+    """Answer requests until stdin closes: MediaPipe is imported once for all of them."""
+    for line in sys.stdin:
+        if line.strip():
+            req = json.loads(line)
+            out = _answer(req["model"], pixels=req.get("pixels"), meta=bool(req.get("metadata")))
+            print(json.dumps(out), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    if argv == ["--serve"]:
+        return serve()
     model, rest = argv[0], argv[1:]
-    try:
-        if rest[:1] == ["--metadata"]:
-            out = metadata(model)
-        elif rest[:1] == ["--pixels"]:
-            import numpy as np
-
-            out = classify(model, pixels=np.load(rest[1]))
-        else:
-            out = classify(model, files=rest)
-    except Exception as exc:  # report MediaPipe's own message to the caller, one line
-        print(json.dumps({"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}))
-        return 1
+    out = _answer(model, pixels=rest[1] if rest[:1] == ["--pixels"] else None,
+                  files=rest if rest[:1] not in (["--pixels"], ["--metadata"]) else (),
+                  meta=rest[:1] == ["--metadata"])
     print(json.dumps(out))
-    return 0
+    return 1 if "error" in out else 0
 
 
 if __name__ == "__main__":

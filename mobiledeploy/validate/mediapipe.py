@@ -48,6 +48,102 @@ def mediapipe_version() -> str:
     return found[-1].name.removesuffix(".dist-info").removeprefix("mediapipe-") if found else f"at {python}"
 
 
+class _Server:
+    """One MediaPipe process answering requests (``mediapipe_runner.py --serve``): its imports
+    (~0.85 s of CPU) are paid once per validation, not once per artifact. It ends when this
+    process closes its input or dies; one that died mid-request fails that request only (the
+    next request starts a fresh one)."""
+
+    def __init__(self, python: Path):
+        import collections
+        import queue
+        import threading
+
+        env = {**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.proc = subprocess.Popen([str(python), str(RUNNER), "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: queue.Queue = queue.Queue()
+        self.timed_out = False
+        self.stderr: collections.deque = collections.deque(maxlen=20)
+
+        def pump(stream, put):
+            for line in stream:
+                put(line)
+            put(None)
+
+        threading.Thread(target=pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=pump, args=(self.proc.stderr, lambda ln: ln and self.stderr.append(ln)),
+                         daemon=True).start()
+
+    def ask(self, req: dict, timeout: float) -> dict | None:
+        """The answer to ``req``, or None when the process is gone (or did not answer in time)."""
+        import queue
+        import time
+
+        try:
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return None
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                self.timed_out = True
+                self.close(kill=True)
+                return None
+            if line is None:
+                return None
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def why_gone(self) -> str:
+        if self.timed_out:
+            return "MediaPipe runner did not answer in time (stopped)"
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = "".join(self.stderr).strip().splitlines() or ["no output"]
+        return f"MediaPipe runner exited {code}: {tail[-1]}"
+
+    def close(self, kill: bool = False) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if kill:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_SERVERS: dict[str, _Server] = {}
+
+
+def _server(python: Path) -> _Server:
+    import atexit
+
+    key = str(python)
+    srv = _SERVERS.get(key)
+    if srv is None or srv.proc.poll() is not None:
+        if not _SERVERS:
+            atexit.register(close_mediapipe)
+        srv = _SERVERS[key] = _Server(python)
+    return srv
+
+
+def close_mediapipe() -> None:
+    """End the MediaPipe processes this process started."""
+    for srv in _SERVERS.values():
+        srv.close()
+    _SERVERS.clear()
+
+
 def run_mediapipe(model: Path, pixels: np.ndarray | None = None, *, metadata: bool = False,
                   python: Path | None = None, timeout: int = 600) -> dict:
     """Run the MediaPipe runner on ``model``: classify ``pixels`` (N, H, W, 3 RGB uint8) or read its
@@ -56,23 +152,22 @@ def run_mediapipe(model: Path, pixels: np.ndarray | None = None, *, metadata: bo
     if python is None:
         return {"error": f"no MediaPipe environment (set {ENV} or run `make mediapipe-venv`)"}
     with tempfile.TemporaryDirectory(prefix="mobiledeploy-mp-") as tmp:
-        args = [str(python), str(RUNNER), str(model)]
+        req: dict = {"model": str(model)}
         if metadata:
-            args.append("--metadata")
+            req["metadata"] = True
         else:
             npy = Path(tmp) / "pixels.npy"
             np.save(npy, np.ascontiguousarray(pixels, dtype=np.uint8))
-            args += ["--pixels", str(npy)]
-        env = {**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+            req["pixels"] = str(npy)
         try:
-            res = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            srv = _server(python)
+        except OSError as exc:
             return {"error": f"{python}: {exc}"}
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"MediaPipe runner exited {res.returncode}: {tail}"}
-    return json.loads(lines[-1])
+        out = srv.ask(req, timeout)
+    if out is None:
+        _SERVERS.pop(str(python), None)
+        return {"error": srv.why_gone()}
+    return out
 
 
 def mediapipe_row(bundle: Path, art: dict, batch, ref, ref_acc, finish, make_row) -> dict | None:

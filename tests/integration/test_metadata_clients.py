@@ -94,6 +94,33 @@ def test_metadata_reads_back_as_the_definition_says_in_ours_and_mediapipes_parse
         assert out["associated_files"][0]["name"] == "labels.txt" and out["associated_files"][0]["type"] == 2
 
 
+def test_one_mediapipe_process_answers_a_validation_and_a_dead_one_is_replaced(demo, mediapipe, tmp_path):
+    """MediaPipe runs in one process per validation (its imports paid once); a model it cannot
+    load is that request's error, not the process's end; a process that died is replaced."""
+    import numpy as np
+
+    from mobiledeploy.validate import mediapipe as M
+
+    bundle, _ = demo
+    arts = _artifacts(bundle)
+    pixels = np.zeros((2, 112, 112, 3), np.uint8)
+    M.close_mediapipe()
+    first = M.run_mediapipe(arts["tflite-fp32"], pixels, python=mediapipe)
+    pid = M._SERVERS[str(mediapipe)].proc.pid
+    (tmp_path / "broken.tflite").write_bytes(b"TFL3" + b"\0" * 64)
+    broken = M.run_mediapipe(tmp_path / "broken.tflite", pixels, python=mediapipe)
+    assert "error" in broken and "\n" not in broken["error"], broken
+    again = M.run_mediapipe(arts["tflite-fp16"], pixels, python=mediapipe)
+    assert M._SERVERS[str(mediapipe)].proc.pid == pid, "one process for the whole validation"
+    assert len(first["results"]) == len(again["results"]) == 2
+    M._SERVERS[str(mediapipe)].proc.kill()
+    M._SERVERS[str(mediapipe)].proc.wait()
+    after = M.run_mediapipe(arts["tflite-fp32"], pixels, python=mediapipe)
+    assert after == first and M._SERVERS[str(mediapipe)].proc.pid != pid
+    M.close_mediapipe()
+    assert not M._SERVERS
+
+
 def test_mediapipe_classifies_the_held_out_images_with_validates_top1(demo):
     bundle, _ = demo
     report = json.loads((bundle / "report" / "validation.json").read_text())
