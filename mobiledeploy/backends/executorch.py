@@ -222,8 +222,8 @@ def _bindings():
     """ExecuTorch's C++ runtime bindings, or None when this ExecuTorch lays them out differently.
 
     ``executorch.runtime`` is a thin wrapper over the same module, but importing it imports
-    ``executorch.exir`` (it parses the edge dialect's YAML: ~7 s of CPU in every validation);
-    the bindings alone load in milliseconds.
+    ``executorch.exir`` (it parses the edge dialect's YAML: ~3 s of CPU in every validation,
+    measured); the bindings alone load in milliseconds.
     """
     import torch  # noqa: F401  (the bindings link against torch's libraries: load them first)
 

@@ -319,11 +319,8 @@ class MILProgram:
         record: dict[str, Any] = {}
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for op, fn, args in self._calls(env):
-                result = fn(**args)
-                results = result if isinstance(result, tuple) else (result,)
-                for (name, dtype), val in zip(op.outputs, results, strict=True):
-                    if dtype is not None and dtype is not np.str_ and isinstance(val, np.ndarray):
-                        val = val.astype(dtype, copy=False)
+                for (name, dtype), val in zip(op.outputs, _results(fn(**args)), strict=True):
+                    val = _round(val, dtype)
                     env[name] = val
                     if intermediates:
                         record[name] = val

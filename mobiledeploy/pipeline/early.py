@@ -7,7 +7,9 @@ first message names the bundle, the manifest's reference section and the sample 
 prepares the reference side at once (PyTorch outputs, the Keras twin's row), which needs no
 artifact. When a TensorFlow target is converted, the first message also names ``twin``: the file
 where that conversion's worker writes the Keras twin's outputs (``keras_twin_outputs``) before it
-converts, so this process does not import TensorFlow for them (it does if the file is missing). Then ``{"artifact": record}`` per installed artifact: its row is judged and kept. Last,
+converts, so this process does not import TensorFlow for them (it does if the file is missing);
+artifacts built from the twin wait for that file. Then ``{"artifact": record}`` per installed
+artifact: its row is judged and kept. Last,
 ``{"finish": manifest}``: rows whose record is not exactly the manifest's are judged again, the
 report is written (``validate.runner.Validation``, the code ``validate`` runs) and the outcome
 goes to the result file. If the validation step turns out up to date, the build kills it instead.

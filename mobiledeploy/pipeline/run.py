@@ -454,6 +454,8 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
             result.failed[t.name] = "converter reported success but wrote no artifact"
         extra_rec = {"worker": done.worker, "position": done.position,
                      "cpu_seconds": (res or {}).get("cpu_seconds")}
+        if (res or {}).get("twin_seconds") is not None:  # of ``seconds``: the validation's Keras outputs
+            extra_rec["twin_seconds"] = res["twin_seconds"]
         if t.name in result.failed:
             cache.forget(step.name)
             say(f"  [red]✗[/] {t.name} failed after {dt:.1f}s: {result.failed[t.name]}")

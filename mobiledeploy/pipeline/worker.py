@@ -64,11 +64,12 @@ def convert_one(req: dict) -> dict:
             base._torch_model = ctx._torch_model
 
 
-def _twin(twin: dict | None) -> None:
+def _twin(twin: dict | None) -> float | None:
     """The Keras twin's outputs for the build's validation (``validate.runner.keras_twin_outputs``),
-    when the request asks and no worker wrote them yet: this worker has TensorFlow imported."""
+    when the request asks and no worker wrote them yet: this worker has TensorFlow imported.
+    Returns the seconds it took (the build records them apart from the conversion's)."""
     if not twin or Path(twin["path"]).exists():
-        return
+        return None
     t0 = time.monotonic()
     try:
         from ..validate.runner import keras_twin_outputs
@@ -77,6 +78,7 @@ def _twin(twin: dict | None) -> None:
         print(f"keras twin outputs for validation in {time.monotonic() - t0:.1f} s", flush=True)
     except Exception as exc:  # the validation computes them itself then
         print(f"keras twin outputs not written: {type(exc).__name__}: {exc}", flush=True)
+    return round(time.monotonic() - t0, 3)
 
 
 def _run(req: dict) -> int:
@@ -87,7 +89,7 @@ def _run(req: dict) -> int:
         import signal
 
         os.kill(os.getpid(), signal.SIGSEGV)
-    _twin(req.get("twin"))
+    twin_seconds = _twin(req.get("twin"))
     t0, c0 = time.monotonic(), time.process_time()
     try:
         facts = convert_one(req)
@@ -103,6 +105,8 @@ def _run(req: dict) -> int:
         code = 2 if user else 3
     result["seconds"] = round(time.monotonic() - t0, 3)
     result["cpu_seconds"] = round(time.process_time() - c0, 3)
+    if twin_seconds is not None:
+        result["twin_seconds"] = twin_seconds
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     tmp.replace(result_path)

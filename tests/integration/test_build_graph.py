@@ -187,6 +187,10 @@ def test_validation_beside_the_conversions_equals_validate(tiny_definition, tmp_
     assert "imported: no converter" in log, log
     workers = "".join(p.read_text() for p in (out / ".mobiledeploy" / "logs").glob("tflite-*.log"))
     assert workers.count("keras twin outputs for validation") == 1, workers
+    steps = json.loads((out / ".mobiledeploy" / "build.json").read_text())["steps"]
+    twin = [s for s in steps if "twin_seconds" in s]  # recorded apart from the conversion's CPU
+    assert len(twin) == 1 and twin[0]["step"].startswith("convert:tflite-"), steps
+    assert 0 < twin[0]["twin_seconds"] < twin[0]["seconds"]
     early = json.loads((out / "report" / "validation.json").read_text())
 
     # the same bytes again: the validation is up to date, the report untouched
