@@ -621,6 +621,9 @@ def plan_import(source: Path, out: Path, *, labels_file: str | None = None, imag
 
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory; choose another -o")
+    if out.is_dir() and any(out.iterdir()) and not force:  # as `build -o`: a user's folder is theirs
+        raise UserError(f"{out}: exists and is not empty; choose a new or empty folder for -o, or pass --force "
+                        "to import into it (files of the same names are replaced)")
     name = name or definition_name(source)
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
         raise UserError(f"--name {name!r}: use 1-40 lower-case letters, digits and _, starting with a letter")

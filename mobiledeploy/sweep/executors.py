@@ -107,17 +107,24 @@ class RayExecutor:
 
         task = ray.remote(num_cpus=1, max_retries=self.retries, retry_exceptions=False)(run_task)
         refs = {task.remote(r): r for r in reqs}
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            for ref in ready:
-                req = refs.pop(ref)
+        try:
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1)
+                for ref in ready:
+                    req = refs.pop(ref)
+                    try:
+                        res = ray.get(ref)
+                    except RayError as exc:  # the worker died more than max_retries times
+                        stats["worker_deaths"] += 1
+                        res = _died(req, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                    res.setdefault("what", req["what"])
+                    done(res)
+        finally:  # the sweep stops (the store went away, an interrupt): no step left running
+            for ref in refs:
                 try:
-                    res = ray.get(ref)
-                except RayError as exc:  # the worker died more than max_retries times
-                    stats["worker_deaths"] += 1
-                    res = _died(req, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-                res.setdefault("what", req["what"])
-                done(res)
+                    ray.cancel(ref, force=True)
+                except Exception:  # already finished or its node is gone
+                    pass
 
     def close(self) -> None:
         if self.started:

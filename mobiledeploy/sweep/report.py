@@ -35,6 +35,12 @@ def pareto(rows: list[dict]) -> set[int]:
     return front
 
 
+def passing(row: dict) -> bool:
+    """A row that may be on a front: its artifact passed validation. A failing row is faster or
+    smaller for a reason (it is wrong): it is drawn apart, never ranked."""
+    return row.get("status") == "pass"
+
+
 def write_report(out: Path, result: dict, store, say) -> None:
     """OUT/sweep.json, OUT/index.html, OUT/plots/<target>.png, OUT/artifacts/<variant>/... ."""
     out.mkdir(parents=True, exist_ok=True)
@@ -42,7 +48,10 @@ def write_report(out: Path, result: dict, store, say) -> None:
     targets = list(dict.fromkeys(r["target"] for r in rows))
     result["fronts"] = {}
     for t in targets:
-        idx = [i for i, r in enumerate(rows) if r["target"] == t]
+        for r in rows:
+            if r["target"] == t:
+                r["pareto"] = False
+        idx = [i for i, r in enumerate(rows) if r["target"] == t and passing(r)]
         front = pareto([rows[i] for i in idx])
         for k, i in enumerate(idx):
             rows[i]["pareto"] = k in front
@@ -62,6 +71,12 @@ def write_report(out: Path, result: dict, store, say) -> None:
     result["plots"] = {t: p for t, p in plots.items() if p}
     if len(targets) > 1 and result["plots"]:
         result["plots"]["all"] = plot_overview(out / "plots", rows)
+    try:
+        timeline = plot_timeline(out / "plots", rows)
+    except ImportError:  # said above
+        timeline = None
+    if timeline:
+        result["plots"]["timeline"] = timeline
     _write(out / "index.html", render_html(result))
     _write(out / "sweep.json", json.dumps(result, indent=1, default=str))  # last: the sweep is whole
 
@@ -96,6 +111,11 @@ def plot_target(folder: Path, target: str, rows: list[dict]) -> str | None:
             ax.set_visible(False)
             continue
         for x, y, r in data:
+            if not passing(r):  # not ranked: a hollow grey cross, labelled with its status
+                ax.scatter([x], [y], s=42, zorder=3, c="#bbbbbb", marker="x")
+                ax.annotate(f"{r['variant']} ({r['status']})", (x, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color="#999999")
+                continue
             ax.scatter([x], [y], s=42, zorder=3, c="#d62728" if r.get("pareto") else "#7f7f7f",
                        marker="*" if r.get("pareto") else "o")
             ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -109,7 +129,8 @@ def plot_target(folder: Path, target: str, rows: list[dict]) -> str | None:
         ax.set_ylabel(metric, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{target}: {len(pts)} variant(s), Pareto front (red stars)", fontsize=9)
+    fig.suptitle(f"{target}: {len(pts)} variant(s), Pareto front of the passing ones (red stars; "
+                 "grey crosses: failed validation, not ranked)", fontsize=9)
     fig.tight_layout()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{target}.png"
@@ -135,8 +156,13 @@ def plot_overview(folder: Path, rows: list[dict]) -> str | None:
         if not pts:
             continue
         color = f"C{n}"
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=color, marker=markers[n % len(markers)], s=36,
+        ok = [p for p in pts if passing(p[2])]
+        bad = [p for p in pts if not passing(p[2])]
+        ax.scatter([p[0] for p in ok], [p[1] for p in ok], c=color, marker=markers[n % len(markers)], s=36,
                    alpha=0.45, label=t)
+        if bad:  # failed validation: drawn apart, never on a front
+            ax.scatter([p[0] for p in bad], [p[1] for p in bad], c=color, marker="x", s=30, alpha=0.6,
+                       label=f"{t} (failed)")
         front = sorted((x, y) for x, y, r in pts if r.get("pareto"))
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", c=color, lw=1.2)
         ax.scatter([p[0] for p in front], [p[1] for p in front], c=color, marker=markers[n % len(markers)], s=40)
@@ -161,6 +187,59 @@ def plot_overview(folder: Path, rows: list[dict]) -> str | None:
     plt.close(fig)
     os.replace(tmp, path)
     return "plots/all.png"
+
+
+def plot_timeline(folder: Path, rows: list[dict]) -> str | None:
+    """The steps this sweep ran, one lane per node: when each started and how long it took (a
+    Gantt chart of train / build / bench). Steps served from the store are not drawn."""
+    steps = {}
+    for r in rows:
+        for st in r.get("steps") or []:
+            if st.get("ran") and st.get("start") is not None:
+                # a training shared by several cells is one step
+                steps[(st["step"], st["node"], st["start"])] = (st, f"{r['variant']}" if st["step"] == "train"
+                                                               else f"{r['variant']} {r['target']}")
+    if not steps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nodes = sorted({st["node"] for st, _ in steps.values()})
+    t0 = min(st["start"] for st, _ in steps.values())
+    colors = {"train": "#1f77b4", "build": "#ff7f0e", "bench": "#2ca02c"}
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.7 * len(nodes)))
+    for st, label in steps.values():
+        y = nodes.index(st["node"])
+        ax.barh(y, st["seconds"], left=st["start"] - t0, height=0.6, color=colors.get(st["step"], "#7f7f7f"),
+                edgecolor="white", linewidth=0.5)
+        if st["seconds"] > 0:
+            ax.text(st["start"] - t0 + st["seconds"] / 2, y, label, ha="center", va="center", fontsize=5,
+                    clip_on=True)
+    ax.set_yticks(range(len(nodes)))
+    ax.set_yticklabels(nodes, fontsize=7)
+    ax.set_xlabel("seconds from the first step this sweep ran", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=c, label=k) for k, c in colors.items()], fontsize=7, loc="upper right")
+    ax.set_title(f"steps per node ({len(steps)} ran, {len(nodes)} node(s))", fontsize=9)
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "timeline.png"
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return "plots/timeline.png"
+
+
+def _step_seconds(row: dict) -> str:
+    """"train 12.3, build 4.5*, ...": seconds per step (* ran this sweep)."""
+    return ", ".join(f"{st['step']} {st['seconds']:.1f}{'*' if st.get('ran') else ''}"
+                     for st in row.get("steps") or [])
 
 
 def _fmt(v, fmt: str) -> str:
@@ -191,9 +270,12 @@ def render_html(result: dict) -> str:
              f"{e(result['cache'])}; {result['stats']['conversions']} conversion(s) this run, "
              f"{result['stats']['cached']} step(s) from the cache. Latency: median of the bench step "
              "on this machine. Highlighted rows: the Pareto front (no other variant is both faster and "
-             "more accurate).</p>"]
+             "more accurate) among the rows that passed validation; a failing row is never ranked.</p>"]
     if result.get("plots", {}).get("all"):
         parts.append(f"<img src='{e(result['plots']['all'])}' alt='every target'>")
+    if result.get("plots", {}).get("timeline"):
+        parts.append("<h2>steps per node</h2>"
+                     f"<img src='{e(result['plots']['timeline'])}' alt='step timeline per node'>")
     for t in dict.fromkeys(r["target"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["target"] == t]
         parts.append(f"<h2>{e(t)}</h2>")
@@ -203,7 +285,7 @@ def render_html(result: dict) -> str:
         parts.append("<table><tr><th>variant</th><th>status</th>"
                      f"<th>{e(m['accuracy_metric'])}</th><th>{e(m['agreement_metric'])}</th><th>SNR dB</th>"
                      "<th>median ms</th><th>p90 ms</th><th>MB</th><th>Edge TPU CPU ops</th><th>MACs</th>"
-                     "<th>axes</th></tr>")
+                     "<th>node</th><th>step seconds</th><th>axes</th></tr>")
         for r in rows:
             parts.append(
                 f"<tr class='{'front' if r.get('pareto') else ''}'><td>{e(r['variant'])}"
@@ -213,6 +295,8 @@ def render_html(result: dict) -> str:
                 f"<td>{_fmt(r['latency_p90_ms'], '{:.3f}')}</td>"
                 f"<td>{_fmt(r['bytes'] and r['bytes'] / 1e6, '{:.2f}')}</td>"
                 f"<td>{_fmt(r['edgetpu_cpu_ops'], '{}')}</td><td>{_fmt(r['macs'], '{:,}')}</td>"
+                f"<td>{e(str(r.get('node') or ''))}</td>"
+                f"<td>{e(_step_seconds(r))}</td>"
                 f"<td>{e(r['label'])}</td></tr>")
         parts.append("</table>")
     return "\n".join(parts) + "\n"

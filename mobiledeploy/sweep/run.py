@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .spec import Sweep, load_sweep
-from .store import Store
+from .store import Store, StoreError
 
 SWEEP_JSON = "sweep.json"
 
@@ -57,8 +57,9 @@ def run_sweep(path: str | Path, opts: SweepOptions) -> dict:
         raise UserError(f"{out}: exists and is not a sweep's output; choose a new or empty folder for -o")
     for b in sorted({get_target(t).backend for v in sweep.variants for t in v.targets}):
         check(b)  # a missing extra: exit 2 before any work
+    store = Store(opts.cache or default_cache())  # a bad URL: one line, exit 2
+    store.check()  # wrong credentials or no endpoint: one line naming the store, before any step
     executor = _LazyExecutor(opts)  # Ray starts only when a step is not in the store
-    store = Store(opts.cache or default_cache())
     t0 = time.monotonic()
     plan = _plan(sweep, store)
     n_cells = len(plan.cells)
@@ -71,6 +72,8 @@ def run_sweep(path: str | Path, opts: SweepOptions) -> dict:
              "worker_deaths": 0}
 
     def done(res: dict, i: int, total: int, phase: str) -> None:
+        if "store_error" in res:  # the store went away: nothing can be kept; stop (a rerun resumes)
+            raise StoreError(res["store_error"])
         results[res["key"]] = res
         if "error" in res:
             stats["errors"] += 1
@@ -179,11 +182,19 @@ def _input_files(sweep: Sweep) -> dict[str, Path]:
 
     for v in sweep.variants:
         d = v.definition
-        add(d.path(d.labels), "labels")
+        add(d.confined(d.labels, "labels"), "labels")
         if d.weights:
-            add(d.path(d.weights), "weights")
+            add(d.confined(d.weights, "weights"), "weights")
         for which in ("calibration", "validation"):
-            src = d.path(getattr(d, which).source)
+            images = getattr(d, which)
+            # the task's truth: segmentation masks (a folder), detection boxes (a JSON file)
+            if getattr(images, "masks", None):
+                for p in sorted(d.confined(images.masks, f"{which}.masks").rglob("*")):
+                    if p.is_file():
+                        add(p, f"{which}.masks")
+            if getattr(images, "boxes", None):
+                add(d.confined(images.boxes, f"{which}.boxes"), f"{which}.boxes")
+            src = d.confined(images.source, f"{which}.source")
             if src.is_dir():
                 for p in sorted(src.rglob("*")):
                     if p.is_file():
@@ -197,7 +208,7 @@ def _input_files(sweep: Sweep) -> dict[str, Path]:
 
 def _plan(sweep: Sweep, store: Store) -> Plan:
     from .._deps import version
-    from ..backends.registry import backend_class, get_backend
+    from ..backends.registry import get_backend
     from ..bench import machine_info
     from ..bundle import sha256_file
     from ..pipeline.graph import digest
@@ -213,7 +224,9 @@ def _plan(sweep: Sweep, store: Store) -> Plan:
     machine = machine_info(spec.bench.threads)
     machine_id = {k: machine.get(k) for k in ("cpu", "cores", "isa_flags")}
     train_src = source_digest("mobiledeploy.sweep.steps", "mobiledeploy.demo.train")
-    build_src = source_digest("mobiledeploy.sweep.steps")
+    from ..validate.mediapipe import mediapipe_version
+
+    mediapipe = mediapipe_version()  # adds (or drops) validation rows, as in the build's own key
     bench_src = source_digest("mobiledeploy.bench")
     ref_tools = {d: v for d in REFERENCE_TOOLCHAIN if (v := version(d))}
     plan = Plan()
@@ -247,21 +260,40 @@ def _plan(sweep: Sweep, store: Store) -> Plan:
             bdata["tolerances"] = {k: x for k, x in (data.get("tolerances") or {}).items()
                                    if k in (t, "reference-keras")}
             bdata.pop("weights", None)
-            cls = backend_class(prof.backend)
             key_def = {k: x for k, x in bdata.items() if k not in ("android",)}
             key = digest({"kind": "build", "definition": key_def, "weights": weights_key, "data": pack,
                           "samples": spec.samples, "target": t,
                           "toolchain": {**ref_tools, **get_backend(prof.backend).toolchain()},
-                          "source": digest([build_src, source_digest(cls.__module__)])})
+                          "mediapipe": mediapipe, "source": build_source(v.definition, prof.backend)})
             bench_key = digest({"kind": "bench", "build": key, "bench": spec.bench.model_dump(),
                                 "machine": machine_id, "source": bench_src})
             what = f"{v.id} x {t} ({v.label})"
             plan.build.setdefault(key, {"kind": "build", "key": key, "bench_key": bench_key, "store": store.location,
                                         "pack": pack, "definition": bdata, "weights": weights_ref, "target": t,
-                                        "samples": spec.samples, "bench": spec.bench.model_dump(), "what": what})
+                                        "samples": spec.samples, "bench": spec.bench.model_dump(), "what": what,
+                                        "retries": 2})
             plan.cells.append({"variant": v.id, "target": t, "build": key, "bench": bench_key,
                                "train": (weights_ref or {}).get("train")})
     return plan
+
+
+def build_source(d, backend: str) -> str:
+    """The source digest of a sweep's build step: the sweep's step module and every entry module
+    the build's own steps declare (pipeline/run.py ``_build``: model, conversion, validation),
+    the task's module among them. The task modules are loaded by name (``tasks.TASKS``), so no
+    import walk from the pipeline reaches them (nor their metrics modules); they set limits,
+    metrics and metadata bytes, so an edit to one must rebuild."""
+    from ..backends.registry import backend_class
+    from ..pipeline.sources import source_digest
+    from ..tasks import task_module
+
+    return source_digest("mobiledeploy.sweep.steps",
+                         # model/ and conversions (run.py's model_step and convert:<target> keys)
+                         "mobiledeploy.pipeline.run", "mobiledeploy.architectures.reference",
+                         "mobiledeploy.pipeline.worker", backend_class(backend).__module__, task_module(d),
+                         # validation (run.py's _validate_step key)
+                         "mobiledeploy.validate.runner", "mobiledeploy.mediapipe_runner",
+                         "mobiledeploy.pipeline.early")
 
 
 def _rel(v, name: str) -> str:
@@ -365,5 +397,22 @@ def _rows(sweep: Sweep, plan: Plan, results: dict[str, dict]) -> list[dict]:
             "trained_val_top1": train["val_top1"] if train else None,
             "artifact": art.get("path"), "artifact_sha256": art.get("sha256"),
             "keys": {k: cell[k] for k in ("build", "bench", "train") if cell[k]},
+            # where and when each step ran (a cached step: when it first ran, and ``ran`` false)
+            "node": build.get("node") or build.get("host"),
+            "steps": _steps(cell, res, results),
         })
     return rows
+
+
+def _steps(cell: dict, res: dict, results: dict[str, dict]) -> list[dict]:
+    """The cell's train, build and bench steps: node, seconds, start (epoch s), ran this sweep."""
+    train = results.get(cell["train"] or "") or {}
+    ran = res.get("ran") or {}
+    out = []
+    for name, rec, now in (("train", train.get("record"), train.get("ran")),
+                           ("build", res.get("build"), ran.get("build")),
+                           ("bench", res.get("bench"), ran.get("bench"))):
+        if rec and rec.get("seconds") is not None:
+            out.append({"step": name, "node": rec.get("node") or rec.get("host"), "seconds": rec["seconds"],
+                        "start": rec.get("started"), "ran": bool(now)})
+    return out

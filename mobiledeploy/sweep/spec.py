@@ -287,6 +287,7 @@ def _validate(variant: Variant, base_path: Path, src: str, trains: bool):
         e = exc.errors()[0]
         fields = _fields_at(e["loc"]) if e.get("type") == "extra_forbidden" else None
         raise DefinitionError(src, where, f"{clip(_loc(e), 120)}: {_message(e, fields)}") from None
+    _confine_paths(d, src, where)  # an axis value is a path too: never opened outside the folder
     try:
         resolved = resolve_targets(d)
         if d.weights and not trains:
@@ -300,3 +301,23 @@ def _validate(variant: Variant, base_path: Path, src: str, trains: bool):
         raise DefinitionError(src, where, clip(msg, 400)) from None
     variant.targets = [t.name for t in resolved]
     return d
+
+
+def _confine_paths(d, src: str, where: str) -> None:
+    """Every path field of a variant stays in the base definition's folder (unless the definition
+    opts out with ``allow_outside_paths``), checked before any of them is opened: an axis such as
+    ``weights: [/etc/passwd]`` is refused as the same line in the definition would be."""
+    from ..errors import UserError
+
+    fields = [("labels", d.labels), ("weights", d.weights)]
+    for which in ("calibration", "validation"):
+        src_ = getattr(d, which)
+        fields += [(f"{which}.{k}", getattr(src_, k, None)) for k in ("source", "masks", "boxes")]
+    for name, rel in fields:
+        if rel is None:
+            continue
+        try:
+            d.confined(rel, name)
+        except UserError as exc:
+            msg = str(exc).replace(str(d.source_path) + ": ", "")
+            raise DefinitionError(src, where, clip(msg, 400)) from None

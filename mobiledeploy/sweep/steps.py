@@ -20,7 +20,26 @@ from pathlib import Path
 
 import yaml
 
-from .store import Store
+from .store import Store, StoreError
+
+# how the build reports a conversion whose process died (pipeline/run.py ``_run_conversions``):
+# a crash is not the converter's verdict on the model, so it is retried and never cached
+CRASH_PREFIXES = ("converter process crashed", "converter process exited")
+
+
+def node_id() -> str:
+    """Where this step runs: the Ray node's id (short) in a Ray worker, else the host name."""
+    try:
+        import sys
+
+        if "ray" in sys.modules:
+            import ray
+
+            if ray.is_initialized():
+                return "ray:" + ray.get_runtime_context().get_node_id()[:12]
+    except Exception:  # not in a Ray worker after all
+        pass
+    return socket.gethostname()
 
 
 def work_root() -> Path:
@@ -71,21 +90,37 @@ def _weights(store: Store, project: Path, ref: dict | None) -> str | None:
 def run_task(req: dict) -> dict:
     """Entry point of every worker: never raises for a step's own failure (that is a result);
     only the death of the process loses the task, which the executor then reruns."""
-    store = Store(req["store"])
     key = req["key"]
-    lease = {"pid": os.getpid(), "host": socket.gethostname(), "kind": req["kind"], "what": req.get("what", ""),
-             "started": time.time(), "stage": req["kind"]}
-    req = {**req, "_lease": lease}
-    store.lease(key, lease)
+    try:
+        store = Store(req["store"])
+        lease = {"pid": os.getpid(), "host": socket.gethostname(), "node": node_id(), "kind": req["kind"],
+                 "what": req.get("what", ""), "started": time.time(), "stage": req["kind"]}
+        req = {**req, "_lease": lease}
+        store.lease(key, lease)
+    except StoreError as exc:  # the store is down: the driver stops the sweep (nothing to retry here)
+        return {"key": key, "store_error": str(exc)}
     try:
         if req["kind"] == "train":
             return _train(store, req)
         return _build_and_bench(store, req)
+    except StoreError as exc:
+        return {"key": key, "store_error": str(exc)}
     except Exception as exc:  # a user error or a bug in one step: reported, the sweep goes on
         return {"key": key, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:600],
                 "traceback": traceback.format_exc()[-4000:]}
     finally:
-        store.release(key)
+        with _suppress_store():
+            store.release(key)
+
+
+class _suppress_store:
+    """Releasing a lease in a store that went away is not worth a second error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        return kind is not None and issubclass(kind, (StoreError, NameError))
 
 
 def _train(store: Store, req: dict) -> dict:
@@ -102,7 +137,7 @@ def _train(store: Store, req: dict) -> dict:
     init = data.pop("weights", None)
     d = load_definition(_write_definition(project, data, key[:16]))
     spec = req["train"]
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     state = None
     if init:
         from ..architectures.reference import check_weights_file
@@ -123,8 +158,8 @@ def _train(store: Store, req: dict) -> dict:
         outdir.mkdir()
         save_weights(model, outdir / "weights.safetensors", metadata={"val_top1": f"{summary['val_top1']:.4f}"})
         rec = {"kind": "train", "summary": summary, "seconds": round(time.monotonic() - t0, 2),
-               "host": socket.gethostname()}
-        store.commit(key, rec, outdir)
+               "host": socket.gethostname(), "node": node_id(), "started": round(started, 3)}
+        rec = store.commit(key, rec, outdir)
     return {"key": key, "record": rec, "ran": True}
 
 
@@ -162,9 +197,20 @@ def _build(store: Store, req: dict, bundle: Path) -> dict:
     else:
         data.pop("weights", None)
     path = _write_definition(project, data, key[:16])
-    t0 = time.monotonic()
-    res = build(str(path), BuildOptions(out=bundle, targets=(target,), jobs=1, quiet=True, app=False,
-                                        samples=req.get("samples"), force=True))
+    t0, started = time.monotonic(), time.time()
+    crashes: list[str] = []
+    while True:
+        res = build(str(path), BuildOptions(out=bundle, targets=(target,), jobs=1, quiet=True, app=False,
+                                            samples=req.get("samples"), force=True))
+        why = res.failed.get(target) or ""
+        if not why.startswith(CRASH_PREFIXES):
+            break
+        # the converter's process died (killed, out of memory): not a verdict on the model. The
+        # build is run again (its own cache keeps what finished); after ``retries`` crashes the
+        # step is an error, which is never stored, so the next sweep tries again
+        crashes.append(why.split(";")[0])
+        if len(crashes) > req.get("retries", 2):
+            raise RuntimeError(f"the {target} converter crashed {len(crashes)} times ({crashes[-1]}); not cached")
     seconds = time.monotonic() - t0
     record = json.loads((bundle / ".mobiledeploy" / "build.json").read_text())
     conversions = sum(1 for s in record["steps"] if s["step"].startswith("convert:") and s["status"] != "skipped")
@@ -172,6 +218,7 @@ def _build(store: Store, req: dict, bundle: Path) -> dict:
     validation = res.validation or {}
     rows = {r["target"]: r for r in validation.get("results", [])}
     rec = {"kind": "build", "target": target, "seconds": round(seconds, 2), "host": socket.gethostname(),
+           "node": node_id(), "started": round(started, 3), "crashes": crashes,
            "conversions": conversions, "build_steps": [
                {k: s[k] for k in ("step", "status", "seconds")} for s in record["steps"]],
            "artifact": {k: art[k] for k in ("path", "sha256", "bytes", "precision", "backend", "options", "facts")
@@ -181,13 +228,13 @@ def _build(store: Store, req: dict, bundle: Path) -> dict:
                           "row": rows.get(target), "reference": rows.get("reference-pytorch"),
                           "keras": rows.get("reference-keras")}}
     shutil.rmtree(bundle / ".mobiledeploy", ignore_errors=True)
-    store.commit(key, rec, bundle)
-    return rec
+    return store.commit(key, rec, bundle)
 
 
 def _bench(store: Store, req: dict, bundle: Path, build_rec: dict) -> dict:
     from ..bench import bench_bundle
 
+    t0, started = time.monotonic(), time.time()
     if not build_rec.get("artifact"):
         rec = {"kind": "bench", "row": {"status": "failed", "reason": "no artifact (conversion failed)"}}
     else:
@@ -197,5 +244,5 @@ def _bench(store: Store, req: dict, bundle: Path, build_rec: dict) -> dict:
         row = next(r for r in report["results"] if r["target"] == req["target"])
         rec = {"kind": "bench", "row": row, "machine": {k: report["machine"].get(k) for k in ("cpu", "threads")},
                "model": report.get("model"), "host": socket.gethostname()}
-    store.commit(req["bench_key"], rec)
-    return rec
+    rec.update(node=node_id(), started=round(started, 3), seconds=round(time.monotonic() - t0, 2))
+    return store.commit(req["bench_key"], rec)

@@ -21,6 +21,9 @@ BAD = [
     ('base: tiny.yaml\naxes: {"width,weights": [[0.5]]}\n', "axes.width,weights[0]: a linked axis takes lists of 2"),
     ("base: tiny.yaml\naxes: {width: []}\n", "axes.width: an axis needs at least one value"),
     ("base: tiny.yaml\naxes: {base_dir: [/etc]}\n", "base_dir is not a definition field"),
+    # an axis value is a path of the definition: confined to its folder like the file's own
+    ("base: tiny.yaml\naxes: {weights: [/etc/passwd]}\n", "weights: /etc/passwd leaves the definition's folder"),
+    ("base: tiny.yaml\naxes: {labels: [../../../etc/passwd]}\n", "labels=../../../etc/passwd): labels: "),
     # two axes on one field: the later would silently overwrite the earlier
     ("base: tiny.yaml\naxes: {width: [0.5], architecture.width_multiplier: [1.0]}\n",
      "architecture.width_multiplier sets architecture.width_multiplier, which width of axis 'width' sets too"),
@@ -79,3 +82,40 @@ def test_pareto_front_arithmetic():
             {"latency_ms": None, "accuracy": 1.0},   # not measured: not a point
             {"latency_ms": 0.5, "accuracy": None, "agreement": 0.5}]  # agreement stands in: front
     assert pareto(rows) == {0, 1, 4, 6}
+
+
+def test_a_cache_url_of_no_known_protocol_is_one_line_exit_2(example_copy, tmp_path):
+    write_definition(example_copy, tiny_data(), "tiny.yaml")
+    (example_copy / "s.yaml").write_text("base: tiny.yaml\ntargets: [tflite-fp32]\n")
+    out = tmp_path / "out"
+    r = run_cli("sweep", str(example_copy / "s.yaml"), "-o", str(out), "--no-ray", "--cache", "nosuchproto://x")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--cache nosuchproto://x" in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_fronts_rank_passing_rows_only_and_draw_failing_ones_apart(tmp_path):
+    """A failing row that is faster and more accurate than every passing one is not on the front
+    (the README's table once starred such a row); the front is of the passing rows; the plot is
+    drawn with the failing row apart."""
+    from mobiledeploy.sweep.report import render_html, write_report
+
+    def row(v, lat, acc, status):
+        return {"variant": v, "label": v, "values": {}, "target": "tflite-int8", "status": status, "reason": "",
+                "accuracy": acc, "agreement": acc, "accuracy_metric": "top1_accuracy",
+                "agreement_metric": "top1_agreement", "snr_db": 20.0, "latency_ms": lat, "latency_p90_ms": lat,
+                "bytes": 1000, "edgetpu_cpu_ops": None, "macs": 1, "artifact": None, "keys": {},
+                "node": "n1", "steps": [{"step": "build", "node": "n1", "seconds": 1.0, "start": 100.0, "ran": True}]}
+
+    rows = [row("v01", 1.0, 0.99, "fail"), row("v02", 2.0, 0.90, "pass"), row("v03", 3.0, 0.95, "pass"),
+            row("v04", 4.0, 0.93, "pass"), row("v05", None, None, "error")]
+    result = {"name": "s", "variants": rows, "executor": "local", "cache": "c", "rows": rows,
+              "stats": {"conversions": 0, "cached": 0}}
+    write_report(tmp_path, result, store=None, say=print)
+    assert [r["pareto"] for r in rows] == [False, True, True, False, False]
+    assert result["fronts"] == {"tflite-int8": ["v02", "v03"]}
+    assert (tmp_path / "plots" / "tflite-int8.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "plots" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    html = render_html(result)
+    assert "v01</td><td>fail" in html and "v01 ★" not in html and "v02 ★" in html

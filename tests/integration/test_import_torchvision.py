@@ -249,3 +249,25 @@ def test_import_never_removes_a_folder_of_the_users_beside_the_output(tmp_path):
     assert (mine / "keep.txt").read_text() == "mine"
     assert (tmp_path / "out" / "tv.yaml").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.import-tmp", "out", "tv.safetensors"]
+
+
+def test_import_refuses_a_non_empty_folder_without_force_as_build_does(tmp_path):
+    """`import -o DIR` into a folder holding files of the user's (a small.yaml of theirs) is
+    refused, one line, exit 2, nothing changed; with --force it imports (same-named files replaced,
+    others kept), as `build -o` does."""
+    src = tmp_path / "tv.pth"
+    torch.save(TorchvisionMobileNetV3("small", 2).state_dict(), src)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "small.yaml").write_text("mine: true\n")
+    (out / "notes.txt").write_text("mine")
+    r = run_cli("import", str(src), "-o", str(out), "--name", "small", "--size", "64")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not empty" in lines[0] and "--force" in lines[0] and str(out) in lines[0], r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "small.yaml"]
+    assert (out / "small.yaml").read_text() == "mine: true\n"
+    r = run_cli("import", str(src), "-o", str(out), "--name", "small", "--size", "64", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "preset" in (out / "small.yaml").read_text() and (out / "notes.txt").read_text() == "mine"
+    assert (out / "small.safetensors").is_file()

@@ -3,6 +3,8 @@ shares a step, what does not), and the store's round trip through a folder and t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -71,7 +73,9 @@ def test_store_round_trip(tmp_path, url):
     (out / "tflite" / "m.tflite").write_bytes(b"model")
     (out / "manifest.json").write_text("{}")
     store.commit("ab" * 32, {"kind": "build", "n": 1}, out)
-    assert store.record("ab" * 32) == {"kind": "build", "n": 1}
+    rec = store.record("ab" * 32)
+    assert {k: v for k, v in rec.items() if k != "archive"} == {"kind": "build", "n": 1}
+    assert rec["archive"].startswith("steps/ab/" + "ab" * 32 + ".") and store.exists(rec["archive"])
     got = store.fetch("ab" * 32, tmp_path / "got", members="tflite/m.tflite")
     assert (got / "tflite" / "m.tflite").read_bytes() == b"model" and not (got / "manifest.json").exists()
     store.lease("k", {"pid": 1})
@@ -87,3 +91,113 @@ def test_axes_that_touch_different_fields_do_not_overlap():
     _no_overlap([(["preset"], [1]), (["minimalistic"], [1]), (["lowering"], [1]),
                  (["target_options.tflite-int8.io_dtype"], [1]), (["resolution", "seed"], [[1, 2]]),
                  (["architecture.width_multiplier"], [1])], "sweep.yaml")
+
+
+def _task_sweep(tmp_path, example: str, name: str):
+    """A copy of a shipped example with a one-variant sweep of it (tflite-fp32)."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    dest = tmp_path / example
+    shutil.copytree(ROOT / "examples" / example, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "sweep.yaml").write_text(yaml.safe_dump({"base": f"{name}.yaml", "targets": ["tflite-fp32"],
+                                                     "axes": {"seed": [1]}, "samples": 5}))
+    return dest
+
+
+def _module(*names: str) -> str:
+    """The first of ``names`` that exists (modules the layout move renames keep this test true)."""
+    import importlib.util
+
+    for n in names:
+        try:
+            if importlib.util.find_spec(n) is not None:
+                return n
+        except ModuleNotFoundError:  # a parent that is a module, not a package
+            continue
+    raise AssertionError(f"none of {names} exists")
+
+
+def _edited(monkeypatch, module: str):
+    """Make the source digest see ``module``'s file as edited (no file is touched)."""
+    import importlib
+    import inspect
+
+    import mobiledeploy.digests as digests
+    import mobiledeploy.pipeline.sources as sources
+
+    path = Path(inspect.getsourcefile(importlib.import_module(module))).resolve()
+    real = digests.file_sha
+
+    def fake(p, *a, **k):
+        sha = real(p, *a, **k)
+        return ("0" * 64) if Path(p).resolve() == path else sha
+
+    monkeypatch.setattr(digests, "file_sha", fake)
+    for fn in vars(sources).values():  # memoised digests and import closures
+        if hasattr(fn, "cache_clear"):
+            fn.cache_clear()
+
+
+@pytest.mark.parametrize("example,name,modules", [
+    ("shapes", "shapes", [("mobiledeploy.tasks.classification",)]),
+    ("shapes_seg", "shapes_seg", [("mobiledeploy.tasks.segmentation",),
+                                  ("mobiledeploy.tasks.segmentation.metrics", "mobiledeploy.validate.seg_metrics")]),
+    ("shapes_det", "shapes_det", [("mobiledeploy.tasks.detection",),
+                                  ("mobiledeploy.tasks.detection.metrics", "mobiledeploy.validate.det_metrics")]),
+])
+def test_build_key_holds_the_task_modules_and_what_the_build_runs(tmp_path, monkeypatch, example, name, modules):
+    """The task's module is loaded by name (no import walk reaches it); it and its metrics set
+    limits, metrics and metadata bytes: an edit to any of them, or to the backend, the converter
+    worker or the MediaPipe runner, must give the sweep's build step a new key (else a sweep serves
+    old artifacts and verdicts). The bench key follows the build key."""
+    from mobiledeploy.sweep.run import _plan
+    from mobiledeploy.sweep.spec import load_sweep
+    from mobiledeploy.sweep.store import Store
+
+    folder = _task_sweep(tmp_path, example, name)
+    store = Store(tmp_path / "store")
+    base = _plan(load_sweep(folder / "sweep.yaml"), store).cells[0]
+    edits = [*modules, ("mobiledeploy.backends.tflite.backend", "mobiledeploy.backends.tflite"),
+             ("mobiledeploy.pipeline.worker",),
+             ("mobiledeploy.backends.tflite.mediapipe_runner", "mobiledeploy.mediapipe_runner")]
+    for names in edits:
+        with monkeypatch.context() as m:
+            _edited(m, _module(*names))
+            cell = _plan(load_sweep(folder / "sweep.yaml"), store).cells[0]
+        assert cell["build"] != base["build"] and cell["bench"] != base["bench"], names
+
+
+@pytest.mark.parametrize("example,name,truth", [("shapes_seg", "shapes_seg", "validation/masks"),
+                                                ("shapes_det", "shapes_det", "validation/boxes.json")])
+def test_the_store_packs_masks_and_boxes_and_they_are_in_the_keys(tmp_path, example, name, truth):
+    """A segmentation sweep's workers need the masks, a detection sweep's the boxes: both are
+    packed with the images, and an edited mask or box gives new build keys."""
+    import tarfile
+
+    from mobiledeploy.sweep.run import _plan
+    from mobiledeploy.sweep.spec import load_sweep
+    from mobiledeploy.sweep.store import Store
+
+    folder = _task_sweep(tmp_path, example, name)
+    store = Store(tmp_path / "store")
+    plan = _plan(load_sweep(folder / "sweep.yaml"), store)
+    req = next(iter(plan.build.values()))
+    with tarfile.open(tmp_path / "store" / "inputs" / f"{req['pack']}.tar") as tar:
+        names = tar.getnames()
+    assert any(n == truth or n.startswith(truth + "/") for n in names), names[:20]
+    assert any(n.startswith("calibration/") and ("masks" in n or "boxes" in n) for n in names)
+    f = folder / truth
+    if f.is_dir():
+        f = next(p for p in sorted(f.rglob("*")) if p.is_file())
+        from PIL import Image
+
+        im = Image.open(f)
+        px = im.load()
+        px[0, 0] = (px[0, 0] + 1) % 2  # one pixel's class
+        im.save(f)
+    else:
+        f.write_text(f.read_text().replace("0.525,", "0.526,", 1))  # one box edge
+    again = _plan(load_sweep(folder / "sweep.yaml"), store)
+    assert next(iter(again.build)) != next(iter(plan.build))
