@@ -224,7 +224,7 @@ def _plan(sweep: Sweep, store: Store) -> Plan:
     machine = machine_info(spec.bench.threads)
     machine_id = {k: machine.get(k) for k in ("cpu", "cores", "isa_flags")}
     train_src = source_digest("mobiledeploy.sweep.steps", "mobiledeploy.demo.train")
-    from ..validate.mediapipe import mediapipe_version
+    from ..backends.tflite.mediapipe import mediapipe_version
 
     mediapipe = mediapipe_version()  # adds (or drops) validation rows, as in the build's own key
     bench_src = source_digest("mobiledeploy.bench")
@@ -292,7 +292,7 @@ def build_source(d, backend: str) -> str:
                          "mobiledeploy.pipeline.run", "mobiledeploy.architectures.reference",
                          "mobiledeploy.pipeline.worker", backend_class(backend).__module__, task_module(d),
                          # validation (run.py's _validate_step key)
-                         "mobiledeploy.validate.runner", "mobiledeploy.mediapipe_runner",
+                         "mobiledeploy.validate.runner", "mobiledeploy.backends.tflite.mediapipe_runner",
                          "mobiledeploy.pipeline.early")
 
 

@@ -107,7 +107,7 @@ def _task_sweep(tmp_path, example: str, name: str):
 
 
 def _module(*names: str) -> str:
-    """The first of ``names`` that exists (modules the layout move renames keep this test true)."""
+    """The first of ``names`` that exists (a module a later move renames: list both names)."""
     import importlib.util
 
     for n in names:
@@ -141,11 +141,11 @@ def _edited(monkeypatch, module: str):
 
 
 @pytest.mark.parametrize("example,name,modules", [
-    ("shapes", "shapes", [("mobiledeploy.tasks.classification",)]),
-    ("shapes_seg", "shapes_seg", [("mobiledeploy.tasks.segmentation",),
-                                  ("mobiledeploy.tasks.segmentation.metrics", "mobiledeploy.validate.seg_metrics")]),
-    ("shapes_det", "shapes_det", [("mobiledeploy.tasks.detection",),
-                                  ("mobiledeploy.tasks.detection.metrics", "mobiledeploy.validate.det_metrics")]),
+    ("shapes", "shapes", [("mobiledeploy.tasks.classification.task",)]),
+    ("shapes_seg", "shapes_seg", [("mobiledeploy.tasks.segmentation.task",),
+                                  ("mobiledeploy.tasks.segmentation.metrics",)]),
+    ("shapes_det", "shapes_det", [("mobiledeploy.tasks.detection.task",),
+                                  ("mobiledeploy.tasks.detection.metrics",)]),
 ])
 def test_build_key_holds_the_task_modules_and_what_the_build_runs(tmp_path, monkeypatch, example, name, modules):
     """The task's module is loaded by name (no import walk reaches it); it and its metrics set
@@ -159,9 +159,8 @@ def test_build_key_holds_the_task_modules_and_what_the_build_runs(tmp_path, monk
     folder = _task_sweep(tmp_path, example, name)
     store = Store(tmp_path / "store")
     base = _plan(load_sweep(folder / "sweep.yaml"), store).cells[0]
-    edits = [*modules, ("mobiledeploy.backends.tflite.backend", "mobiledeploy.backends.tflite"),
-             ("mobiledeploy.pipeline.worker",),
-             ("mobiledeploy.backends.tflite.mediapipe_runner", "mobiledeploy.mediapipe_runner")]
+    edits = [*modules, ("mobiledeploy.backends.tflite.backend",), ("mobiledeploy.pipeline.worker",),
+             ("mobiledeploy.backends.tflite.mediapipe_runner",)]
     for names in edits:
         with monkeypatch.context() as m:
             _edited(m, _module(*names))
