@@ -9,7 +9,7 @@ DET_OUT ?= $(OUT)-det
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-fast demo sweep-demo test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv
+.PHONY: setup setup-fast demo sweep-demo sweep-nodes test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ demo: $(STAMP)  ## build, validate and package both shipped examples: dist/ (cla
 
 sweep-demo: $(STAMP)  ## the shipped example at 4 resolutions x int8 lowering, fp32 and int8, on a local Ray instance
 	$(VENV)/bin/mobiledeploy sweep examples/shapes/sweep.yaml -o $(OUT)-sweep --jobs $(JOBS)
+
+sweep-nodes: $(STAMP)  ## a stated subset of examples/shapes/sweep-large.yaml on a local 1-node vs 2-node Ray cluster
+	$(PY) -m mobiledeploy.sweep.cluster_bench examples/shapes/sweep-large.yaml --nodes 1 2 \
+		--only preset=mobilenet_v3_small --only width=0.5,1.0 --only resolution=64 \
+		--targets tflite-fp32,tflite-int8,executorch-xnnpack --train-images 300
 
 test: $(STAMP)  ## the full suite (what CI runs)
 	$(PY) -m pytest -n 2 --dist loadfile --durations=30 tests $(PYTEST_ARGS)

@@ -271,3 +271,22 @@ class Store:
 
     def release(self, key: str) -> None:
         self.remove(f"running/{key}.json")
+
+    def leases(self) -> dict[str, dict]:
+        """The steps running now (key -> lease: pid, host, node, stage, started)."""
+        with self._guard("list running/"):
+            if self._fs is None:
+                names = [p.name for p in Path(self._path("running")).glob("*.json")]
+            else:
+                try:
+                    names = [p.rsplit("/", 1)[-1] for p in self._fs.ls(self._path("running"), detail=False,
+                                                                        refresh=True)]
+                except FileNotFoundError:
+                    names = []
+        out = {}
+        for name in names:
+            if name.endswith(".json"):
+                info = self.get_json(f"running/{name}")
+                if info is not None:  # released meanwhile
+                    out[name.removesuffix(".json")] = info
+        return out
