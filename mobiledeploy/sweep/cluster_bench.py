@@ -48,13 +48,14 @@ def run(path: Path, nodes: int, spec: dict, work: Path) -> dict:
     sweep_file = path.with_name(f".{path.stem}-bench-{os.getpid()}.yaml")  # beside the base definition
     sweep_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's sockets: a short path
+    Path(temp, "ray").mkdir()  # Ray's own folder under RAY_TMPDIR
     saved = {k: os.environ.get(k) for k in ("MOBILEDEPLOY_SWEEP_WORK", "RAY_TMPDIR")}
     try:
         os.environ["RAY_TMPDIR"] = temp  # Ray's address file too (not the machine's /tmp/ray)
         os.environ["MOBILEDEPLOY_SWEEP_WORK"] = str(work / "node0")
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                                 "object_store_memory": 80 * 1024 * 1024,
-                                                                "temp_dir": temp})
+                                                                "temp_dir": f"{temp}/ray"})
         for i in range(1, nodes):
             os.environ["MOBILEDEPLOY_SWEEP_WORK"] = str(work / f"node{i}")
             cluster.add_node(num_cpus=1, object_store_memory=80 * 1024 * 1024)

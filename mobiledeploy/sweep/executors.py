@@ -75,6 +75,34 @@ class LocalExecutor:
             self._pool = None
 
 
+def _orphan_watch(period: float = 0.5) -> None:
+    """Exit this worker process as soon as its raylet (the parent) is gone: its node is lost to
+    the cluster, which reruns the step elsewhere; a worker left running would go on writing to the
+    shared store as if nothing happened (its converter process follows: lifeline.py)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(period)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    if not getattr(_orphan_watch, "started", False):  # once per worker process
+        _orphan_watch.started = True
+        threading.Thread(target=watch, name="mobiledeploy-orphan-watch", daemon=True).start()
+
+
+def run_ray_task(req: dict) -> dict:
+    """A step in a Ray worker (see ``steps.run_task``), stopped with its node."""
+    from .steps import run_task
+
+    _orphan_watch()
+    return run_task(req)
+
+
 class RayExecutor:
     """Steps as Ray tasks: Ray reruns a task whose worker died (``max_retries``)."""
 
@@ -103,9 +131,7 @@ class RayExecutor:
         import ray
         from ray.exceptions import RayError
 
-        from .steps import run_task
-
-        task = ray.remote(num_cpus=1, max_retries=self.retries, retry_exceptions=False)(run_task)
+        task = ray.remote(num_cpus=1, max_retries=self.retries, retry_exceptions=False)(run_ray_task)
         refs = {task.remote(r): r for r in reqs}
         try:
             while refs:

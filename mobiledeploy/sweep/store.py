@@ -96,7 +96,10 @@ class Store:
 
     def check(self) -> None:
         """Write, read back and delete a probe object: wrong credentials or an unreachable
-        endpoint are found before any step runs."""
+        endpoint are found before any step runs. A local folder needs no probe (its first write
+        says it all, and no empty folder is left behind by a sweep refused later)."""
+        if self._fs is None:
+            return
         rel = f"probe/{uuid.uuid4().hex}.json"
         try:
             self.put_json(rel, {"probe": True})

@@ -161,12 +161,13 @@ class Cluster:
 
         self.work = {"head": root / "head", "worker": root / "worker"}
         self.temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        Path(self.temp, "ray").mkdir()  # Ray's own folder under RAY_TMPDIR
         saved = {k: os.environ.get(k) for k in ("MOBILEDEPLOY_SWEEP_WORK", "RAY_TMPDIR")}
         try:
             os.environ["RAY_TMPDIR"] = self.temp  # Ray's address file too: not /tmp/ray, shared
             self._node_env("head")
             self.cluster = RayCluster(initialize_head=True, connect=False, head_node_args={
-                "num_cpus": 1, "object_store_memory": 80 * MB, "include_dashboard": False, "temp_dir": self.temp,
+                "num_cpus": 1, "object_store_memory": 80 * MB, "include_dashboard": False, "temp_dir": f"{self.temp}/ray",
                 # a dead node is declared so within ~3 s (default: ~30 s)
                 "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000,
                                    "health_check_failure_threshold": 3}})
@@ -408,7 +409,7 @@ def test_two_node_sweep_survives_a_killed_node(cluster_run, local_run, s3):
     assert _table(result) == _table(local_run["result"])
     # each node worked in its own folder, with the base folder's files from the store
     for name in ("head", "worker"):
-        assert list((cluster.work[name] / "inputs").glob("*/tiny.yaml")), name
+        assert list((cluster.work[name] / "inputs").glob("*/labels.txt")), name
     out = cluster_run["out"]
     assert (out / "plots" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     html = (out / "index.html").read_text()
