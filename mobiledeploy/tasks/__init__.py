@@ -23,6 +23,9 @@ TASKS: dict[str, str] = {
     "object-detection": "mobiledeploy.tasks.detection.task:Detection",
 }
 
+#: the task of a definition that names none
+DEFAULT_TASK = "image-classification"
+
 _cache: dict[str, Task] = {}
 
 
@@ -30,7 +33,7 @@ def task_name(value) -> str:
     """A task name from a definition, a ``Task`` enum value or a string."""
     if hasattr(value, "task"):
         value = value.task
-    return getattr(value, "value", value) or "image-classification"
+    return getattr(value, "value", value) or DEFAULT_TASK
 
 
 def task_module(value) -> str:
@@ -52,4 +55,9 @@ def get_task(value) -> Task:
     return _cache[name]
 
 
-__all__ = ["TASKS", "Task", "get_task", "task_module", "task_name"]
+def all_tasks() -> list[Task]:
+    """Every registered task, in registration order."""
+    return [get_task(name) for name in TASKS]
+
+
+__all__ = ["DEFAULT_TASK", "TASKS", "Task", "all_tasks", "get_task", "task_module", "task_name"]
