@@ -24,8 +24,9 @@ import numpy as np
 from ...tolerance import Tolerance, register_limit
 from ..base import Task
 
-NAME = "object-detection"
 from .decode import RuntimeDetections
+
+NAME = "object-detection"
 
 register_limit(NAME, "min_box_recall", "box_recall", "min", 0, 1)
 register_limit(NAME, "min_box_precision", "box_precision", "min", 0, 1)
