@@ -23,7 +23,6 @@ import numpy as np
 
 from ...tolerance import Tolerance, register_limit
 from ..base import Task
-
 from .decode import RuntimeDetections
 
 NAME = "object-detection"
