@@ -121,6 +121,10 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
         from ..tasks.segmentation.lraspp import keras_head
 
         return keras.Model(inp, keras_head(spec, low, x, conv_bn), name=spec.name)
+    if spec.head_plugin:
+        from .heads import head_module
+
+        return keras.Model(inp, head_module(spec).keras_head(spec, x, layers, act), name=spec.name)
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     if spec.head_hidden:
         x = layers.Dense(spec.head_hidden, name="head_fc1")(x)

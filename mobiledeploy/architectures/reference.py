@@ -91,6 +91,10 @@ def expected_shapes(spec) -> dict[str, tuple]:
         from ..tasks.segmentation.lraspp import head_shapes
 
         return {**shapes, **head_shapes(spec)}
+    if spec.head_plugin:
+        from .heads import head_module
+
+        return {**shapes, **head_module(spec).head_shapes(spec)}
     feat = spec.last_conv
     if spec.head_hidden:
         shapes["head.fc1.weight"] = (spec.head_hidden, feat)

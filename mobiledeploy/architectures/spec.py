@@ -127,12 +127,8 @@ class ArchitectureSpec:
     segmentation: SegHead | None = None
     # object detection: the SSDLite head replaces the pooled classifier (see ssdlite.py)
     detection: DetHead | None = None
-
-    @property
-    def task(self) -> str:
-        if self.detection:
-            return "object-detection"
-        return "semantic-segmentation" if self.segmentation else "image-classification"
+    # a task's own head on the pooled features (``heads.py``): (module, option, ...) or None
+    head_plugin: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -364,6 +360,7 @@ def resolve(
     channel_rounding: str = "torchvision",
     segmentation: SegmentationOptions | None = None,
     detection: DetectionOptions | None = None,
+    head_plugin: tuple[str, ...] | None = None,
 ) -> ArchitectureSpec:
     """Scale channels by the width multiplier, round them, and freeze the result.
 
@@ -442,6 +439,7 @@ def resolve(
         channel_rounding=channel_rounding,
         segmentation=seg_head,
         detection=det_head,
+        head_plugin=head_plugin,
     )
 
 
@@ -454,6 +452,7 @@ def preset(
     channel_rounding: str = "torchvision",
     segmentation: SegmentationOptions | None = None,
     detection: DetectionOptions | None = None,
+    head_plugin: tuple[str, ...] | None = None,
 ) -> ArchitectureSpec:
     """A named preset at a width and resolution (with an LR-ASPP head when ``segmentation``
     is given, an SSDLite head when ``detection`` is). Unknown names list the valid ones."""
@@ -465,6 +464,6 @@ def preset(
     return resolve(
         PRESETS[name], name=name, width_multiplier=width_multiplier, num_classes=num_classes,
         resolution=res, padding=padding, channel_rounding=channel_rounding, segmentation=segmentation,
-        detection=detection,
+        detection=detection, head_plugin=head_plugin,
     )
 

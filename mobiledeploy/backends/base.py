@@ -173,6 +173,8 @@ class Backend(ABC):
     byte_stable: ClassVar[bool] = True
     #: the Android app runtime that loads this backend's artifacts, or None
     app_runtime: ClassVar[str | None] = None
+    #: the tasks (``tasks.TASKS`` names) whose graphs this backend converts; None: every task
+    tasks: ClassVar[tuple[str, ...] | None] = None
     #: what ``bench`` calls the device the host latency is measured on
     bench_device: ClassVar[str] = "CPU"
     #: the reference twin the artifact is converted from: when the Keras twin disagrees with
@@ -188,7 +190,7 @@ class Backend(ABC):
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries that shape the artifact (part of the cache key)."""
-        from .._deps import version
+        from .._dist import version
 
         return {d: v for d in self.distributions if (v := version(d))}
 
