@@ -24,6 +24,10 @@ class Task:
     name: ClassVar[str] = ""
     #: names of the model's outputs, in order (artifact metadata, the app, localisation)
     output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    #: what the output holds, for converters that name and describe it: "scores" (a vector in the
+    #: labels' order), "dense" (per-pixel scores in the labels' order), "heads" (a detector's raw
+    #: heads) or "vector" (a feature vector whose axis is not the labels)
+    output_kind: ClassVar[str] = "scores"
     #: the Android template family (``templates/android/<family>``-specific files) and labels
     app_family: ClassVar[str] = "classifier"
     #: one score vector per image: converters may add their classifier heads and metadata
@@ -103,6 +107,13 @@ class Task:
         """Per-image facts stored in the row (the report ranks and shows images from them)."""
         diff = np.abs(ref - out).reshape(len(ref), -1)
         return {"per_sample_max_abs": [float(v) for v in diff.max(1)]}
+
+    def sidecar_outputs(self, definition) -> dict[str, Any]:
+        """The ExecuTorch sidecar's description of the outputs (an app reads it beside the .pte)."""
+        shape = [1, *self.output_shape(definition.architecture_spec())]
+        return {"output": {"name": self.output_names[0], "dtype": "float32", "shape": shape,
+                           "meaning": self.output_description(definition.num_classes, "the labels")},
+                **self.manifest_facts(definition)}
 
     def manifest_facts(self, definition) -> dict[str, Any]:
         """What the manifest (and the ExecuTorch sidecar) records for this task beside the

@@ -87,6 +87,7 @@ class Detection(Task):
     # a detector has no top-1 and no masks: the backends' classifier limits do not apply
     unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop"})
     title = "detection"
+    output_kind = "heads"
     head_field = "detection"
     head_title = "SSDLite head"
     replaces_classifier_head = True
@@ -139,6 +140,16 @@ class Detection(Task):
         spec = definition.architecture_spec()
         return DetTruth(anchors(spec), decoding_spec(spec), spec.num_classes,
                         load_boxes(definition, which, batch.files), definition.labels_list())
+
+    def sidecar_outputs(self, definition):
+        spec = definition.architecture_spec()
+        a, c = spec.detection.num_anchors, definition.num_classes
+        return {"outputs": [
+            {"name": "class_logits", "dtype": "float32", "shape": [1, a, c + 1],
+             "meaning": "raw class logits per anchor, background at index 0, then the labels in order"},
+            {"name": "box_encodings", "dtype": "float32", "shape": [1, a, 4],
+             "meaning": "raw (ty, tx, th, tw) per anchor; decode with the decoding spec"}],
+            **self.manifest_facts(definition)}
 
     def manifest_facts(self, definition):
         """The one decoding spec every runtime, the host validator and the app decode with, and

@@ -39,6 +39,7 @@ class Segmentation(Task):
     keras_tolerance = Tolerance(min_pixel_agreement=0.999)
     unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop"})
     title = "segmentation"
+    output_kind = "dense"
     head_field = "segmentation"
     head_title = "LR-ASPP head"
     replaces_classifier_head = True
