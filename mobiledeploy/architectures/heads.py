@@ -10,7 +10,12 @@ The module is the head's one home and answers what every builder asks of a head:
   against them before anything is built);
 - ``head_stats(spec, h, w)``: rows ``(input, operator, out, stride, NL, MACs, params)`` for ``show``;
 - ``sixth_folds(spec)``: parameter name -> factor for the lowered h-swish (the 1/6 folded into the
-  weights after the last conv's h-swish, as the classifier's fc1 takes it).
+  weights after the last conv's h-swish, as the classifier's fc1 takes it);
+- optionally ``unused_weights(spec)``: tensors a weights file may hold that this head leaves out
+  (dropped from the bundle's canonical file).
+
+``keras_head`` also receives ``lowered`` (the h-swish variant being built): a lowered h-swish leaves
+its 1/6 to the next linear op, which a head that ends on one must apply itself.
 
 Parameters are named as the classifier's (``head.<name>`` in PyTorch, ``head_<name>`` in Keras), so
 the weight transposes of ``weights.py`` apply unchanged.

@@ -124,7 +124,7 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
     if spec.head_plugin:
         from .heads import head_module
 
-        return keras.Model(inp, head_module(spec).keras_head(spec, x, layers, act), name=spec.name)
+        return keras.Model(inp, head_module(spec).keras_head(spec, x, layers, act, lowered), name=spec.name)
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     if spec.head_hidden:
         x = layers.Dense(spec.head_hidden, name="head_fc1")(x)
