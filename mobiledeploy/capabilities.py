@@ -32,7 +32,8 @@ def capability_table() -> list[Capability]:
     for task in all_tasks():
         for t in all_targets().values():
             builds, runtime = t.builds(task.name), t.backend_class().app_runtime
-            rt = runtime if builds and runtime in task.app_runtimes else None
+            serves = task.app_runtimes is None or runtime in task.app_runtimes
+            rt = runtime if builds and runtime and serves else None
             cells.append(Capability(task.name, t.name, builds, rt))
     return cells
 

@@ -582,15 +582,12 @@ def check_definition_files(d: ModelDefinition) -> None:
         resolve_target(d, t)  # options type-checked against the backend's model for the precision
     check_model_size(d)
     from .images import probe_image, select_images
-    from .tasks.detection.boxes import load_boxes
-    from .tasks.segmentation.masks import probe_masks
 
     for field in ("calibration", "validation"):  # every image decodes: no surprise inside a converter
         images = [p for p, _ in select_images(d, field)]
         for p in images:
             probe_image(p)
-        probe_masks(d, field, images)  # and so does its mask, where the source names masks
-        load_boxes(d, field, images)  # every image has a well-formed boxes entry, where named
+        d.task_spec().check_truth_files(d, field, images)  # and so does its truth (masks, boxes)
 
 
 def check_option_values(opts: dict[str, Any], src: str, where: str) -> None:

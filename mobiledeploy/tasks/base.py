@@ -55,8 +55,8 @@ class Task:
     #: (quality against the labels, agreement with the reference): the row's metric keys a sweep
     #: ranks variants by
     quality_keys: ClassVar[tuple[str, str]] = ("top1_accuracy", "top1_agreement")
-    #: the app runtimes whose generated app serves this task (empty: no app for it)
-    app_runtimes: ClassVar[tuple[str, ...]] = ("litert", "executorch")
+    #: the app runtimes whose generated app serves this task (None: every one; empty: no app)
+    app_runtimes: ClassVar[tuple[str, ...] | None] = None
     #: how the task is named in tables and messages
     title: ClassVar[str] = ""
 
@@ -68,6 +68,10 @@ class Task:
     def check_definition(self, definition) -> None:
         """Raise ValueError (one line, naming the field) for what this task refuses in a definition
         that the schema alone allows."""
+
+    def check_truth_files(self, definition, field: str, images: list) -> None:
+        """Check the truth files ``field`` (calibration/validation) names for ``images`` before
+        anything is built (a one-line DefinitionError naming the file); nothing by default."""
 
     def spec_options(self, section) -> dict[str, Any]:
         """Keyword arguments for ``architectures.spec.preset``/``resolve`` from the head section

@@ -95,6 +95,11 @@ class Detection(Task):
     labels_are_truth = False
     quality_keys = ("map50", "box_recall")
 
+    def check_truth_files(self, definition, field, images):
+        from .boxes import load_boxes
+
+        load_boxes(definition, field, images)  # every image has a well-formed boxes entry
+
     def head_section(self):
         from .section import DetectionSection
 

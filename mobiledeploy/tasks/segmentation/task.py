@@ -47,6 +47,11 @@ class Segmentation(Task):
     labels_are_truth = False
     quality_keys = ("miou", "pixel_agreement")
 
+    def check_truth_files(self, definition, field, images):
+        from .masks import probe_masks
+
+        probe_masks(definition, field, images)  # every mask decodes, at its image's size
+
     def head_section(self):
         from .section import SegmentationSection
 
