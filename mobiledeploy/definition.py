@@ -55,9 +55,14 @@ Task = Enum("Task", {name.replace("-", "_"): name for name in _task_registry()[0
 Task.__doc__ = "A definition's ``task:``: one of the registered tasks (``mobiledeploy.tasks.TASKS``)."
 
 
-class Runtime(str, Enum):
-    litert = "litert"
-    executorch = "executorch"
+def _app_runtimes() -> list[str]:
+    from .capabilities import app_runtimes
+
+    return app_runtimes()
+
+
+# the app runtimes the registered backends name (``Backend.app_runtime``), the first the default
+Runtime = Enum("Runtime", {rt: rt for rt in _app_runtimes()}, type=str)
 
 
 class Padding(str, Enum):
@@ -276,7 +281,7 @@ class AndroidSpec(BaseModel):
     model_config = Strict
     application_id: str = Field("com.example.mobiledeploy", max_length=150)
     app_name: str = "mobiledeploy demo"
-    runtime: Runtime = Runtime.litert
+    runtime: Runtime = Runtime(_app_runtimes()[0])
 
     @field_validator("application_id")
     @classmethod

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..images import InputBatch
 from ..tolerance import Tolerance
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..definition import ModelDefinition
-    from ..targets import ResolvedTarget
+# The definition and a resolved target are what every hook receives; they are named here, not
+# imported: definition and targets import this module's registry (no cycle, not even for types).
+ModelDefinition = Any  # definition.ModelDefinition
+ResolvedTarget = Any  # targets.ResolvedTarget
 
 
 class Lowering(str, Enum):

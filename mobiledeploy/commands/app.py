@@ -9,8 +9,9 @@ import click
 @click.argument("bundle_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help="Directory for the Gradle project (its generated files are replaced; others are kept).")
-@click.option("--runtime", type=click.Choice(["litert", "executorch"]), default=None,
-              help="On-device runtime (default: the definition's android.runtime).")
+@click.option("--runtime", default=None, metavar="RUNTIME",
+              help="On-device runtime, one the registered backends name (litert for TFLite, executorch for "
+                   ".pte; see mobiledeploy targets); default: the definition's android.runtime.")
 @click.option("--no-models", is_flag=True,
               help="Leave the model and golden images out (for a copy kept in git).")
 @click.option("--force", is_flag=True,

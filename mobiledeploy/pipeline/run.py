@@ -354,17 +354,18 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
 
 
 def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items) -> None:
-    from ..architectures.reference import canonical_state
+    from ..architectures.reference import canonical_state, unused_weights
     from ..architectures.weights import save_weights
     from ..images import write_image_list
 
     final = out / "model"
     tmp = tmp_path(out, final)
     tmp.mkdir(parents=True)
-    if weights_src:
+    if weights_src and not unused_weights(d.architecture_spec()):
         shutil.copy2(weights_src, tmp / weights_name)
-    else:
-        save_weights(canonical_state(d), tmp / weights_name, metadata={"seeded": str(d.seed)})
+    else:  # seeded, or the file's tensors the head leaves out dropped: the canonical file is exact
+        save_weights(canonical_state(d), tmp / weights_name,
+                     metadata={} if weights_src else {"seeded": str(d.seed)})
     (tmp / "labels.txt").write_text("".join(f"{x}\n" for x in labels), encoding="utf-8")
     write_image_list(tmp, "validation", labels, val_items)  # labels are data, never folder names
     masks = _mask_files(d, "validation", val_items)
