@@ -21,6 +21,7 @@ TASKS: dict[str, str] = {
     "image-classification": "mobiledeploy.tasks.classification.task:Classification",
     "semantic-segmentation": "mobiledeploy.tasks.segmentation.task:Segmentation",
     "object-detection": "mobiledeploy.tasks.detection.task:Detection",
+    "image-embedding": "mobiledeploy.tasks.embedding.task:Embedding",
 }
 
 #: the task of a definition that names none
