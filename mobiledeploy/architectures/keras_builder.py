@@ -7,8 +7,8 @@ conv is used; with ``padding: tf_same`` every conv is ``padding="same"``, which 
 keras.applications computes (its ``ZeroPadding2D(correct_pad)`` + "valid" is the same padding).
 
 ``resize="lowered"`` builds LR-ASPP's half-pixel bilinear resizes from slices, concatenations,
-nearest 2x resizes and fixed 2x2 depthwise averages (``upsample.py``), the same function in ops
-the Edge TPU compiler maps.
+nearest 2x resizes and fixed 2x2 depthwise averages (``tasks/segmentation/upsample.py``), the
+same function in ops the Edge TPU compiler maps.
 
 ``hswish="lowered"`` builds h-swish as ``x * relu6(x + 3)`` and hard-sigmoid as ``relu6(x + 3)``
 with the 1/6 folded into the weights of the next linear op (see ``weights.fold_sixth``): the
@@ -36,7 +36,7 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
 
     ``batch_size=1`` gives the static shapes that converters (and the Edge TPU) want.
     ``resize="lowered"`` builds a segmentation head's bilinear resizes from Edge TPU ops (see
-    ``upsample.py``; the same function); other tasks have no resize and ignore it.
+    ``tasks/segmentation/upsample.py``; the same function); other tasks have no resize and ignore it.
     """
     keras = _keras()
     layers, ops = keras.layers, keras.ops
@@ -121,11 +121,11 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
             low = x
     x = conv_bn(x, "last", spec.last_conv, 1, 1, False, spec.last_activation)
     if spec.detection:
-        from .ssdlite import keras_head as ssd_head
+        from ..tasks.detection.ssdlite import keras_head as ssd_head
 
         return keras.Model(inp, ssd_head(spec, tap, x, conv_bn), name=spec.name)
     if spec.segmentation:
-        from .lraspp import keras_head
+        from ..tasks.segmentation.lraspp import keras_head
 
         return keras.Model(inp, keras_head(spec, low, x, conv_bn, resize=resize), name=spec.name)
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)

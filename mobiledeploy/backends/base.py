@@ -43,7 +43,7 @@ class Lowering(str, Enum):
 class TFLiteLowering(str, Enum):
     """TFLite / Edge TPU lowerings: ``Lowering``'s two, plus ``hswish+bilinear``, which also builds
     a segmentation head's half-pixel bilinear resizes from ops the Edge TPU compiler maps
-    (``architectures/upsample.py``: nearest 2x resizes, fixed 2x2 depthwise averages, slices and
+    (``tasks/segmentation/upsample.py``: nearest 2x resizes, fixed 2x2 depthwise averages, slices and
     concatenations; the same function). Tasks without a resize build what ``hswish`` builds."""
 
     hswish = "hswish"

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mobiledeploy.architectures.upsample import factor, op_plan, upsample_bilinear_lowered  # noqa: E402
+from mobiledeploy.tasks.segmentation.upsample import factor, op_plan, upsample_bilinear_lowered  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 SEG_EXAMPLE = ROOT / "examples" / "shapes_seg"
@@ -54,8 +54,8 @@ def test_only_power_of_two_factors_are_lowered():
 def test_tflite_ops_are_the_planned_edgetpu_forms(tmp_path):
     """The int8 conversion writes exactly the planned ops, the resizes at version 2 (legacy
     nearest, not half-pixel), and the Edge TPU analysis maps every one."""
-    from mobiledeploy.edgetpu import analyze
-    from mobiledeploy.tflite_reader import read_tflite
+    from mobiledeploy.backends.edgetpu import analyze
+    from mobiledeploy.backends.tflite.reader import read_tflite
 
     inp = keras.Input((16, 16, 11), batch_size=1)
     model = keras.Model(inp, upsample_bilinear_lowered(inp, 128, 128, "up"))
