@@ -137,10 +137,11 @@ def _prelu(op: OpInfo, sg: SubgraphInfo) -> str | None:
 #   the compiled model keeps it on the CPU and cuts the graph there; the x1 and x15.5 resizes after
 #   it are on the CPU already as its dependants, so they say nothing about their factors);
 # * mapped: RESIZE_NEAREST_NEIGHBOR x2 (compiler 16.0: YOLOv5s at 224 with 7x7 -> 14x14 and
-#   14x14 -> 28x28 upsamplings, google-coral/edgetpu #512; YOLOv7-tiny, WongKinYiu/yolov7 #1672);
+#   14x14 -> 28x28 upsamplings, the log in jveitchmichaelis/edgetpu-yolo's README; YOLOv7-tiny,
+#   WongKinYiu/yolov7 #1672);
 #   RESIZE_BILINEAR x2 (64x64 -> 128x128, google-coral/edgetpu #31, where the same model at
-#   512x512 input, 256x256x32 -> 512x512, was refused by compiler 2.0, fixed by a later release
-#   according to the thread).
+#   512x512 input, 256x256x32 -> 512x512, was refused by the compiler of the time, 2.0; a
+#   maintainer later pointed to an updated compiler without saying what changed).
 #
 # A factor at or above the refused one is predicted refused; a factor at or below the mapped one
 # is predicted mapped; anything between is predicted mapped and marked as a guess in the output.
@@ -149,7 +150,8 @@ MAPPED_RESIZE_FACTOR = {"RESIZE_BILINEAR": 2.0, "RESIZE_NEAREST_NEIGHBOR": 2.0}
 _RESIZE_EVIDENCE = {
     "RESIZE_BILINEAR": ("1x1 -> 33x33 refused in Coral's DeepLab v3 (shared/edgetpu-reference); x2 mapped "
                         "(google-coral/edgetpu #31)"),
-    "RESIZE_NEAREST_NEIGHBOR": "x2 mapped by compiler 16.0 (google-coral/edgetpu #512, WongKinYiu/yolov7 #1672)",
+    "RESIZE_NEAREST_NEIGHBOR": ("x2 mapped by compiler 16.0 (jveitchmichaelis/edgetpu-yolo README, "
+                                "WongKinYiu/yolov7 #1672)"),
 }
 
 
@@ -243,6 +245,20 @@ SUPPORTED: dict[str, Check | None] = {
     "SUM": lambda op, sg: _reduce(op, sg, z_multiple_of_4=False),
     "SQUARED_DIFFERENCE": None, "TANH": None, "TRANSPOSE": None, "TRANSPOSE_CONV": None,
 }
+
+# The ops of the lowered bilinear upsampling (tasks/segmentation/upsample.py), as today's converter
+# writes them in int8, and what stands behind predicting them mapped:
+# * RESIZE_NEAREST_NEIGHBOR version 2 (legacy sampling, x2 only): Coral's table (3-D tensors;
+#   size-dependent, see the resize rules above); logged mapped at x2 by compiler 16.0
+#   (jveitchmichaelis/edgetpu-yolo README, WongKinYiu/yolov7 #1672; version 3, half-pixel, is refused);
+# * DEPTHWISE_CONV_2D version 3, 2x2 kernel, stride 1, VALID: the table's only limit is equal
+#   dilation in x and y; no kernel-size limit is documented and none is applied;
+# * STRIDED_SLICE version 2, strides 1, no ellipsis/new-axis mask: the table's limits (_strided_slice);
+#   logged mapped by compiler 16.0 in YOLOv5s (jveitchmichaelis/edgetpu-yolo README);
+# * CONCATENATION version 2, no constant input, no fused activation: the table's limits
+#   (_concatenation); logged mapped in the same YOLOv5s and YOLOv7-tiny logs.
+# No public log shows any of them refused at these versions, so no version limit is applied
+# (MAX_MAPPED_VERSION / MAX_PARSED_VERSION below hold the observed refusals only).
 
 # why well-known ops are missing from the table: named in the reason and used by advice
 _NOT_SUPPORTED_WHY = {
