@@ -74,9 +74,10 @@ def advise(report: dict[str, Any]) -> dict[str, Any]:
         add("resize_bilinear",
             f"half-pixel bilinear resize (RESIZE_BILINEAR version 3) is refused by the compiler: "
             f"{len(half_pixel)} op(s), the first at #{half_pixel[0]['index']}" + (f"; {cost}" if cost else ""),
-            "set `lowering: hswish+bilinear` on the target (the edgetpu default): power-of-two "
-            "upsamplings become nearest 2x resizes, fixed 2x2 depthwise averages, slices and "
-            "concatenations, the same function")
+            "`lowering: hswish+bilinear` (the edgetpu default) builds power-of-two upsamplings "
+            "from nearest 2x resizes, fixed 2x2 depthwise averages, slices and concatenations (the "
+            "same function); it applies when the input height and width are multiples of the "
+            "segmentation output stride (LR-ASPP's factors are then powers of two)")
     gates = _se_gates(rows)
     se_cpu = [g for g in gates if not g["mapped"]]
     if se_cpu:
