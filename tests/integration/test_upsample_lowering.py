@@ -50,15 +50,7 @@ def test_only_power_of_two_factors_are_lowered():
         upsample_bilinear_lowered(keras.Input((4, 4, 1), batch_size=1), 12, 12, "up")
 
 
-@pytest.mark.slow
-def test_tflite_ops_are_the_planned_edgetpu_forms(tmp_path):
-    """The int8 conversion writes exactly the planned ops, the resizes at version 2 (legacy
-    nearest, not half-pixel), and the Edge TPU analysis maps every one."""
-    from mobiledeploy.backends.edgetpu import analyze
-    from mobiledeploy.backends.tflite.reader import read_tflite
-
-    inp = keras.Input((16, 16, 11), batch_size=1)
-    model = keras.Model(inp, upsample_bilinear_lowered(inp, 128, 128, "up"))
+def _int8(model, path):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(0)
@@ -66,13 +58,33 @@ def test_tflite_ops_are_the_planned_edgetpu_forms(tmp_path):
                                            for _ in range(8))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
-    path = tmp_path / "up8.tflite"
     path.write_bytes(conv.convert())
+    return path
+
+
+@pytest.mark.slow
+def test_tflite_ops_are_the_planned_edgetpu_forms(tmp_path):
+    """The int8 conversion writes exactly the planned ops, the resizes at version 2 (legacy
+    nearest, not half-pixel), and the Edge TPU analysis maps every one; the builtin resize of
+    the same factor is version 3, refused, with advice naming the lowering."""
+    from mobiledeploy.backends.edgetpu import analyze
+    from mobiledeploy.backends.edgetpu.analysis import BAD_VERSION
+    from mobiledeploy.backends.tflite.reader import read_tflite
+
+    inp = keras.Input((16, 16, 11), batch_size=1)
+    path = _int8(keras.Model(inp, upsample_bilinear_lowered(inp, 128, 128, "up")), tmp_path / "up8.tflite")
     ops = read_tflite(path).main.operators
     assert [op.op for op in ops] == op_plan(8)
     assert {op.version for op in ops if op.op == "RESIZE_NEAREST_NEIGHBOR"} == {2}
     report = analyze(path)
     assert report["edgetpu_ops"] == report["ops_total"] == len(op_plan(8)), report["cpu_ops"]
+    assert report["guesses"] == []  # x2 nearest resizes only: the logged form
+
+    builtin = _int8(keras.Model(inp, keras.layers.Resizing(128, 128, interpolation="bilinear")(inp)),
+                    tmp_path / "builtin8.tflite")
+    report = analyze(builtin)
+    assert report["first_cpu_op"]["op"] == "RESIZE_BILINEAR" and report["first_cpu_op"]["status"] == BAD_VERSION
+    assert "lowering: hswish+bilinear" in next(a for a in report["advice"] if a["kind"] == "resize_bilinear")["fix"]
 
 
 def test_seg_demo_lowered_twin_equals_reference_on_validation_images():
