@@ -41,6 +41,17 @@ class Lowering(str, Enum):
     none = "none"
 
 
+class TFLiteLowering(str, Enum):
+    """TFLite / Edge TPU lowerings: ``Lowering``'s two, plus ``hswish+bilinear``, which also builds
+    a segmentation head's half-pixel bilinear resizes from ops the Edge TPU compiler maps
+    (``tasks/segmentation/upsample.py``: nearest 2x resizes, fixed 2x2 depthwise averages, slices and
+    concatenations; the same function). Tasks without a resize build what ``hswish`` builds."""
+
+    hswish = "hswish"
+    none = "none"
+    hswish_bilinear = "hswish+bilinear"
+
+
 class NoOptions(BaseModel):
     """A precision without options."""
 
@@ -64,9 +75,18 @@ class GraphVariant:
     """
 
     hswish: str = "fused"  # "fused" (one h-swish op) or "lowered" (ADD+RELU6, MUL; 1/6 folded)
+    # "builtin" (RESIZE_BILINEAR) or "lowered" (upsample.py); only segmentation heads resize
+    resize: str = "builtin"
 
     def as_dict(self) -> dict[str, str]:
-        return {"hswish": self.hswish}
+        return {"hswish": self.hswish, "resize": self.resize}
+
+    def for_definition(self, definition) -> GraphVariant:
+        """The variant as built for ``definition``: a model without resizes has no resize variant
+        (so targets differing only in it share one Keras model and export)."""
+        if self.resize != "builtin" and definition.architecture_spec().segmentation is None:
+            return GraphVariant(hswish=self.hswish)
+        return self
 
     @classmethod
     def from_dict(cls, data: dict | None) -> GraphVariant:
@@ -97,6 +117,7 @@ class ConvertContext:
         (each variant is built once per context)."""
         from ..architectures.reference import build_keras_reference
 
+        graph = graph.for_definition(self.definition)
         return self.memo(("keras", graph, batch_size), lambda: build_keras_reference(
             self.definition, batch_size=batch_size, **graph.as_dict()))
 
