@@ -167,6 +167,7 @@ def _input_files(sweep: Sweep) -> dict[str, Path]:
     """Every file a worker needs from the base folder (labels, images, weights files), by the
     path the definitions name it with."""
     from ..images import list_images
+    from ..tasks import get_task
 
     root = sweep.base_path.parent
     files: dict[str, Path] = {}
@@ -187,13 +188,15 @@ def _input_files(sweep: Sweep) -> dict[str, Path]:
             add(d.confined(d.weights, "weights"), "weights")
         for which in ("calibration", "validation"):
             images = getattr(d, which)
-            # the task's truth: segmentation masks (a folder), detection boxes (a JSON file)
-            if getattr(images, "masks", None):
-                for p in sorted(d.confined(images.masks, f"{which}.masks").rglob("*")):
-                    if p.is_file():
-                        add(p, f"{which}.masks")
-            if getattr(images, "boxes", None):
-                add(d.confined(images.boxes, f"{which}.boxes"), f"{which}.boxes")
+            # the task's truth files (``Task.truth_fields``: segmentation masks, a folder;
+            # detection boxes, a JSON file): the workers judge the rows with them
+            for tf in get_task(d).truth_fields:
+                rel = getattr(images, tf, None)
+                if rel:
+                    where = d.confined(rel, f"{which}.{tf}")
+                    for p in sorted(where.rglob("*")) if where.is_dir() else [where]:
+                        if p.is_file():
+                            add(p, f"{which}.{tf}")
             src = d.confined(images.source, f"{which}.source")
             if src.is_dir():
                 for p in sorted(src.rglob("*")):

@@ -308,11 +308,12 @@ def _confine_paths(d, src: str, where: str) -> None:
     opts out with ``allow_outside_paths``), checked before any of them is opened: an axis such as
     ``weights: [/etc/passwd]`` is refused as the same line in the definition would be."""
     from ..errors import UserError
+    from ..tasks import get_task
 
     fields = [("labels", d.labels), ("weights", d.weights)]
     for which in ("calibration", "validation"):
         src_ = getattr(d, which)
-        fields += [(f"{which}.{k}", getattr(src_, k, None)) for k in ("source", "masks", "boxes")]
+        fields += [(f"{which}.{k}", getattr(src_, k, None)) for k in ("source", *get_task(d).truth_fields)]
     for name, rel in fields:
         if rel is None:
             continue
