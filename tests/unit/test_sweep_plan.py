@@ -200,3 +200,22 @@ def test_the_store_packs_masks_and_boxes_and_they_are_in_the_keys(tmp_path, exam
         f.write_text(f.read_text().replace("0.525,", "0.526,", 1))  # one box edge
     again = _plan(load_sweep(folder / "sweep.yaml"), store)
     assert next(iter(again.build)) != next(iter(plan.build))
+
+
+def test_store_urls_are_shown_without_credentials():
+    """A URL with credentials in it (s3://KEY:SECRET@bucket) is never written as given: sweep.json,
+    the report and the progress lines show the store by ``describe()``."""
+    from mobiledeploy.sweep.store import redact
+
+    assert redact("s3://AKIAEXAMPLE:s3cr3t@bucket/prefix") == "s3://***@bucket/prefix"
+    assert redact("s3://bucket/prefix") == "s3://bucket/prefix"
+    assert redact("/home/me/cache") == "/home/me/cache"
+
+
+def test_an_unknown_protocol_is_a_store_error_and_a_folder_needs_no_probe(tmp_path):
+    from mobiledeploy.sweep.store import Store, StoreError
+
+    with pytest.raises(StoreError, match=r"--cache nosuchproto://x: .*give a folder or an fsspec URL"):
+        Store("nosuchproto://x")
+    Store(tmp_path / "c").check()  # a local folder: no probe, nothing created
+    assert not (tmp_path / "c").exists()
