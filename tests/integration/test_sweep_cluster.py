@@ -406,6 +406,9 @@ def test_two_node_sweep_survives_a_killed_node(cluster_run, local_run, s3):
     by_build = {r["keys"]["build"]: r for r in rows}
     assert by_build[killed["key"]]["node"] == cluster.ids["head"]
     assert by_build[killed["key"]]["steps"][0]["ran"] is True
+    from mobiledeploy.sweep.store import Store
+
+    assert Store(f"s3://{BUCKET}/ray").leases() == {}  # the killed step's lease was released by its rerun
     kept = [by_build[k] for k in killed["finished"] if by_build[k]["node"] == cluster.ids["worker"]]
     assert kept, "no finished step of the killed node was kept"
     assert {r["node"] for r in rows} == set(cluster.ids.values())  # steps ran on both nodes
