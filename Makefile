@@ -9,7 +9,7 @@ DET_OUT ?= $(OUT)-det
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-fast demo sweep-demo test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv
+.PHONY: setup setup-fast demo sweep-demo test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv kotlin-toolchain
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,20 @@ $(MEDIAPIPE_VENV)/.installed:
 	touch $@
 
 mediapipe-venv: $(MEDIAPIPE_VENV)/.installed  ## MediaPipe Tasks in .venv-mediapipe (validate's mediapipe rows)
+
+# The generated app's Android-free Kotlin core runs on the JVM (its unit tests, validate's app:
+# rows): npm's kotlin-compiler is the whole Kotlin distribution, pinned, in a project-local folder.
+# validate finds kotlinc there (or via MOBILEDEPLOY_KOTLINC); the JDK and JUnit 4 come from Debian
+# (openjdk-17-jdk-headless, junit4: .ci/run installs them).
+KOTLIN_VERSION ?= 2.4.20
+KOTLIN_DIR     ?= .tools/kotlin
+$(KOTLIN_DIR)/.installed-$(KOTLIN_VERSION):
+	mkdir -p $(KOTLIN_DIR)
+	npm install -q --prefix $(KOTLIN_DIR) --no-save --no-audit --no-fund 'kotlin-compiler@$(KOTLIN_VERSION)'
+	$(KOTLIN_DIR)/node_modules/kotlin-compiler/bin/kotlinc-jvm -version
+	touch $@
+
+kotlin-toolchain: $(KOTLIN_DIR)/.installed-$(KOTLIN_VERSION)  ## Kotlin $(KOTLIN_VERSION) in .tools/kotlin (the app core's JVM tests, validate's app rows)
 
 demo: $(STAMP)  ## build, validate and package both shipped examples: dist/ (classifier), dist-seg/ (segmentation), dist-det/ (detection)
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
