@@ -165,7 +165,7 @@ class AppContext(BaseModel):
     @property
     def palette(self) -> list[int]:
         """ARGB overlay colour per class (the report's palette; background transparent)."""
-        from ..masks import palette
+        from ..tasks.segmentation.masks import palette
 
         return [0 if c == 0 else (0xFF << 24) | (int(r) << 16) | (int(g) << 8) | int(b)
                 for c, (r, g, b) in enumerate(palette(self.num_classes).tolist())]
@@ -263,8 +263,8 @@ def context_from_definition(definition, *, runtime: str | None = None,
     scale, bias = inp.normalise_affine()
     color_order = inp.color_order.value
     if rt == "litert":  # a TFLite model takes what its metadata says (tflite_metadata.input_plan)
+        from ..backends.tflite.metadata import planned_app_preprocessing
         from ..targets import resolve_target
-        from ..tflite_metadata import planned_app_preprocessing
 
         pre = planned_app_preprocessing(definition, resolve_target(definition, target))
         scale, bias, color_order = pre["scale"], pre["bias"], pre["color_order"]
@@ -299,7 +299,7 @@ def _decoding(definition) -> tuple[dict, list[float]]:
     from ..tasks import get_task
 
     facts = get_task(definition).manifest_facts(definition)["decoding"]
-    from ..architectures.ssdlite import anchors
+    from ..tasks.detection.ssdlite import anchors
 
     return facts, [float(v) for v in anchors(definition.architecture_spec()).reshape(-1)]
 
@@ -349,7 +349,7 @@ def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runt
     if rt == "litert":
         updates.update(_tflite_input(model_path))
         # the constants follow what the model's metadata says (the app checks it again at start)
-        from ..tflite_metadata import app_preprocessing
+        from ..backends.tflite.metadata import app_preprocessing
 
         scale, bias = definition.input.normalise_affine()  # a model without metadata: the definition's
         updates.update(app_preprocessing(model_path) or {
@@ -539,7 +539,7 @@ def _host_outputs(ctx: AppContext, model_path: Path, images: list) -> list[list[
     if ctx.runtime != "litert":
         return None
     from .._deps import available
-    from ..backends.tflite import dequantize, make_interpreter
+    from ..backends.tflite.backend import dequantize, make_interpreter
 
     if not available("ai_edge_litert"):
         return None
@@ -820,7 +820,7 @@ def _output_fixtures(ctx: AppContext, rng) -> dict:
     top-k with softmax probabilities, and (segmentation) the mask and its colours."""
     import numpy as np
 
-    from ..backends.tflite import dequantize
+    from ..backends.tflite.backend import dequantize
 
     q8 = rng.integers(-128, 128, 24, dtype=np.int64)
     u8 = rng.integers(0, 256, 24, dtype=np.int64)
@@ -848,7 +848,7 @@ def _decoder_fixtures(ctx: AppContext, rng) -> dict:
     (mobiledeploy/detection.py, the reference), for fast and regular NMS, softmax and sigmoid."""
     import numpy as np
 
-    from ..detection import postprocess_one
+    from ..tasks.detection.decode import postprocess_one
 
     n, c = 24, ctx.num_classes
     # anchors in 3 clusters, so NMS has overlapping boxes to suppress

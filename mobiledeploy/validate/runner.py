@@ -218,7 +218,7 @@ class Validation:
         classifier's .tflite, when its environment is installed)."""
         if self.task.name != "image-classification":  # MediaPipe's Image Classifier task only
             return []
-        from .mediapipe import mediapipe_row
+        from ..backends.tflite.mediapipe import mediapipe_row
 
         row = mediapipe_row(self.bundle, art, self.batch, self.ref, self.ref_metrics.get("top1_accuracy"),
                             _finish, _row)
