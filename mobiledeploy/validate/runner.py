@@ -121,7 +121,7 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         say(f"  {rows[-1]['target']}: {rows[-1]['status']} {rows[-1]['reason']}")
     report = v.finish(manifest, rows, json_path)
     for r in report["results"]:
-        if r["target"].startswith("mediapipe:"):
+        if r["target"].startswith(("mediapipe:", "app:")):
             say(f"  {r['target']}: {r['status']} {r['reason']}")
     return report
 
@@ -224,6 +224,13 @@ class Validation:
                             _finish, _row)
         return [row] if row is not None else []
 
+    def app_rows(self, manifest: dict) -> list[dict]:
+        """The bundle's app (``OUT/android``) run as its own Kotlin core on the JVM, one
+        ``app:<target>`` row per artifact it loads (``app/rows.py``); none without an app."""
+        from ..app.rows import app_rows
+
+        return app_rows(self, manifest)
+
     def artifact_row(self, art: dict) -> dict:
         """One artifact's row, judged."""
         t0 = time.monotonic()
@@ -256,7 +263,7 @@ class Validation:
         batch, task, ref, truth = self.batch, self.task, self.ref, self.truth
         if client_rows is None:
             client_rows = [r for art in manifest["artifacts"] for r in self.client_rows(art)]
-        rows = [self.reference_row, self.keras_row, *rows, *client_rows]
+        rows = [self.reference_row, self.keras_row, *rows, *client_rows, *self.app_rows(manifest)]
         for f in manifest.get("failed", []):
             rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))
 
