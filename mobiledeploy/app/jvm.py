@@ -29,8 +29,11 @@ class ToolchainMissing(Exception):
 
 def kotlinc() -> Path | None:
     """``$MOBILEDEPLOY_KOTLINC``, else ``.tools/kotlin`` in the working directory or beside the
-    mobiledeploy sources; None when there is none."""
+    mobiledeploy sources; None when there is none. ``none`` turns the JVM off (ToolchainMissing):
+    validate then runs no code from the bundle's app."""
     env = os.environ.get(ENV)
+    if env is not None and env.strip().lower() in ("", "none"):
+        raise ToolchainMissing(f"turned off ({ENV}={env!r}): the bundle's app code is not run")
     if env:
         return Path(env)
     for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
@@ -87,7 +90,7 @@ def compile_kotlin(sources: dict[str, bytes], cache: Path, classpath: list[Path]
     """
     import time
 
-    kc, _jv, stdlib = toolchain()
+    kc, _jv, _stdlib = toolchain()
     h = hashlib.sha256()
     h.update(compiler_version(kc).encode() + b"\0")
     for cp in classpath:
@@ -120,7 +123,6 @@ def compile_kotlin(sources: dict[str, bytes], cache: Path, classpath: list[Path]
         tmp_jar = jar.with_name(jar.name + f".{os.getpid()}.tmp")
         shutil.copyfile(out, tmp_jar)
         tmp_jar.replace(jar)  # atomic: a concurrent reader sees the whole jar or none
-    del stdlib
     return jar, False, round(time.monotonic() - t0, 2)
 
 

@@ -346,10 +346,10 @@ def app_rows(v, manifest: dict) -> list[dict]:
 
     from ..errors import UserError
     from ..targets import ResolvedTarget
+    from ..tolerance import LIMITS
     from ..trust import artifact_problem
     from ..validate.rows import row as make_row
     from . import model_targets
-    from ..tolerance import LIMITS
     from .jvm import ToolchainMissing, compile_kotlin, compiler_version, core_sources, java_command, toolchain
 
     project = v.bundle / "android"

@@ -4,29 +4,15 @@ and colours, the SSD decoder and NMS against the host decoder). Compiles are cac
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, need_kotlin
 
 pytestmark = pytest.mark.slow  # a cold kotlinc compile takes 15-40 s per app on 2 cores
 
 CACHE = ROOT / ".tools" / "jvm-cache"
-
-
-def need_kotlin():
-    """The JVM toolchain, or skip (fail under CI=true: a missing toolchain must not pass silently)."""
-    from mobiledeploy.app.jvm import ToolchainMissing, junit_classpath, toolchain
-
-    try:
-        toolchain()
-        junit_classpath()
-    except ToolchainMissing as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{exc}: required in CI")
-        pytest.skip(str(exc))
 
 
 @pytest.mark.parametrize("app", ["android_app", "android_app_seg", "android_app_det"])
