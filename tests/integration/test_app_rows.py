@@ -77,6 +77,8 @@ def test_the_app_row_passes_on_a_healthy_bundle(bundles, kind):
     else:
         assert m["box_recall"] == 1.0 and m["box_precision"] == 1.0 and m["detections"] >= 8
     assert app["executor"].startswith("app core on the JVM")
+    html = (bundles[kind] / "report" / "index.html").read_text()
+    assert f"app:{target}" in html and "pre_max_diff" in html  # the report shows the row
 
 
 def _swap_colours(text: str) -> str:
