@@ -49,6 +49,11 @@ demo: $(STAMP)  ## build, validate and package both shipped examples: dist/ (cla
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_seg/shapes_seg.yaml -o $(SEG_OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_det/shapes_det.yaml -o $(DET_OUT) --jobs $(JOBS)
+	# the build validates before it writes the app: validate again for the app:<target> rows (the
+	# app's Kotlin core on the JVM; skipped without `make kotlin-toolchain`)
+	$(VENV)/bin/mobiledeploy validate $(OUT)
+	$(VENV)/bin/mobiledeploy validate $(SEG_OUT)
+	$(VENV)/bin/mobiledeploy validate $(DET_OUT)
 
 sweep-demo: $(STAMP)  ## the shipped example at 4 resolutions x int8 lowering, fp32 and int8, on a local Ray instance
 	$(VENV)/bin/mobiledeploy sweep examples/shapes/sweep.yaml -o $(OUT)-sweep --jobs $(JOBS)
