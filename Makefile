@@ -6,6 +6,7 @@ STAMP   = $(VENV)/.installed
 OUT    ?= dist
 SEG_OUT ?= $(OUT)-seg
 DET_OUT ?= $(OUT)-det
+EMBED_OUT ?= $(OUT)-embed
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
@@ -45,10 +46,11 @@ $(KOTLIN_DIR)/.installed-$(KOTLIN_VERSION):
 
 kotlin-toolchain: $(KOTLIN_DIR)/.installed-$(KOTLIN_VERSION)  ## Kotlin $(KOTLIN_VERSION) in .tools/kotlin (the app core's JVM tests, validate's app rows)
 
-demo: $(STAMP)  ## build, validate and package both shipped examples: dist/ (classifier), dist-seg/ (segmentation), dist-det/ (detection)
+demo: $(STAMP)  ## build, validate and package the shipped examples: dist/ (classifier), dist-seg/ (segmentation), dist-det/ (detection), dist-embed/ (embedder)
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_seg/shapes_seg.yaml -o $(SEG_OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_det/shapes_det.yaml -o $(DET_OUT) --jobs $(JOBS)
+	$(VENV)/bin/mobiledeploy build examples/shapes/shapes_embed.yaml -o $(EMBED_OUT) --jobs $(JOBS)
 	# the build validates before it writes the app: validate again for the app:<target> rows (the
 	# app's Kotlin core on the JVM; skipped without `make kotlin-toolchain`)
 	$(VENV)/bin/mobiledeploy validate $(OUT)
@@ -80,4 +82,4 @@ app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
 	$(PY) -m mobiledeploy.app_sync
 
 clean:
-	rm -rf $(OUT) $(SEG_OUT) $(DET_OUT) $(OUT)-sweep .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(SEG_OUT) $(DET_OUT) $(EMBED_OUT) $(OUT)-sweep .pytest_cache .ruff_cache

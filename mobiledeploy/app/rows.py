@@ -192,14 +192,14 @@ def _check(checks: list, stage: str, metric: str, value, limit: float, kind: str
 
 def judge_target(drv: Driver, project: Path, art: dict, target, v, consts: dict, frames: bytes) -> dict:
     """Metrics and checks of one artifact through the app core (see the module doc)."""
-    task, batch, d = v.task.name, v.batch, v.d
+    kind, batch, d = v.task.output_kind, v.batch, v.d
     path = v.bundle / art["path"]
     labels = d.labels_list()
     app_labels = str(project / "app/src/main/assets/labels.txt")
     n_img = len(batch)
     h, w = d.input.height, d.input.width
     pte = path.suffix == ".pte"
-    detector = task == "object-detection"
+    detector = kind == "heads"
     checks: list[dict] = []
     m: dict = {}
     # ---- pre: the core's input bytes against the host's tensor for this artifact
@@ -245,7 +245,7 @@ def judge_target(drv: Driver, project: Path, art: dict, target, v, consts: dict,
     core_raw = [run(core_in[i:i + 1]) for i in range(n_img)]
     host_raw = [run(host_in[i:i + 1]) for i in range(n_img)]
     lim = _row_limits(target, target.precision)
-    if task == "image-classification":
+    if kind == "scores":
         o_dtype = "float32" if pte else np.dtype(out["dtype"]).name
         oq = (0.0, 0) if pte or o_dtype == "float32" else (float(out["quantization"][0]), int(out["quantization"][1]))
         n = int(np.asarray(core_raw[0][0]).size)
@@ -269,7 +269,7 @@ def judge_target(drv: Driver, project: Path, art: dict, target, v, consts: dict,
         _check(checks, "post", "post_dequant_max_abs", m["post_dequant_max_abs"], 1e-6, "max")
         _check(checks, "post", "post_label_agreement", m["post_label_agreement"], 1.0, "min")
         _check(checks, "end-to-end", "top1_agreement", m["top1_agreement"], lim["min_top1_agreement"], "min")
-    elif task == "semantic-segmentation":
+    elif kind == "dense":
         from ..tasks.segmentation.masks import palette
 
         o_dtype = "float32" if pte else np.dtype(out["dtype"]).name
@@ -302,7 +302,7 @@ def judge_target(drv: Driver, project: Path, art: dict, target, v, consts: dict,
         _check(checks, "post", "post_pixel_agreement", m["post_pixel_agreement"], 1.0, "min")
         _check(checks, "post", "post_colour_agreement", m["post_colour_agreement"], 1.0, "min")
         _check(checks, "end-to-end", "pixel_agreement", m["pixel_agreement"], lim["min_pixel_agreement"], "min")
-    else:
+    else:  # "heads": SSD class logits and box encodings
         mx = int(consts.get("MAX_DETECTIONS", "10"))
         if pte:
             from ..tasks.detection.decode import postprocess
@@ -353,6 +353,9 @@ def app_rows(v, manifest: dict) -> list[dict]:
     from .jvm import ToolchainMissing, compile_kotlin, compiler_version, core_sources, java_command, toolchain
 
     project = v.bundle / "android"
+    # what the app shows per task output: scores (top-k), dense (masks), heads (boxes)
+    if v.task.output_kind not in ("scores", "dense", "heads"):
+        return []
     found = find_core(project) if project.is_dir() else None
     if found is None:
         return []
