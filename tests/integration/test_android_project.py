@@ -85,6 +85,19 @@ def _problems(node, out):
     return out
 
 
+def test_the_glue_uses_the_core_by_its_names(project):
+    """The glue imports the core's package and uses its names (InputType became TensorType when
+    the core moved out: a stale name would only fail in Gradle, which does not run here)."""
+    core = {p.stem for p in project.rglob("core/*.kt")}
+    assert {"ModelConfig", "Preprocessor", "Outputs"} <= core
+    for f in project.rglob("*.kt"):
+        text = f.read_text()
+        assert "InputType" not in text, f
+        if "/core/" not in f.as_posix() and "/test/" not in f.as_posix():
+            assert ".core.*" in text, f  # every glue file reads the core's constants and code
+            assert "fun topK(" not in text and "object Masks" not in text and "class SsdDecoder" not in text, f
+
+
 def test_every_kotlin_and_kts_file_parses(project):
     parser = _kotlin_parser()
     files = sorted(project.rglob("*.kt")) + sorted(project.rglob("*.kts"))
