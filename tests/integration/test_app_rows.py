@@ -151,31 +151,39 @@ def test_without_the_toolchain_the_app_row_is_skipped_with_the_install_command(b
     assert app["status"] == "skipped" and "make kotlin-toolchain" in app["reason"]
 
 
-def test_the_executorch_detection_app_decodes_the_pte_heads_with_its_core(tmp_path):
-    """A detection app on ExecuTorch: the .pte gives raw heads, the app's core decodes them with
-    the bundle's decoding spec (SsdDecoder + NMS over anchors.bin); its app row passes."""
+@pytest.mark.parametrize(("example", "target"), [("shapes", "executorch-xnnpack"),
+                                             ("shapes_seg", "executorch-xnnpack"),
+                                             ("shapes_det", "executorch-xnnpack-int8")])
+def test_every_task_on_the_executorch_app(tmp_path, example, target):
+    """Every task's app on ExecuTorch, judged by the same core: float NCHW input, (classes, H, W)
+    masks, and for a detector the .pte's raw heads decoded by the core's SsdDecoder + NMS over
+    anchors.bin with the bundle's decoding spec. Each app row passes."""
     need_kotlin()
     pytest.importorskip("executorch")
     pytest.importorskip("torch")
-    src = ROOT / "examples" / "shapes_det"
-    data = yaml.safe_load((src / "shapes_det.yaml").read_text())
+    src = ROOT / "examples" / example
+    data = yaml.safe_load((src / f"{example}.yaml").read_text())
     for key in ("labels", "weights"):
         data[key] = str(src / data[key])
     for split in ("calibration", "validation"):
-        data[split] = {"source": str(src / data[split]["source"]), "boxes": str(src / data[split]["boxes"]),
-                       "max_images": 8}
+        part = {k: str(src / v) if k in ("source", "boxes", "masks") else v for k, v in data[split].items()}
+        data[split] = {**part, "max_images": 8}
     data["allow_outside_paths"] = True
     data["android"]["runtime"] = "executorch"
-    definition = write_definition(tmp_path, data, "shapes_det.yaml")
+    definition = write_definition(tmp_path, data, f"{example}.yaml")
     out = tmp_path / "bundle"
-    res = run_cli("build", str(definition), "-o", str(out), "--target", "executorch-xnnpack-int8",
-                  "--samples", SAMPLES, "-q")
+    res = run_cli("build", str(definition), "-o", str(out), "--target", target, "--samples", SAMPLES, "-q")
     assert res.returncode == 0, res.stderr[-3000:]
-    et = next((out / "android").rglob("ExecuTorchClassifier.kt")).read_text()
-    assert "decoder.decode(" in et
     _code, rows, _err = _validate(out)
-    app = rows["app:executorch-xnnpack-int8"]
+    app = rows[f"app:{target}"]
     assert app["status"] == "pass", app["reason"]
-    assert app["metrics"]["post_box_recall"] == 1.0 and app["metrics"]["post_box_precision"] == 1.0
-    assert app["metrics"]["box_recall"] == 1.0 and app["metrics"]["detections"] >= 8
-    assert "ExecuTorch" in app["executor"]
+    assert "ExecuTorch" in app["executor"] and app["metrics"]["pre_max_diff"] == 0.0
+    m = app["metrics"]
+    if example == "shapes_det":
+        assert "decoder.decode(" in next((out / "android").rglob("ExecuTorchClassifier.kt")).read_text()
+        assert m["post_box_recall"] == 1.0 and m["post_box_precision"] == 1.0
+        assert m["box_recall"] == 1.0 and m["detections"] >= 8
+    elif example == "shapes_seg":
+        assert m["post_pixel_agreement"] == 1.0 and m["pixel_agreement"] >= 0.999
+    else:
+        assert m["post_label_agreement"] == 1.0 and m["top1_agreement"] == 1.0
