@@ -10,7 +10,7 @@ EMBED_OUT ?= $(OUT)-embed
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-fast demo sweep-demo sweep-nodes test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv
+.PHONY: setup setup-fast demo sweep-demo sweep-nodes test test-fast lint bench train-demo train-demo-seg app-sync clean mediapipe-venv kotlin-toolchain
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,11 +32,30 @@ $(MEDIAPIPE_VENV)/.installed:
 
 mediapipe-venv: $(MEDIAPIPE_VENV)/.installed  ## MediaPipe Tasks in .venv-mediapipe (validate's mediapipe rows)
 
+# The generated app's Android-free Kotlin core runs on the JVM (its unit tests, validate's app:
+# rows): npm's kotlin-compiler is the whole Kotlin distribution, pinned, in a project-local folder.
+# validate finds kotlinc there (or via MOBILEDEPLOY_KOTLINC); the JDK and JUnit 4 come from Debian
+# (openjdk-17-jdk-headless, junit4: .ci/run installs them).
+KOTLIN_VERSION ?= 2.4.20
+KOTLIN_DIR     ?= .tools/kotlin
+$(KOTLIN_DIR)/.installed-$(KOTLIN_VERSION):
+	mkdir -p $(KOTLIN_DIR)
+	npm install -q --prefix $(KOTLIN_DIR) --no-save --no-audit --no-fund 'kotlin-compiler@$(KOTLIN_VERSION)'
+	$(KOTLIN_DIR)/node_modules/kotlin-compiler/bin/kotlinc-jvm -version
+	touch $@
+
+kotlin-toolchain: $(KOTLIN_DIR)/.installed-$(KOTLIN_VERSION)  ## Kotlin $(KOTLIN_VERSION) in .tools/kotlin (the app core's JVM tests, validate's app rows)
+
 demo: $(STAMP)  ## build, validate and package the shipped examples: dist/ (classifier), dist-seg/ (segmentation), dist-det/ (detection), dist-embed/ (embedder)
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_seg/shapes_seg.yaml -o $(SEG_OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_det/shapes_det.yaml -o $(DET_OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes_embed.yaml -o $(EMBED_OUT) --jobs $(JOBS)
+	# the build validates before it writes the app: validate again for the app:<target> rows (the
+	# app's Kotlin core on the JVM; skipped without `make kotlin-toolchain`)
+	$(VENV)/bin/mobiledeploy validate $(OUT)
+	$(VENV)/bin/mobiledeploy validate $(SEG_OUT)
+	$(VENV)/bin/mobiledeploy validate $(DET_OUT)
 
 sweep-demo: $(STAMP)  ## the shipped example at 4 resolutions x int8 lowering, fp32 and int8, on a local Ray instance
 	$(VENV)/bin/mobiledeploy sweep examples/shapes/sweep.yaml -o $(OUT)-sweep --jobs $(JOBS)

@@ -81,6 +81,22 @@ def need_tool(*names: str, install: str) -> str:
     pytest.skip(why)
 
 
+def need_kotlin() -> None:
+    """The app core's JVM toolchain (kotlinc, java, JUnit 4); otherwise skip, or fail under CI
+    (``CI=true``), as ``need_tool``."""
+    import os
+
+    from mobiledeploy.app.jvm import ToolchainMissing, junit_classpath, toolchain
+
+    try:
+        toolchain()
+        junit_classpath()
+    except ToolchainMissing as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{exc}: required in CI")
+        pytest.skip(str(exc))
+
+
 def edgetpu_reference_dir() -> Path:
     """shared/edgetpu-reference (real Edge TPU compiler inputs and outputs), or skip."""
     import os

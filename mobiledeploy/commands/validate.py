@@ -22,7 +22,7 @@ def command(bundle, samples, json_path, quiet):
 
     write = writable(Path(bundle))  # a read-only bundle is validated without writing its report
     with reading(Path(bundle), write=write):
-        report = validate_bundle(Path(bundle), samples=samples, write=write,
+        report = validate_bundle(Path(bundle), samples=samples, write=write, app=True,
                                  json_path=Path(json_path) if json_path else None,
                                  say=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     if not quiet:

@@ -104,9 +104,12 @@ def _judge_layers(row: dict, path: Path, art: dict, d, torch_model, batch) -> No
 
 
 def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int | None = None,
-                    say=lambda m: None, json_path: Path | None = None, write: bool = True) -> dict:
+                    say=lambda m: None, json_path: Path | None = None, write: bool = True,
+                    app: bool = False) -> dict:
     """Validate every artifact of a built bundle; writes report/validation.json and index.html
-    (unless ``write`` is False: a read-only bundle is validated without writing into it)."""
+    (unless ``write`` is False: a read-only bundle is validated without writing into it). With
+    ``app`` (``mobiledeploy validate``), the bundle's app adds its ``app:`` rows; a build validates
+    before it writes the app, so an ``android/`` there may be a previous build's."""
     bundle = Path(bundle)
     manifest = manifest or load_manifest(bundle)
     check_paths(bundle, manifest)  # nothing outside the bundle is ever read
@@ -114,6 +117,7 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         raise ValidationFailed(f"{bundle / 'manifest.json'}: lists no artifacts; nothing to judge is not a "
                                "pass: rerun mobiledeploy build")
     v = Validation(bundle, manifest["reference"], samples=samples, write=write)
+    v.with_app = app
     say(f"  reference-keras: {v.keras_row['status']} {v.keras_row['reason']}")
     rows = []
     for art in manifest["artifacts"]:
@@ -121,7 +125,7 @@ def validate_bundle(bundle: Path, *, manifest: dict | None = None, samples: int 
         say(f"  {rows[-1]['target']}: {rows[-1]['status']} {rows[-1]['reason']}")
     report = v.finish(manifest, rows, json_path)
     for r in report["results"]:
-        if r["target"].startswith("mediapipe:"):
+        if r["target"].startswith(("mediapipe:", "app:")):
             say(f"  {r['target']}: {r['status']} {r['reason']}")
     return report
 
@@ -164,6 +168,7 @@ class Validation:
                                   metrics=self.ref_metrics, reason="the reference")
         self.reference_row["seconds"] = round(time.monotonic() - t0, 3)
         self._keras: dict | None = None
+        self.with_app = False  # app: rows (validate_bundle's ``app``)
 
     @property
     def keras_row(self) -> dict:
@@ -224,6 +229,13 @@ class Validation:
                             _finish, _row)
         return [row] if row is not None else []
 
+    def app_rows(self, manifest: dict) -> list[dict]:
+        """The bundle's app (``OUT/android``) run as its own Kotlin core on the JVM, one
+        ``app:<target>`` row per artifact it loads (``app/rows.py``); none without an app."""
+        from ..app.rows import app_rows
+
+        return app_rows(self, manifest)
+
     def artifact_row(self, art: dict) -> dict:
         """One artifact's row, judged."""
         t0 = time.monotonic()
@@ -256,7 +268,8 @@ class Validation:
         batch, task, ref, truth = self.batch, self.task, self.ref, self.truth
         if client_rows is None:
             client_rows = [r for art in manifest["artifacts"] for r in self.client_rows(art)]
-        rows = [self.reference_row, self.keras_row, *rows, *client_rows]
+        rows = [self.reference_row, self.keras_row, *rows, *client_rows,
+                *(self.app_rows(manifest) if self.with_app else [])]
         for f in manifest.get("failed", []):
             rows.append(_row(f["target"], "fail", reason=f"conversion failed: {f['reason']}"))
 

@@ -116,7 +116,9 @@ def test_render_writes_only_the_selected_runtime(tmp_path, definition, runtime):
     out = render_android_app(ctx, tmp_path / "app", copy_models=False)
     src = out / "app/src/main/java/com/example/nasty"
     names = {p.name for p in src.iterdir()}
-    assert {"MainActivity.kt", "Preprocessor.kt", "Classifier.kt", "ModelConfig.kt"} <= names
+    assert {"MainActivity.kt", "Classifier.kt"} <= names
+    # the Android-free core: everything numeric, in its own package
+    assert {"ModelConfig.kt", "Preprocessor.kt", "Outputs.kt"} <= {p.name for p in (src / "core").iterdir()}
     assert ("LiteRtClassifier.kt" in names) == (runtime == "litert")
     assert ("ExecuTorchClassifier.kt" in names) == (runtime == "executorch")
     gradle = (out / "app/build.gradle.kts").read_text()
@@ -127,7 +129,7 @@ def test_render_writes_only_the_selected_runtime(tmp_path, definition, runtime):
     assert not list((out / "app/src/main/assets").glob("*.tflite"))
     assert (out / "gradlew").stat().st_mode & 0o111
     assert f"gradle-{VERSIONS['gradle']}-bin.zip" in (out / "gradle/wrapper/gradle-wrapper.properties").read_text()
-    config = (src / "ModelConfig.kt").read_text(encoding="utf-8")
+    config = (src / "core" / "ModelConfig.kt").read_text(encoding="utf-8")
     app_name = re.search(r"APP_NAME: String = (\".*\")$", config, re.M).group(1)
     assert unescape_kotlin(app_name) == NASTY_NAME
     # a .pte takes BGR as defined; a TFLite model takes RGB (its metadata's) and swaps inside

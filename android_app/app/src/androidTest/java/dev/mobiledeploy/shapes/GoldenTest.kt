@@ -1,5 +1,6 @@
 package dev.mobiledeploy.shapes
 
+import dev.mobiledeploy.shapes.core.*
 import android.graphics.Bitmap
 import android.graphics.BitmapFactory
 import android.util.Log
@@ -102,7 +103,7 @@ class GoldenTest {
     private fun checkInputQuantization(expected: JSONObject, pre: Preprocessor) {
         if (expected.isNull("dtype")) return
         assertEquals("input dtype read on the device", expected.getString("dtype").uppercase(), pre.inputType.name)
-        if (pre.inputType != InputType.FLOAT32) {
+        if (pre.inputType != TensorType.FLOAT32) {
             assertEquals("input scale", expected.getDouble("scale"), pre.quantScale.toDouble(), 1e-7)
             assertEquals("input zero point", expected.getInt("zero_point"), pre.quantZeroPoint)
         }

@@ -1,5 +1,6 @@
 package dev.mobiledeploy.shapes
 
+import dev.mobiledeploy.shapes.core.*
 import android.content.Context
 import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Delegate
@@ -21,7 +22,7 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
     private val delegate: Delegate?
     private val interpreter: Interpreter
     override val preprocessor: Preprocessor
-    private val outputType: DataType
+    private val outputType: TensorType
     private val outputScale: Float
     private val outputZeroPoint: Int
     private val outputBuffer: ByteBuffer
@@ -56,16 +57,11 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
             listOf(1, ModelConfig.INPUT_HEIGHT, ModelConfig.INPUT_WIDTH, ModelConfig.CHANNELS)
         }
         check(shape == expected) { "model input shape $shape, the definition says $expected" }
-        val type = when (input.dataType()) {
-            DataType.FLOAT32 -> InputType.FLOAT32
-            DataType.INT8 -> InputType.INT8
-            DataType.UINT8 -> InputType.UINT8
-            else -> throw IllegalStateException("unsupported input type ${input.dataType()}")
-        }
+        val type = tensorType(input.dataType())
         val q = input.quantizationParams()
         preprocessor = Preprocessor(type, q.scale, q.zeroPoint)
         val output = interpreter.getOutputTensor(0)
-        outputType = output.dataType()
+        outputType = if (ModelConfig.DETECTION) TensorType.FLOAT32 else tensorType(output.dataType())
         outputScale = output.quantizationParams().scale
         outputZeroPoint = output.quantizationParams().zeroPoint
         check(ModelConfig.DETECTION || output.numElements() == ModelConfig.OUTPUT_SIZE) {
@@ -82,13 +78,8 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
         interpreter.run(input, outputBuffer)
         lastInferenceMs = (System.nanoTime() - t0) / 1e6
         outputBuffer.rewind()
-        val n = ModelConfig.OUTPUT_SIZE
-        return when (outputType) {
-            DataType.FLOAT32 -> FloatArray(n).also { outputBuffer.asFloatBuffer().get(it) }
-            DataType.INT8 -> FloatArray(n) { (outputBuffer.get(it).toInt() - outputZeroPoint) * outputScale }
-            DataType.UINT8 -> FloatArray(n) { ((outputBuffer.get(it).toInt() and 0xFF) - outputZeroPoint) * outputScale }
-            else -> throw IllegalStateException("unsupported output type $outputType")
-        }
+        // the model's own scale and zero point, applied by the core (judged by validate's app rows)
+        return Outputs.dequantize(outputBuffer, outputType, outputScale, outputZeroPoint, ModelConfig.OUTPUT_SIZE)
     }
 
     /**
@@ -112,16 +103,9 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
         val t0 = System.nanoTime()
         interpreter.runSignature(mapOf<String, Any>("input" to input), outputs, "serving_default")
         lastInferenceMs = (System.nanoTime() - t0) / 1e6
-        val n = count[0].toInt().coerceIn(0, m)
-        val packed = FloatArray(1 + 6 * m)
-        packed[0] = n.toFloat()
-        for (k in 0 until m) {
-            val b = boxes[0][k]
-            for (j in 0 until 4) packed[1 + 6 * k + j] = b[j]
-            packed[5 + 6 * k] = classes[0][k]
-            packed[6 + 6 * k] = scores[0][k]
-        }
-        return packed
+        // the op's boxes read by the core ([ymin, xmin, ymax, xmax] per row), packed for the screen
+        val found = Detections.fromTensors(FloatArray(4 * m) { boxes[0][it / 4][it % 4] }, classes[0], scores[0], count[0])
+        return Detections.pack(found, m)
     }
 
     override fun close() {
@@ -131,6 +115,13 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
 
     private companion object {
         const val THREADS = 4
+
+        fun tensorType(type: DataType): TensorType = when (type) {
+            DataType.FLOAT32 -> TensorType.FLOAT32
+            DataType.INT8 -> TensorType.INT8
+            DataType.UINT8 -> TensorType.UINT8
+            else -> throw IllegalStateException("unsupported tensor type $type")
+        }
 
         fun mapAsset(context: Context, name: String): MappedByteBuffer =
             context.assets.openFd(name).use { fd ->

@@ -1,5 +1,6 @@
 package dev.mobiledeploy.shapes
 
+import dev.mobiledeploy.shapes.core.*
 import android.Manifest
 import android.content.pm.PackageManager
 import android.os.Bundle
@@ -108,9 +109,8 @@ class MainActivity : ComponentActivity() {
             // the sensor's frame is turned upright before the whole-frame resize, like a photo
             val (upright, w, h) = Preprocessor.rotate(pixels, bitmap.width, bitmap.height, it.imageInfo.rotationDegrees)
             val outputs = model.run(upright, w, h)
-            val top = topK(outputs, 3)
-            val text = top.mapIndexed { rank, (index, p) ->
-                getString(R.string.result_line, rank + 1, labels.getOrElse(index) { "#$index" }, p)
+            val text = classify(outputs, labels, 3).mapIndexed { rank, s ->
+                getString(R.string.result_line, rank + 1, s.label, s.probability)
             }.joinToString("\n")
             val timing = getString(R.string.timing_format, model.executor, model.lastInferenceMs, w, h)
             runOnUiThread {

@@ -1,7 +1,7 @@
 package dev.mobiledeploy.shapesdet
 
+import dev.mobiledeploy.shapesdet.core.*
 import android.content.Context
-import kotlin.math.exp
 
 /** Where inference runs; the executor name in golden reports is "android-<runtime>-<id>". */
 enum class Accelerator(val id: String) {
@@ -43,16 +43,5 @@ interface Classifier : AutoCloseable {
 /** Labels from assets, one per line, in output order. */
 object Labels {
     fun load(context: Context): List<String> =
-        context.assets.open(ModelConfig.LABELS_ASSET).bufferedReader(Charsets.UTF_8).useLines { lines ->
-            lines.filter { it.isNotBlank() }.toList()
-        }
-}
-
-/** Index and softmax probability of the k largest outputs, best first. */
-fun topK(outputs: FloatArray, k: Int = 3): List<Pair<Int, Float>> {
-    if (outputs.isEmpty()) return emptyList()
-    val max = outputs.max()
-    val e = outputs.map { exp((it - max).toDouble()) }
-    val sum = e.sum()
-    return outputs.indices.sortedByDescending { outputs[it] }.take(k).map { Pair(it, (e[it] / sum).toFloat()) }
+        LabelMap.parse(context.assets.open(ModelConfig.LABELS_ASSET).bufferedReader(Charsets.UTF_8).use { it.readText() })
 }

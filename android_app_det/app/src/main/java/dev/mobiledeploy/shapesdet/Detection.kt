@@ -1,5 +1,6 @@
 package dev.mobiledeploy.shapesdet
 
+import dev.mobiledeploy.shapesdet.core.*
 import android.content.Context
 import android.graphics.Canvas
 import android.graphics.Color
@@ -7,58 +8,6 @@ import android.graphics.Paint
 import android.graphics.RectF
 import android.util.AttributeSet
 import android.view.View
-
-/** One detection: a normalised box [ymin, xmin, ymax, xmax] of the whole upright frame, a label
- * index (no background) and a score, as TFLite_Detection_PostProcess and the host decoder give. */
-data class Detection(val ymin: Float, val xmin: Float, val ymax: Float, val xmax: Float, val label: Int, val score: Float) {
-    fun area(): Float = maxOf(0f, ymax - ymin) * maxOf(0f, xmax - xmin)
-
-    /** Intersection over union; 0 when either box is empty (as the host's iou_matrix). */
-    fun iou(o: Detection): Float {
-        if (area() <= 0f || o.area() <= 0f) return 0f
-        val ih = maxOf(0f, minOf(ymax, o.ymax) - maxOf(ymin, o.ymin))
-        val iw = maxOf(0f, minOf(xmax, o.xmax) - maxOf(xmin, o.xmin))
-        val inter = ih * iw
-        return inter / (area() + o.area() - inter)
-    }
-}
-
-object Detections {
-    /** The runner's packed output [count, ymin, xmin, ymax, xmax, class, score, ...] -> detections. */
-    fun parse(packed: FloatArray): List<Detection> {
-        val n = packed.getOrElse(0) { 0f }.toInt().coerceIn(0, (packed.size - 1) / 6)
-        return (0 until n).map { k ->
-            val o = 1 + 6 * k
-            Detection(packed[o], packed[o + 1], packed[o + 2], packed[o + 3], packed[o + 4].toInt(), packed[o + 5])
-        }
-    }
-
-    /** Share of ``reference`` matched one-to-one by a same-class box of ``candidate`` with IoU >=
-     * ``minIou`` (reference in score order, each taking the best free candidate): the host's
-     * box_recall (1.0 when the reference found nothing). */
-    fun recall(reference: List<Detection>, candidate: List<Detection>, minIou: Float = 0.5f): Double {
-        if (reference.isEmpty()) return 1.0
-        val taken = BooleanArray(candidate.size)
-        var matched = 0
-        for (r in reference.sortedByDescending { it.score }) {
-            var best = -1
-            var bestIou = -1f
-            for ((j, c) in candidate.withIndex()) {
-                if (taken[j] || c.label != r.label) continue
-                val v = r.iou(c)
-                if (v > bestIou) {
-                    bestIou = v
-                    best = j
-                }
-            }
-            if (best >= 0 && bestIou >= minIou) {
-                taken[best] = true
-                matched++
-            }
-        }
-        return matched.toDouble() / reference.size
-    }
-}
 
 /**
  * Draws the latest detections over the camera preview: a box, the label and the score. The
@@ -102,7 +51,7 @@ class BoxOverlayView @JvmOverloads constructor(context: Context, attrs: Attribut
         for (d in detections) {
             val r = RectF(dx + d.xmin * w, dy + d.ymin * h, dx + d.xmax * w, dy + d.ymax * h)
             canvas.drawRect(r, boxPaint)
-            val text = "${labels.getOrElse(d.label) { "#${d.label}" }} ${"%.2f".format(d.score)}"
+            val text = "${LabelMap.name(labels, d.label)} ${"%.2f".format(d.score)}"
             val tw = textPaint.measureText(text)
             val th = textPaint.textSize
             canvas.drawRect(r.left, r.top - th - 4f, r.left + tw + 8f, r.top, labelPaint)

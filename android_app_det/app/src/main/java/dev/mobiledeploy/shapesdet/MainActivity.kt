@@ -1,5 +1,6 @@
 package dev.mobiledeploy.shapesdet
 
+import dev.mobiledeploy.shapesdet.core.*
 import android.Manifest
 import android.content.pm.PackageManager
 import android.os.Bundle
@@ -119,7 +120,7 @@ class MainActivity : ComponentActivity() {
             val found = Detections.parse(outputs)
             overlay.show(found, labels, w, h)
             val text = found.take(LIST_ROWS).mapIndexed { rank, d ->
-                getString(R.string.result_line, rank + 1, labels.getOrElse(d.label) { "#${d.label}" }, d.score)
+                getString(R.string.result_line, rank + 1, LabelMap.name(labels, d.label), d.score)
             }.joinToString("\n").ifEmpty { getString(R.string.no_detections) }
             val timing = getString(R.string.timing_format, model.executor, model.lastInferenceMs, w, h)
             runOnUiThread {

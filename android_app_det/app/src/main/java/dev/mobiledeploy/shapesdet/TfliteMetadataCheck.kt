@@ -1,5 +1,6 @@
 package dev.mobiledeploy.shapesdet
 
+import dev.mobiledeploy.shapesdet.core.*
 import org.tensorflow.lite.support.metadata.MetadataExtractor
 import org.tensorflow.lite.support.metadata.schema.AssociatedFileType
 import org.tensorflow.lite.support.metadata.schema.NormalizationOptions

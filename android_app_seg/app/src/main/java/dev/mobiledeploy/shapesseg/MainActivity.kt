@@ -1,5 +1,6 @@
 package dev.mobiledeploy.shapesseg
 
+import dev.mobiledeploy.shapesseg.core.*
 import android.Manifest
 import android.content.pm.PackageManager
 import android.os.Bundle
@@ -129,7 +130,7 @@ class MainActivity : ComponentActivity() {
                 val colour = ModelConfig.PALETTE.getOrElse(index) { 0 }
                 // the background class is drawn clear over the preview: a grey swatch names it
                 text.setSpan(ForegroundColorSpan(if (colour == 0) CLEAR_SWATCH else colour or OPAQUE), start, text.length, 0)
-                text.append(" ").append(getString(R.string.legend_line, labels.getOrElse(index) { "#$index" },
+                text.append(" ").append(getString(R.string.legend_line, LabelMap.name(labels, index),
                     100f * count / mask.size))
             }
             val timing = getString(R.string.timing_format, model.executor, model.lastInferenceMs, w, h)

@@ -1,5 +1,6 @@
 package dev.mobiledeploy.shapesseg
 
+import dev.mobiledeploy.shapesseg.core.*
 import org.tensorflow.lite.support.metadata.MetadataExtractor
 import org.tensorflow.lite.support.metadata.schema.AssociatedFileType
 import org.tensorflow.lite.support.metadata.schema.NormalizationOptions

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import UserError
-from .safety import clip
+from ..errors import UserError
+from ..safety import clip
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -112,6 +112,10 @@ class AppContext(BaseModel):
     model_path: str = Field("", exclude=True)  # the model file on the host, when there is one
     sidecar_asset: str = ""  # ExecuTorch: the .pte's sidecar in assets (ArtifactCheck reads it)
     sidecar_path: str = Field("", exclude=True)  # ... and that sidecar on the host
+    # detection: the bundle's decoding spec (with the anchors' digest) and the anchors themselves
+    # (float32 [yc, xc, h, w] each, flattened), written as assets/anchors.bin for the core's SsdDecoder
+    decoding: dict | None = None
+    anchors: list[float] = Field(default_factory=list, exclude=True)
 
     @field_validator("application_id")
     @classmethod
@@ -161,7 +165,7 @@ class AppContext(BaseModel):
     @property
     def palette(self) -> list[int]:
         """ARGB overlay colour per class (the report's palette; background transparent)."""
-        from .tasks.segmentation.masks import palette
+        from ..tasks.segmentation.masks import palette
 
         return [0 if c == 0 else (0xFF << 24) | (int(r) << 16) | (int(g) << 8) | int(b)
                 for c, (r, g, b) in enumerate(palette(self.num_classes).tolist())]
@@ -248,25 +252,21 @@ def kotlin_float(x: float) -> str:
 def context_from_definition(definition, *, runtime: str | None = None,
                             model_target: str | None = None) -> AppContext:
     """The app context from a definition alone (no bundle: no model, no golden images)."""
-    from .capabilities import check_app
-    from .targets import get_target
+    from ..capabilities import check_app
+    from ..targets import get_target
 
     rt = _runtime(runtime or definition.android.runtime.value)
     check_app(definition.task.value, rt)
     target = model_target or model_targets(rt)[0]
     _check_target_runtime(target, rt)
     det = definition.architecture_spec().detection
-    if det is not None and rt != "litert":
-        # the .pte carries the raw heads only: the app would need the host decoder on the device
-        raise UserError(f"{definition.source_path}: android.runtime: a detection app runs the TFLite model, "
-                        "whose TFLite_Detection_PostProcess decodes the boxes; the ExecuTorch app has no "
-                        "on-device decoder yet: use --runtime litert")
+    decoding, anchors = _decoding(definition) if det is not None else (None, [])
     inp = definition.input
     scale, bias = inp.normalise_affine()
     color_order = inp.color_order.value
     if rt == "litert":  # a TFLite model takes what its metadata says (tflite_metadata.input_plan)
-        from .backends.tflite.metadata import planned_app_preprocessing
-        from .targets import resolve_target
+        from ..backends.tflite.metadata import planned_app_preprocessing
+        from ..targets import resolve_target
 
         pre = planned_app_preprocessing(definition, resolve_target(definition, target))
         scale, bias, color_order = pre["scale"], pre["bias"], pre["color_order"]
@@ -291,7 +291,19 @@ def context_from_definition(definition, *, runtime: str | None = None,
         resize=inp.resize,
         sidecar_asset=Path(get_target(target).artifact_path(definition.name)).stem + ".json"
         if rt == "executorch" else "",
+        decoding=decoding,
+        anchors=anchors,
     )
+
+
+def _decoding(definition) -> tuple[dict, list[float]]:
+    """A detector's decoding spec (as the manifest records it) and its anchors, flattened."""
+    from ..tasks import get_task
+
+    facts = get_task(definition).manifest_facts(definition)["decoding"]
+    from ..tasks.detection.ssdlite import anchors
+
+    return facts, [float(v) for v in anchors(definition.architecture_spec()).reshape(-1)]
 
 
 def context_from_bundle(bundle_dir: str | Path, runtime: str | None = None,
@@ -302,8 +314,8 @@ def context_from_bundle(bundle_dir: str | Path, runtime: str | None = None,
     bundle's ``model/definition.yaml`` names them relative to a folder that is elsewhere.
     """
     bundle = Path(bundle_dir)
-    from .bundle import load_manifest
-    from .trust import inside, verify_bundle
+    from ..bundle import load_manifest
+    from ..trust import inside, verify_bundle
 
     manifest = load_manifest(bundle)
     verify_bundle(bundle, manifest)  # paths inside the bundle, every recorded hash as built
@@ -339,7 +351,7 @@ def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runt
     if rt == "litert":
         updates.update(_tflite_input(model_path))
         # the constants follow what the model's metadata says (the app checks it again at start)
-        from .backends.tflite.metadata import app_preprocessing
+        from ..backends.tflite.metadata import app_preprocessing
 
         scale, bias = definition.input.normalise_affine()  # a model without metadata: the definition's
         updates.update(app_preprocessing(model_path) or {
@@ -356,7 +368,7 @@ def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runt
 
 def model_targets(rt: str) -> tuple[str, ...]:
     """The targets whose backend the app runtime ``rt`` loads, most preferred first."""
-    from .targets import all_targets
+    from ..targets import all_targets
 
     found = [t for t in all_targets().values() if t.backend_class().app_runtime == rt]
     order = {p: i for i, p in enumerate(_PRECISION_PREFERENCE)}
@@ -376,7 +388,7 @@ def _check_target_runtime(target: str, rt: str) -> None:
 
 
 def _bundle_definition(bundle: Path):
-    from .definition import load_definition
+    from ..definition import load_definition
 
     path = bundle / "model" / "definition.yaml"
     if not path.is_file():
@@ -392,7 +404,7 @@ def _bundle_definition(bundle: Path):
 
 def _tflite_input(model_path: Path) -> dict:
     """dtype, scale and zero point of the .tflite model's first input, read on the host."""
-    from ._deps import require
+    from .._deps import require
 
     interp_mod = require("ai_edge_litert.interpreter", "reading the app model's input tensor")
     det = interp_mod.Interpreter(model_path=str(model_path)).get_input_details()[0]
@@ -438,7 +450,7 @@ def preprocess(ctx: AppContext, rgb: np.ndarray) -> np.ndarray:
 
 def _golden_samples(ctx: AppContext, definition, model_path: Path, bundle: Path | None):
     """A spread of validation images with host top-1 (host run of the same model) or labels."""
-    from .images import decode_resized, list_images
+    from ..images import decode_resized, list_images
 
     try:
         src = definition.path(definition.validation.source)
@@ -528,8 +540,8 @@ def _host_outputs(ctx: AppContext, model_path: Path, images: list) -> list[list[
     """The model's outputs on the host (LiteRT only), dequantized; None when it cannot run here."""
     if ctx.runtime != "litert":
         return None
-    from ._deps import available
-    from .backends.tflite.backend import dequantize, make_interpreter
+    from .._deps import available
+    from ..backends.tflite.backend import dequantize, make_interpreter
 
     if not available("ai_edge_litert"):
         return None
@@ -559,7 +571,18 @@ def _reported_accuracy(bundle: Path, target: str) -> float | None:
 _RUNTIME_ONLY = {"LiteRtClassifier.kt.j2": "litert", "ExecuTorchClassifier.kt.j2": "executorch",
                  "TfliteMetadataCheck.kt.j2": "litert", "SidecarCheck.kt.j2": "executorch"}
 # template files only one task family renders (tasks.Task.app_family)
-_FAMILY_ONLY = {"Segmentation.kt.j2": "segmenter", "Detection.kt.j2": "detector"}
+_FAMILY_ONLY = {"Segmentation.kt.j2": "segmenter", "Detection.kt.j2": "detector",
+                "Masks.kt.j2": "segmenter", "MasksTest.kt.j2": "segmenter",
+                "Detections.kt.j2": "detector", "DetectionsTest.kt.j2": "detector",
+}
+# the Android-free core: plain Kotlin the JVM compiles and runs (unit tests, validate's app rows)
+CORE_DIR = "app/src/main/java/{package}/core"
+CORE_TEST_DIR = "app/src/test/java/{package}/core"
+
+
+def core_dir(project: str | Path, application_id: str) -> Path:
+    """The core's source folder inside a generated project."""
+    return Path(project) / CORE_DIR.format(package=application_id.replace(".", "/"))
 
 
 def _environment(template_dir: Path):
@@ -581,7 +604,7 @@ def _environment(template_dir: Path):
 
 def template_dir() -> Path:
     """The shipped ``templates/android`` folder."""
-    from .resources import resource_dir
+    from ..resources import resource_dir
 
     return resource_dir("templates") / "android"
 
@@ -607,7 +630,7 @@ def render_android_app(ctx: AppContext, out_dir: str | Path, *, copy_models: boo
     src = template_dir()
     env = _environment(src)
     with_models = bool(copy_models and ctx.model_path and ctx.golden)
-    from .tasks import get_task
+    from ..tasks import get_task
 
     family = get_task(ctx.task).app_family
     values = {**ctx.model_dump(), "ctx": ctx, "package": ctx.application_id,
@@ -634,6 +657,10 @@ def render_android_app(ctx: AppContext, out_dir: str | Path, *, copy_models: boo
         assets = tmp / "app/src/main/assets"
         assets.mkdir(parents=True, exist_ok=True)
         (assets / "labels.txt").write_text("".join(lab + "\n" for lab in ctx.labels), encoding="utf-8")
+        if ctx.detection and ctx.anchors:
+            import numpy as np
+
+            (assets / "anchors.bin").write_bytes(np.asarray(ctx.anchors, "<f4").tobytes())
         if copy_models and ctx.model_path:
             _copy_models(ctx, tmp)
         written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
@@ -673,7 +700,7 @@ def _copy_models(ctx: AppContext, tmp: Path) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -776,5 +803,70 @@ def _unit_fixtures(ctx: AppContext) -> dict:
         x = x.transpose(2, 0, 1)
     qscale, qzp = 0.0187, -3
     q = np.clip(np.rint(x / np.float32(qscale)) + qzp, -128, 127).astype(int)
-    return {"cases": cases, "normalised": [float(v) for v in x.reshape(-1)],
-            "qscale": qscale, "qzp": qzp, "quantized": [int(v) for v in q.reshape(-1)]}
+    out = {"cases": cases, "normalised": [float(v) for v in x.reshape(-1)],
+           "qscale": qscale, "qzp": qzp, "quantized": [int(v) for v in q.reshape(-1)]}
+    out.update(_output_fixtures(ctx, rng))
+    if ctx.detection and ctx.decoding:
+        out["decoder"] = _decoder_fixtures(ctx, rng)
+    return out
+
+
+def _f32(values) -> list[float]:
+    import numpy as np
+
+    return [float(v) for v in np.asarray(values, np.float32).reshape(-1)]
+
+
+def _output_fixtures(ctx: AppContext, rng) -> dict:
+    """Raw outputs and what the host makes of them: dequantized values (LiteRT's arithmetic),
+    top-k with softmax probabilities, and (segmentation) the mask and its colours."""
+    import numpy as np
+
+    from ..backends.tflite.backend import dequantize
+
+    q8 = rng.integers(-128, 128, 24, dtype=np.int64)
+    u8 = rng.integers(0, 256, 24, dtype=np.int64)
+    dq = {"int8": dequantize(q8.astype(np.int8), {"dtype": np.int8, "quantization": (0.0731, -7)}),
+          "uint8": dequantize(u8.astype(np.uint8), {"dtype": np.uint8, "quantization": (0.0213, 131)})}
+    logits = rng.normal(0, 2, ctx.num_classes).astype(np.float32)
+    order = np.argsort(-logits, kind="stable")[:3]
+    e = np.exp(logits.astype(np.float64) - logits.max())
+    probs = e / e.sum()
+    out = {"q8": [int(v) for v in q8], "u8": [int(v) for v in u8], "dq8": _f32(dq["int8"]),
+           "du8": _f32(dq["uint8"]), "logits": _f32(logits), "top": [int(i) for i in order],
+           "top_p": _f32(probs[order])}
+    if ctx.segmentation:
+        h, w, c = 5, 7, ctx.num_classes  # small: argmax does not depend on the input size
+        raw = rng.normal(0, 1, (h, w, c) if ctx.runtime == "litert" else (c, h, w)).astype(np.float32)
+        mask = raw.argmax(-1) if ctx.runtime == "litert" else raw.argmax(0)
+        out.update(seg_raw=_f32(raw), seg_mask=[int(v) for v in mask.reshape(-1)],
+                   seg_colours=[ctx.palette[int(v)] - (1 << 32) if ctx.palette[int(v)] >= 1 << 31
+                                else ctx.palette[int(v)] for v in mask.reshape(-1)])
+    return out
+
+
+def _decoder_fixtures(ctx: AppContext, rng) -> dict:
+    """Raw heads on a few clustered synthetic anchors and the host decoder's detections for them
+    (mobiledeploy/detection.py, the reference), for fast and regular NMS, softmax and sigmoid."""
+    import numpy as np
+
+    from ..tasks.detection.decode import postprocess_one
+
+    n, c = 24, ctx.num_classes
+    # anchors in 3 clusters, so NMS has overlapping boxes to suppress
+    centres = rng.uniform(0.2, 0.8, (3, 2))
+    anchors = np.concatenate([centres[np.arange(n) % 3] + rng.normal(0, 0.02, (n, 2)),
+                              rng.uniform(0.1, 0.4, (n, 2))], 1).astype(np.float32)
+    logits = rng.normal(0, 2.5, (n, c + 1)).astype(np.float32)
+    enc = rng.normal(0, 1, (n, 4)).astype(np.float32)
+    cases = []
+    base = dict(ctx.decoding)
+    for conv, regular, thr in (("softmax", False, 0.2), ("sigmoid", False, 0.5), ("softmax", True, 0.15)):
+        spec = {**base, "score_conversion": conv, "use_regular_nms": regular, "score_threshold": thr,
+                "iou_threshold": 0.3, "max_detections": 6, "detections_per_class": 3}
+        d = postprocess_one(logits, enc, anchors, spec)
+        cases.append({"name": f"{conv}{'Regular' if regular else 'Fast'}", "sigmoid": conv == "sigmoid",
+                      "regular": regular, "threshold": thr, "iou": 0.3, "max": 6, "per_class": 3,
+                      "coder": [float(v) for v in (base["box_coder"][k] for k in ("y_scale", "x_scale", "h_scale", "w_scale"))],
+                      "boxes": _f32(d.boxes), "classes": [int(v) for v in d.classes], "scores": _f32(d.scores)})
+    return {"anchors": _f32(anchors), "logits": _f32(logits), "enc": _f32(enc), "cases": cases}

@@ -1,12 +1,12 @@
-package dev.mobiledeploy.shapes
+package dev.mobiledeploy.shapesseg.core
 
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import kotlin.math.ceil
 import kotlin.math.round
 
-/** Element type of the model's first input, read from the model at run time. */
-enum class InputType { FLOAT32, INT8, UINT8 }
+/** Element type of a model tensor (input or output), read from the model at run time. */
+enum class TensorType { FLOAT32, INT8, UINT8 }
 
 /**
  * An upright camera frame (ARGB ints) -> the model's input tensor, the way the host validation
@@ -18,7 +18,7 @@ enum class InputType { FLOAT32, INT8, UINT8 }
  * Pure Kotlin (no android.*): the JVM unit tests run it against pixels resized on the host.
  */
 class Preprocessor(
-    val inputType: InputType = InputType.FLOAT32,
+    val inputType: TensorType = TensorType.FLOAT32,
     val quantScale: Float = 0f,
     val quantZeroPoint: Int = 0,
     val height: Int = ModelConfig.INPUT_HEIGHT,
@@ -30,7 +30,7 @@ class Preprocessor(
     val bilinear: Boolean = ModelConfig.RESIZE_BILINEAR,
 ) {
     init {
-        require(inputType == InputType.FLOAT32 || quantScale > 0f) {
+        require(inputType == TensorType.FLOAT32 || quantScale > 0f) {
             "a quantized input needs a positive scale, got $quantScale"
         }
     }
@@ -46,7 +46,7 @@ class Preprocessor(
     fun toBuffer(argb: IntArray, srcWidth: Int, srcHeight: Int): ByteBuffer {
         val x = toFloats(argb, srcWidth, srcHeight)
         return when (inputType) {
-            InputType.FLOAT32 -> {
+            TensorType.FLOAT32 -> {
                 val buf = ByteBuffer.allocateDirect(x.size * 4).order(ByteOrder.nativeOrder())
                 buf.asFloatBuffer().put(x)
                 buf
@@ -78,9 +78,9 @@ class Preprocessor(
         private const val PRECISION_BITS = 32 - 8 - 2
 
         /** q = round_half_even(x / scale) + zeroPoint, clamped to the type's range. */
-        fun quantize(x: FloatArray, type: InputType, scale: Float, zeroPoint: Int): ByteArray {
-            val lo = if (type == InputType.INT8) -128 else 0
-            val hi = if (type == InputType.INT8) 127 else 255
+        fun quantize(x: FloatArray, type: TensorType, scale: Float, zeroPoint: Int): ByteArray {
+            val lo = if (type == TensorType.INT8) -128 else 0
+            val hi = if (type == TensorType.INT8) 127 else 255
             return ByteArray(x.size) { i ->
                 val q = round((x[i] / scale).toDouble()).toInt() + zeroPoint
                 q.coerceIn(lo, hi).toByte()
