@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import UserError
 from ..safety import clip
+from ..tasks import DEFAULT_TASK
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -85,7 +86,7 @@ class AppContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    task: Literal["image-classification", "semantic-segmentation", "object-detection"] = "image-classification"
+    task: str = DEFAULT_TASK  # a registered task that some app runtime serves (_task)
     max_detections: int = 10  # detection: rows of the post-processing op's outputs
     application_id: str
     app_name: str = Field(min_length=1, max_length=50)
@@ -146,13 +147,27 @@ class AppContext(BaseModel):
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        from ..capabilities import check_app
+
+        check_app(v)  # a task no app serves is refused in one line, quoting the capability table
+        return v
+
     @property
     def segmentation(self) -> bool:
-        return self.task == "semantic-segmentation"
+        """The task draws a class per pixel (its output is dense label scores)."""
+        from ..tasks import get_task
+
+        return get_task(self.task).output_kind == "dense"
 
     @property
     def detection(self) -> bool:
-        return self.task == "object-detection"
+        """The task draws boxes (its outputs are a detector's heads)."""
+        from ..tasks import get_task
+
+        return get_task(self.task).output_kind == "heads"
 
     @property
     def output_size(self) -> int:
