@@ -22,7 +22,6 @@ from .base import (
     Lowering,
     NoOptions,
     Runner,
-    SkipRun,
     Tap,
 )
 
@@ -231,13 +230,18 @@ class TFLiteRunner(Runner):
     def run(self, batch: InputBatch) -> np.ndarray:
         from ..tflite_metadata import artifact_input, read_model_metadata
 
-        # the artifact's own metadata says how pixels become its input (older files: the definition)
-        x = artifact_input(read_model_metadata(self.path)[0], batch)
+        # the artifact's own metadata says how pixels become its input, as it does for every app
+        # and MediaPipe: a file without it fails (validated with the definition's normalisation,
+        # a build that stopped writing metadata would pass while no client can feed the file)
+        info = read_model_metadata(self.path)[0]
+        if info is None or not info.inputs or not info.inputs[0].mean:
+            raise ValueError(f"{self.path.name} carries no TFLite metadata with the input's normalisation "
+                             "(clients take mean/std and labels from it): rebuild the artifact")
+        x = artifact_input(info, batch)
         if list(self.inp["shape"][1:]) != list(x.shape[1:]):
-            raise SkipRun(
-                f"{self.path.name} takes input {list(self.inp['shape'])}, the definition gives "
-                f"{[1, *x.shape[1:]]}"
-            )
+            # a converter that changed the input shape is a broken artifact, not an unrunnable one
+            raise ValueError(f"{self.path.name} takes input {[int(v) for v in self.inp['shape']]}, the definition "
+                             f"gives {[1, *x.shape[1:]]}")
         if self.detector:
             return self._run_detector(x)
         outs = []
