@@ -220,10 +220,16 @@ class TFLiteRunner(Runner):
         self.path = path
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
-        sigs = self.interp._get_full_signature_list()
-        outs = next(iter(sigs.values()))["outputs"] if sigs else {}
-        # a detector carrying TFLite_Detection_PostProcess: its raw heads and its own detections
-        self.detector = {"detection_boxes", "num_detections", "class_logits", "box_encodings"} <= set(outs)
+        # a detector carrying TFLite_Detection_PostProcess: its own detections, and its raw heads
+        # read from the same network (the file's outputs are the op's four alone)
+        from .. import detection_tf
+
+        data = path.read_bytes()
+        self.heads = detection_tf.raw_head_tensors(data)
+        self.detector = self.heads is not None
+        if self.detector:
+            data, self.heads = detection_tf.with_raw_heads(data)
+            self.interp = make_interpreter(data, reference_kernels=reference_kernels)
         kind = "reference int8 kernels" if reference_kernels else "XNNPACK"
         self.executor = f"ai-edge-litert {version('ai-edge-litert')} ({label or kind})"
 
@@ -256,12 +262,17 @@ class TFLiteRunner(Runner):
         from ..detection import Detections, RuntimeDetections
 
         details = {d["index"]: d for d in self.interp.get_output_details()}
-        sig = next(iter(self.interp._get_full_signature_list().values()))["outputs"]
+        # the op's outputs in its port order, then the two heads: by tensor index, not by
+        # name (the shipped file's signature names the op's four only)
+        logit_t, box_t, op_outs = self.heads
+        names = dict(zip(("detection_boxes", "detection_classes", "detection_scores", "num_detections"),
+                         op_outs, strict=True))
+        names.update(class_logits=logit_t, box_encodings=box_t)
         logits, boxes, dets = [], [], []
         for i in range(len(x)):
             self.interp.set_tensor(self.inp["index"], quantize(x[i:i + 1], self.inp))
             self.interp.invoke()
-            t = {k: dequantize(self.interp.get_tensor(j), details[j]) for k, j in sig.items()}
+            t = {k: dequantize(self.interp.get_tensor(j), details[j]) for k, j in names.items()}
             n = int(t["num_detections"].ravel()[0])
             logits.append(t["class_logits"])
             boxes.append(t["box_encodings"])
@@ -310,8 +321,9 @@ class TFLiteRunner(Runner):
 
 def _convert_detector(model, definition, precision: str, calib: np.ndarray, io_dtype: str):
     """A detector with LiteRT's TFLite_Detection_PostProcess attached (``detection_tf``): the
-    network quantized as asked, its raw heads and the op's four outputs float32. Returns the
-    model bytes and its outputs' signature names in subgraph order."""
+    network quantized as asked, the op's four outputs (float32) the file's only outputs, as
+    MediaPipe's ObjectDetector requires. Returns the model bytes and its outputs' signature
+    names in subgraph order."""
     import contextlib
     import io
 
@@ -325,7 +337,7 @@ def _convert_detector(model, definition, precision: str, calib: np.ndarray, io_d
                             io_dtype=io_dtype if io_dtype != "float32" else "int8", int_output=False)
 
     with contextlib.redirect_stdout(io.StringIO()):
-        data = detection_tf.to_tflite(model, decoding_spec(spec), anchors(spec), configure, raw=True)
+        data = detection_tf.to_tflite(model, decoding_spec(spec), anchors(spec), configure)
     return data, detection_tf.output_order(data)
 
 

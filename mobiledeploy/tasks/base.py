@@ -104,6 +104,19 @@ class Task:
         return Tolerance(**{k: v for k, v in tolerance.set_values().items()
                             if LIMITS[k][0] not in self.unmeasured})
 
+    # ---- real clients ----------------------------------------------------------------------
+    def mediapipe_client(self, definition) -> dict[str, Any] | None:
+        """The MediaPipe Tasks vision task that consumes this task's .tflite files, as
+        ``{"task": class name, "method": per-image method, "options": <task>Options keywords}``
+        (``validate/mediapipe.py`` runs it), or None when there is none (no ``mediapipe:`` rows)."""
+        return None
+
+    def mediapipe_judge(self, row: dict, answer: dict, ctx) -> dict:
+        """``row`` (a ``mediapipe:<target>`` row with its tolerance) judged from the MediaPipe
+        runner's ``answer`` ({"executor", "labels", "results": one generic result per image}) and
+        ``ctx`` (``validate.mediapipe.ClientContext``)."""
+        raise NotImplementedError(f"{self.name} has no MediaPipe client")
+
     # ---- report --------------------------------------------------------------------------
     def report_section(self, report: dict, manifest: dict) -> str:
         """Task-specific HTML (safe markup) placed after the results table, built from the

@@ -87,3 +87,51 @@ class Segmentation(Task):
         from ..validate.seg_report import worst_images_section
 
         return worst_images_section(report)
+
+    def mediapipe_client(self, definition):
+        return {"task": "ImageSegmenter", "method": "segment",
+                "options": {"output_category_mask": True, "output_confidence_masks": False}}
+
+    def mediapipe_judge(self, row, answer, ctx):
+        """MediaPipe's category mask (the class index map an app draws, labels from the metadata)
+        judged per pixel against the reference's argmax and the labelled masks."""
+        masks = np.stack([np.asarray(r["category_mask"]).reshape(np.asarray(r["category_mask"]).shape[:2])
+                          for r in answer["results"]])
+        want = list(ctx.definition.labels_list())
+        if answer.get("labels") is not None and list(answer["labels"]) != want:
+            row["reason"] = (f"MediaPipe reads labels {answer['labels'][:4]}... from the metadata, the "
+                             f"definition has {want[:4]}...")
+            return row
+        return judge_class_map(row, masks, ctx)
+
+
+def class_map_metrics(pred: np.ndarray, ref: np.ndarray, truth, ref_metrics: dict) -> dict:
+    """A class index map (N, H, W) against the reference's logits (N, C, H, W) and the labelled
+    masks: pixel agreement, mIoU against the reference, mIoU / pixel accuracy / mIoU drop."""
+    from ..validate.seg_metrics import mean_iou, pixel_accuracy
+
+    ids = ref.argmax(1)
+    m = {"pixel_agreement": float((pred == ids).mean()), "miou_vs_reference": mean_iou(pred, ids, ref.shape[1])}
+    if truth is not None:
+        m["miou"] = mean_iou(pred, truth, ref.shape[1])
+        m["pixel_accuracy"] = pixel_accuracy(pred, truth)
+        if ref_metrics.get("miou") is not None:
+            m["miou_drop"] = ref_metrics["miou"] - m["miou"]
+    return m
+
+
+def judge_class_map(row: dict, pred: np.ndarray, ctx) -> dict:
+    """``row`` judged on a class index map ``pred`` (N, H, W) with its per-image agreement and
+    worst images (the same views as a logits row)."""
+    from ..validate.mediapipe import mark
+    from ..validate.seg_report import worst_images
+
+    ref = ctx.ref
+    if pred.shape != (ref.shape[0], *ref.shape[2:]):
+        row["reason"] = f"class map {list(pred.shape)}, the reference's {[ref.shape[0], *ref.shape[2:]]}"
+        return row
+    row["metrics"] = class_map_metrics(pred, ref, ctx.truth, ctx.ref_metrics)
+    agree = (pred == ref.argmax(1)).reshape(len(pred), -1).mean(1)
+    row["per_image_agreement"] = [float(v) for v in agree]
+    row["worst_images"] = worst_images(agree, ref.argmax(1), pred, ctx.batch, ctx.truth, ref.shape[1])
+    return mark(row)

@@ -214,14 +214,12 @@ class Validation:
         return row
 
     def client_rows(self, art: dict) -> list[dict]:
-        """The rows of real clients that load this artifact (MediaPipe's Image Classifier on a
-        classifier's .tflite, when its environment is installed)."""
-        if self.task.name != "image-classification":  # MediaPipe's Image Classifier task only
-            return []
-        from .mediapipe import mediapipe_row
+        """The rows of real clients that load this artifact (the MediaPipe task of this task on a
+        .tflite, when its environment is installed)."""
+        from .mediapipe import ClientContext, mediapipe_row
 
-        row = mediapipe_row(self.bundle, art, self.batch, self.ref, self.ref_metrics.get("top1_accuracy"),
-                            _finish, _row)
+        ctx = ClientContext(self.batch, self.ref, self.ref_metrics, self.truth, self.d, _finish)
+        row = mediapipe_row(self.bundle, art, self.task, ctx, _row)
         return [row] if row is not None else []
 
     def artifact_row(self, art: dict) -> dict:
