@@ -161,7 +161,7 @@ class AppContext(BaseModel):
     @property
     def palette(self) -> list[int]:
         """ARGB overlay colour per class (the report's palette; background transparent)."""
-        from .masks import palette
+        from .tasks.segmentation.masks import palette
 
         return [0 if c == 0 else (0xFF << 24) | (int(r) << 16) | (int(g) << 8) | int(b)
                 for c, (r, g, b) in enumerate(palette(self.num_classes).tolist())]
@@ -263,8 +263,8 @@ def context_from_definition(definition, *, runtime: str | None = None,
     scale, bias = inp.normalise_affine()
     color_order = inp.color_order.value
     if rt == "litert":  # a TFLite model takes what its metadata says (tflite_metadata.input_plan)
+        from .backends.tflite.metadata import planned_app_preprocessing
         from .targets import resolve_target
-        from .tflite_metadata import planned_app_preprocessing
 
         pre = planned_app_preprocessing(definition, resolve_target(definition, target))
         scale, bias, color_order = pre["scale"], pre["bias"], pre["color_order"]
@@ -337,7 +337,7 @@ def context_from_artifacts(definition, artifacts: dict[str, str | Path], *, runt
     if rt == "litert":
         updates.update(_tflite_input(model_path))
         # the constants follow what the model's metadata says (the app checks it again at start)
-        from .tflite_metadata import app_preprocessing
+        from .backends.tflite.metadata import app_preprocessing
 
         scale, bias = definition.input.normalise_affine()  # a model without metadata: the definition's
         updates.update(app_preprocessing(model_path) or {
@@ -527,7 +527,7 @@ def _host_outputs(ctx: AppContext, model_path: Path, images: list) -> list[list[
     if ctx.runtime != "litert":
         return None
     from ._deps import available
-    from .backends.tflite import dequantize, make_interpreter
+    from .backends.tflite.backend import dequantize, make_interpreter
 
     if not available("ai_edge_litert"):
         return None

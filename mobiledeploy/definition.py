@@ -652,7 +652,7 @@ def check_definition_files(d: ModelDefinition) -> None:
         b = getattr(d, field).boxes
         if b is not None and not d.confined(b, f"{field}.boxes").is_file():
             raise DefinitionError(src, f"{field}.boxes", f"not found: {clip(str(d.path(b)))} (a JSON file of "
-                                  "labelled boxes, see mobiledeploy/boxes.py)")
+                                  "labelled boxes, see mobiledeploy/tasks/detection/boxes.py)")
     from .targets import KERAS_ROW, all_targets, resolve_target
 
     known = all_targets()
@@ -671,9 +671,9 @@ def check_definition_files(d: ModelDefinition) -> None:
         check_option_values(opts, src, f"target_options.{t}")
         resolve_target(d, t)  # options type-checked against the backend's model for the precision
     check_model_size(d)
-    from .boxes import load_boxes
     from .images import probe_image, select_images
-    from .masks import probe_masks
+    from .tasks.detection.boxes import load_boxes
+    from .tasks.segmentation.masks import probe_masks
 
     for field in ("calibration", "validation"):  # every image decodes: no surprise inside a converter
         images = [p for p, _ in select_images(d, field)]

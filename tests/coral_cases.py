@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobiledeploy.backends.tflite import dequantize, make_interpreter
+from mobiledeploy.backends.tflite.backend import dequantize, make_interpreter
 from mobiledeploy.images import decode_resized
 
 

@@ -114,11 +114,11 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
             low = x
     x = conv_bn(x, "last", spec.last_conv, 1, 1, False, spec.last_activation)
     if spec.detection:
-        from .ssdlite import keras_head as ssd_head
+        from ..tasks.detection.ssdlite import keras_head as ssd_head
 
         return keras.Model(inp, ssd_head(spec, tap, x, conv_bn), name=spec.name)
     if spec.segmentation:
-        from .lraspp import keras_head
+        from ..tasks.segmentation.lraspp import keras_head
 
         return keras.Model(inp, keras_head(spec, low, x, conv_bn), name=spec.name)
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)

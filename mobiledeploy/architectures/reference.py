@@ -84,11 +84,11 @@ def expected_shapes(spec) -> dict[str, tuple]:
         cin = b.out
     conv_bn("last", cin, spec.last_conv, 1)
     if spec.detection:
-        from .ssdlite import head_shapes as ssd_shapes
+        from ..tasks.detection.ssdlite import head_shapes as ssd_shapes
 
         return {**shapes, **ssd_shapes(spec)}
     if spec.segmentation:
-        from .lraspp import head_shapes
+        from ..tasks.segmentation.lraspp import head_shapes
 
         return {**shapes, **head_shapes(spec)}
     feat = spec.last_conv

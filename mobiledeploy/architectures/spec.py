@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 # the SSDLite head's option and resolved types live beside the head (ssdlite imports nothing from here)
-from .ssdlite import DetectionOptions, DetHead
+from ..tasks.detection.ssdlite import DetectionOptions, DetHead
 from .tail import halve_last_stage
 
 Activation = Literal["relu", "relu6", "hswish", "none"]
@@ -375,7 +375,7 @@ def resolve(
     if segmentation is not None and detection is not None:
         raise ValueError("give segmentation or detection, not both")
     if detection is not None:
-        from .ssdlite import detection_backbone
+        from ..tasks.detection.ssdlite import detection_backbone
 
         if padding != "symmetric":
             raise ValueError("the SSDLite head pads symmetrically; detection needs padding: symmetric")
@@ -407,7 +407,7 @@ def resolve(
     head_w = max(w, 1.0)
     det_head = None
     if detection is not None:  # no pooled classifier: the last conv is a width-scaled feature
-        from .ssdlite import resolve_detection
+        from ..tasks.detection.ssdlite import resolve_detection
 
         last, hidden = ch(raw.last_conv), None
         det_head = resolve_detection(raw.stem[2], tuple(blocks), last, resolution, w, detection)

@@ -69,12 +69,12 @@ def stage_table(spec: ArchitectureSpec) -> list[StageRow]:
     rows.append(StageRow(f"{h}x{w}x{c}", "conv2d 1x1", None, spec.last_conv, False,
                          _NL[spec.last_activation], 1, m, p))
     if spec.detection:
-        from .ssdlite import head_stats as ssd_stats
+        from ..tasks.detection.ssdlite import head_stats as ssd_stats
 
         rows += [StageRow(inp, op, None, out, False, nl, s, m, p) for inp, op, out, s, nl, m, p in ssd_stats(spec)]
         return rows
     if spec.segmentation:
-        from .lraspp import head_stats
+        from ..tasks.segmentation.lraspp import head_stats
 
         rows += [StageRow(inp, op, None, out, False, nl, s, m, p) for inp, op, out, s, nl, m, p in head_stats(spec)]
         return rows

@@ -122,11 +122,11 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
             self.blocks = nn.Sequential(*blocks)
             self.last = ConvBN(cin, spec.last_conv, 1, 1, 1, spec.last_activation)
             if spec.detection:
-                from .ssdlite import torch_head as ssd_head
+                from ..tasks.detection.ssdlite import torch_head as ssd_head
 
                 self.head = ssd_head(spec, ConvBN)
             elif spec.segmentation:
-                from .lraspp import torch_head
+                from ..tasks.segmentation.lraspp import torch_head
 
                 self.head = torch_head(spec, ConvBN)
             else:
@@ -134,7 +134,7 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
 
         def forward(self, x):
             if spec.detection is not None:
-                from .ssdlite import torch_forward
+                from ..tasks.detection.ssdlite import torch_forward
 
                 return torch_forward(self, x)
             if spec.segmentation is None:

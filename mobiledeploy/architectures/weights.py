@@ -144,13 +144,13 @@ def sixth_folds(spec: ArchitectureSpec) -> dict[str, float]:
         if b.se:
             fold(f"{p}.project.conv.weight", six)
     if spec.detection:
-        from .ssdlite import sixth_folds as ssd_folds
+        from ..tasks.detection.ssdlite import sixth_folds as ssd_folds
 
         for name, factor in ssd_folds(spec).items():
             fold(name, factor)
         return folds
     if spec.segmentation:
-        from .lraspp import sixth_folds as head_folds
+        from ..tasks.segmentation.lraspp import sixth_folds as head_folds
 
         for name, factor in head_folds(spec).items():
             fold(name, factor)

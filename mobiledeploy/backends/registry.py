@@ -24,10 +24,10 @@ def register(name: str, ref: str) -> None:
     BACKENDS[name] = ref
 
 
-register("tflite", "mobiledeploy.backends.tflite:TFLiteBackend")
-register("edgetpu", "mobiledeploy.backends.edgetpu:EdgeTPUBackend")
-register("coreml", "mobiledeploy.backends.coreml:CoreMLBackend")
-register("executorch", "mobiledeploy.backends.executorch:ExecuTorchBackend")
+register("tflite", "mobiledeploy.backends.tflite.backend:TFLiteBackend")
+register("edgetpu", "mobiledeploy.backends.edgetpu.backend:EdgeTPUBackend")
+register("coreml", "mobiledeploy.backends.coreml.backend:CoreMLBackend")
+register("executorch", "mobiledeploy.backends.executorch.backend:ExecuTorchBackend")
 
 
 @functools.cache

@@ -33,7 +33,7 @@ def _op_detail(options: dict[str, Any]) -> str:
 
 def build_report(path: str, edgetpu: bool) -> dict[str, Any]:
     """The JSON ``inspect`` prints: model facts, ops, I/O, XNNPACK and optional Edge TPU keys."""
-    from ..tflite_reader import read_tflite, xnnpack_partitions
+    from ..backends.tflite.reader import read_tflite, xnnpack_partitions
 
     model = read_tflite(path)
     sg = model.main
@@ -57,7 +57,7 @@ def build_report(path: str, edgetpu: bool) -> dict[str, Any]:
         "xnnpack": xnnpack_partitions(path, model),
     }
     if edgetpu:
-        from ..edgetpu import analyze
+        from ..backends.edgetpu import analyze
 
         et = analyze(path)
         for row, mapping in zip(ops, et.pop("ops"), strict=True):
@@ -112,7 +112,7 @@ def _print(report: dict[str, Any], edgetpu: bool) -> None:
     else:
         con.print(f"XNNPACK: not measured ({x['reason']})")
     if edgetpu:
-        from ..edgetpu import format_log
+        from ..backends.edgetpu import format_log
 
         con.print()
         con.print(format_log(report), markup=False, highlight=False)

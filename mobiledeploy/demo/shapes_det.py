@@ -99,7 +99,7 @@ def generate_det_split(out_dir: str | Path, *, n: int, seed: int, size: int = 16
             img.save(out / "images" / name, "PNG")
         entries[name] = [{"label": CLASSES[int(c)], "box": [round(float(v), 6) for v in b]}
                          for b, c in zip(boxes, labels, strict=True)]
-    from ..boxes import write_boxes
+    from ..tasks.detection.boxes import write_boxes
 
     return write_boxes(out / "boxes.json", entries)
 

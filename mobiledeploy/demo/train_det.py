@@ -43,7 +43,7 @@ def corners(anchors: np.ndarray) -> np.ndarray:
 def match(anchors: np.ndarray, anchor_corners: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
           scales, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """SSD matching for one image: per-anchor class target (0 = background) and box encodings."""
-    from ..detection import encode_boxes, iou_matrix
+    from ..tasks.detection.decode import encode_boxes, iou_matrix
 
     cls = np.zeros(len(anchors), np.int64)
     loc = np.zeros((len(anchors), 4), np.float32)
@@ -94,9 +94,9 @@ def predict(model, x: np.ndarray, batch: int = 50) -> tuple[np.ndarray, np.ndarr
 
 def evaluate(model, spec, x: np.ndarray, gts, score_threshold: float | None = None) -> dict:
     """mAP@0.5 (and per class) of the decoded detections against labelled boxes."""
-    from ..architectures.ssdlite import anchors, decoding_spec
-    from ..detection import postprocess
-    from ..validate.det_metrics import ap_per_class
+    from ..tasks.detection.decode import postprocess
+    from ..tasks.detection.metrics import ap_per_class
+    from ..tasks.detection.ssdlite import anchors, decoding_spec
 
     dspec = decoding_spec(spec)
     if score_threshold is not None:
@@ -136,13 +136,13 @@ def main(argv=None) -> dict:
     import torch
 
     from .._host import cpuinfo
-    from ..architectures.ssdlite import anchors as make_anchors
     from ..architectures.stats import totals
     from ..architectures.torch_builder import build_torch_model, recalibrate_bn
     from ..architectures.weights import save_weights
-    from ..boxes import load_boxes
     from ..definition import Task
     from ..images import load_batch, normalise
+    from ..tasks.detection.boxes import load_boxes
+    from ..tasks.detection.ssdlite import anchors as make_anchors
 
     out, d = scene_task_definition(args, Task.object_detection)
     spec = d.architecture_spec()

@@ -40,7 +40,7 @@ def predict(model, x: np.ndarray, batch: int = 50) -> np.ndarray:
 
 def evaluate(model, x: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     """Mean IoU and pixel accuracy against labelled masks."""
-    from ..validate.seg_metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
+    from ..tasks.segmentation.metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
 
     logits = predict(model, x)
     pred = logits.argmax(1)
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
     from ..architectures.weights import save_weights
     from ..definition import Task
     from ..images import load_batch, normalise
-    from ..masks import IGNORE, load_masks
+    from ..tasks.segmentation.masks import IGNORE, load_masks
 
     out, d = scene_task_definition(args, Task.semantic_segmentation)
     spec = d.architecture_spec()

@@ -136,7 +136,7 @@ def _mask_files(d, which: str, items) -> list[Path] | None:
     src = getattr(d, which)
     if getattr(src, "masks", None) is None:
         return None
-    from ..masks import mask_path
+    from ..tasks.segmentation.masks import mask_path
 
     source, masks = d.confined(src.source, f"{which}.source"), d.confined(src.masks, f"{which}.masks")
     return [mask_path(p, source, masks) for p, _ in items]
@@ -482,7 +482,7 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
 
 def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, result: BuildResult, say,
                    record: BuildRecord, common: dict, early=None) -> dict:
-    from ..validate.mediapipe import mediapipe_version
+    from ..backends.tflite.mediapipe import mediapipe_version
 
     runs = {a["backend"] for a in manifest["artifacts"]}
     step = Step("validate", {
@@ -500,7 +500,7 @@ def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, 
         "toolchain": json.dumps(_toolchain(REFERENCE_TOOLCHAIN) | {
             k: v for a in manifest["artifacts"] for k, v in a["toolchain"].items()}, sort_keys=True),
         # mediapipe_runner runs as a script in MediaPipe's venv: no import reaches it either
-        "source": source_digest("mobiledeploy.validate.runner", "mobiledeploy.mediapipe_runner",
+        "source": source_digest("mobiledeploy.validate.runner", "mobiledeploy.backends.tflite.mediapipe_runner",
                                 "mobiledeploy.pipeline.early", *sorted(backend_class(b).__module__ for b in runs)),
     }, outputs=["report/validation.json", "report/index.html"])
     with record.step("validate") as rec:

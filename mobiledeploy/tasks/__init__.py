@@ -18,9 +18,9 @@ from importlib import import_module
 from .base import Task
 
 TASKS: dict[str, str] = {
-    "image-classification": "mobiledeploy.tasks.classification:Classification",
-    "semantic-segmentation": "mobiledeploy.tasks.segmentation:Segmentation",
-    "object-detection": "mobiledeploy.tasks.detection:Detection",
+    "image-classification": "mobiledeploy.tasks.classification.task:Classification",
+    "semantic-segmentation": "mobiledeploy.tasks.segmentation.task:Segmentation",
+    "object-detection": "mobiledeploy.tasks.detection.task:Detection",
 }
 
 _cache: dict[str, Task] = {}

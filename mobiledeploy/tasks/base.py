@@ -114,7 +114,7 @@ class Task:
     def mediapipe_judge(self, row: dict, answer: dict, ctx) -> dict:
         """``row`` (a ``mediapipe:<target>`` row with its tolerance) judged from the MediaPipe
         runner's ``answer`` ({"executor", "labels", "results": one generic result per image}) and
-        ``ctx`` (``validate.mediapipe.ClientContext``)."""
+        ``ctx`` (``backends.tflite.mediapipe.ClientContext``); ``mark`` judges it once."""
         raise NotImplementedError(f"{self.name} has no MediaPipe client")
 
     # ---- report --------------------------------------------------------------------------
@@ -122,3 +122,14 @@ class Task:
         """Task-specific HTML (safe markup) placed after the results table, built from the
         report alone (rows carry what it shows); empty when the generic table says it all."""
         return ""
+
+
+def mark(row: dict) -> dict:
+    """Judge ``row``'s metrics against its tolerance once: checks, status, reason."""
+    from ..tolerance import failures, judge
+
+    row["checks"] = judge(row["metrics"], row["tolerance"])
+    bad = failures(row["checks"])
+    row["status"] = "fail" if bad else "pass"
+    row["reason"] = "; ".join(bad)
+    return row

@@ -216,7 +216,7 @@ class Validation:
     def client_rows(self, art: dict) -> list[dict]:
         """The rows of real clients that load this artifact (the MediaPipe task of this task on a
         .tflite, when its environment is installed)."""
-        from .mediapipe import ClientContext, mediapipe_row
+        from ..backends.tflite.mediapipe import ClientContext, mediapipe_row
 
         ctx = ClientContext(self.batch, self.ref, self.ref_metrics, self.truth, self.d, _finish)
         row = mediapipe_row(self.bundle, art, self.task, ctx, _row)

@@ -2,7 +2,7 @@
 
 coremltools compares a converted model with each test's expected outputs only on macOS (Core ML's
 ``predict``). Loaded with ``-p tests.hostile.milexec_plugin``, its comparison runs everywhere: the
-saved .mlpackage goes through ``mobiledeploy.milexec`` instead. A program the executor refuses
+saved .mlpackage goes through ``mobiledeploy.backends.coreml.milexec`` instead. A program the executor refuses
 (UnsupportedMILOp) or a neural-network model (not an ML Program) is a skip, never a pass.
 """
 
@@ -16,8 +16,8 @@ import pytest
 
 
 def _predict(mlmodel, input_key_values, state=None):
-    from mobiledeploy.milexec import MILProgram
-    from mobiledeploy.milexec.ops import UnsupportedMILOp
+    from mobiledeploy.backends.coreml.milexec import MILProgram
+    from mobiledeploy.backends.coreml.milexec.ops import UnsupportedMILOp
 
     if state is not None:
         pytest.skip("milexec: stateful models are not supported")

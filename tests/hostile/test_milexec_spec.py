@@ -15,8 +15,8 @@ ct = pytest.importorskip("coremltools")
 
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 
-from mobiledeploy.milexec import MILProgram  # noqa: E402
-from mobiledeploy.milexec.ops import UnsupportedMILOp  # noqa: E402
+from mobiledeploy.backends.coreml.milexec import MILProgram  # noqa: E402
+from mobiledeploy.backends.coreml.milexec.ops import UnsupportedMILOp  # noqa: E402
 
 
 def save(prog, path, target):

@@ -44,7 +44,7 @@ def _strip_metadata(data: bytes) -> bytes:
     """The .tflite without its TFLITE_METADATA entry and its zipped associated files."""
     import flatbuffers
 
-    from mobiledeploy.tflite_metadata import METADATA_NAME, _name, _schema, model_only
+    from mobiledeploy.backends.tflite.metadata import METADATA_NAME, _name, _schema, model_only
 
     m = _schema().ModelT.InitFromPackedBuf(bytearray(model_only(data)), 0)
     m.metadata = [e for e in (m.metadata or []) if _name(e.name) != METADATA_NAME] or None
@@ -76,7 +76,7 @@ def test_tflite_without_metadata_fails(built_bundle, tmp_path, monkeypatch):
     """Fed with the definition's normalisation it would pass; no client could feed it so."""
     b = bundle_copy(built_bundle, tmp_path / "b")
     art = _replace_artifact(b, _strip_metadata(_artifact_bytes(b)))
-    from mobiledeploy.tflite_metadata import read_model_metadata
+    from mobiledeploy.backends.tflite.metadata import read_model_metadata
 
     assert read_model_metadata(b / art["path"])[0] is None
     monkeypatch.setenv("MOBILEDEPLOY_MEDIAPIPE_PYTHON", "none")
@@ -93,7 +93,7 @@ def test_tflite_of_another_input_shape_fails_not_skipped(built_bundle, tmp_path,
     import keras
     import tensorflow as tf
 
-    from mobiledeploy.tflite_metadata import attach, build_metadata, read_model_metadata
+    from mobiledeploy.backends.tflite.metadata import attach, build_metadata, read_model_metadata
 
     b = bundle_copy(built_bundle, tmp_path / "b")
     info, files = read_model_metadata(_artifact_bytes(b))

@@ -16,13 +16,9 @@ pytest.importorskip("coremltools")
 
 from mobiledeploy.architectures.torch_builder import recalibrate_bn  # noqa: E402
 from mobiledeploy.backends.base import ConvertContext, InputBatch, SkipRun  # noqa: E402
-from mobiledeploy.backends.coreml import (  # noqa: E402
-    CoreMLBackend,
-    content_sha256,
-    convert_torch_to_mlpackage,
-)
+from mobiledeploy.backends.coreml.backend import CoreMLBackend, content_sha256, convert_torch_to_mlpackage  # noqa: E402
+from mobiledeploy.backends.coreml.milexec import MILProgram, UnsupportedMILOp, execute  # noqa: E402
 from mobiledeploy.demo.shapes import iterate  # noqa: E402
-from mobiledeploy.milexec import MILProgram, UnsupportedMILOp, execute  # noqa: E402
 
 nn = torch.nn
 MEAN = (0.485, 0.456, 0.406)
@@ -155,7 +151,7 @@ def test_intermediates_are_named_mil_vars(opsnet_packages, images):
 def test_batched_run_equals_sample_by_sample(opsnet_packages, images, precision):
     """A batch runs each op once per chunk of samples: bit for bit what one run per image gives,
     outputs and every intermediate, whatever the chunk (fp16 rounding at the same points)."""
-    from mobiledeploy.milexec.program import _stack
+    from mobiledeploy.backends.coreml.milexec.program import _stack
 
     d, _ = opsnet_packages
     prog = MILProgram(d / f"ops_{precision}.mlpackage")

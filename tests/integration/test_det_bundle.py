@@ -69,7 +69,7 @@ def test_the_bundle_validates_with_the_detection_keys(good):
     assert row["worst_images"] and row["worst_images"][0]["reference"].startswith("data:image/png")
     html = (good / "report" / "index.html").read_text()
     assert "Detection: worst images" in html and "box recall" in html
-    from mobiledeploy.tflite_reader import parse
+    from mobiledeploy.backends.tflite.reader import parse
 
     man = json.loads((good / "manifest.json").read_text())
     dec = man["decoding"]  # the one decoding spec, beside the artifacts
@@ -83,7 +83,7 @@ def _edit_anchors(data: bytes, edit) -> bytes:
     """The .tflite with ``edit(anchors (A, 4) [yc, xc, h, w])`` applied to its anchors constant."""
     import flatbuffers
 
-    from mobiledeploy.tflite_metadata import _schema, model_only
+    from mobiledeploy.backends.tflite.metadata import _schema, model_only
 
     base = model_only(data)
     tail = data[len(base):]
@@ -159,11 +159,11 @@ def test_the_app_golden_detections_are_the_host_decoders(good, tmp_path):
     import torch
 
     from mobiledeploy.architectures.reference import build_torch_reference
-    from mobiledeploy.architectures.ssdlite import anchors, decoding_spec
     from mobiledeploy.definition import load_definition
-    from mobiledeploy.detection import Detections, postprocess
     from mobiledeploy.images import decode_resized, normalise
-    from mobiledeploy.validate.det_metrics import box_recall, matched_iou
+    from mobiledeploy.tasks.detection.decode import Detections, postprocess
+    from mobiledeploy.tasks.detection.metrics import box_recall, matched_iou
+    from mobiledeploy.tasks.detection.ssdlite import anchors, decoding_spec
 
     res = run_cli("app", str(good), "-o", str(tmp_path / "app"))
     assert res.returncode == 0, res.stderr[-2000:]

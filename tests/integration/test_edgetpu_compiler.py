@@ -18,8 +18,8 @@ import pytest
 
 pytest.importorskip("flatbuffers")
 
-from mobiledeploy.edgetpu import analyze, compare, compiler_command, parse_log  # noqa: E402
-from mobiledeploy.edgetpu.compiler import ENV_VAR, find_compiler, run_compiler  # noqa: E402
+from mobiledeploy.backends.edgetpu import analyze, compare, compiler_command, parse_log  # noqa: E402
+from mobiledeploy.backends.edgetpu.compiler import ENV_VAR, find_compiler, run_compiler  # noqa: E402
 from mobiledeploy.errors import UserError  # noqa: E402
 from tests.conftest import edgetpu_reference_dir  # noqa: E402
 

@@ -59,7 +59,7 @@ def test_example_hswish_fallback_unless_lowered_and_minimalistic_maps_fully(exam
 def test_coral_reference_model_through_our_preprocessing(tmp_path):
     """Coral's uint8 MobileNetV2 on its own test images, decoded, resized and quantized by
     mobiledeploy (input spec: pixels to [-1, 1], the model's quantization)."""
-    from mobiledeploy.backends.edgetpu import EdgeTPUBackend
+    from mobiledeploy.backends.edgetpu.backend import EdgeTPUBackend
     from mobiledeploy.definition import load_definition
     from mobiledeploy.images import load_batch
 

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("flatbuffers")
 
-from mobiledeploy.edgetpu import analyze, analyze_compiled, compare, format_log  # noqa: E402
-from mobiledeploy.tflite_reader import read_tflite  # noqa: E402
+from mobiledeploy.backends.edgetpu import analyze, analyze_compiled, compare, format_log  # noqa: E402
+from mobiledeploy.backends.tflite.reader import read_tflite  # noqa: E402
 from tests.conftest import edgetpu_reference_dir  # noqa: E402
 
 
@@ -140,7 +140,7 @@ def test_op_versions_the_last_compiler_refuses(ref):
     a version its TFLite cannot parse (CONV_2D v6) is a parse error naming opcode and version."""
     import dataclasses
 
-    from mobiledeploy.edgetpu.analysis import BAD_VERSION, MAPPED, check_op, predict
+    from mobiledeploy.backends.edgetpu.analysis import BAD_VERSION, MAPPED, check_op, predict
 
     model = read_tflite(ref / "deeplabv3_mnv2_pascal_quant.tflite")
     sg = model.main

@@ -12,15 +12,15 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
-from mobiledeploy.edgetpu import analyze, format_log  # noqa: E402
-from mobiledeploy.edgetpu.analysis import (  # noqa: E402
+from mobiledeploy.backends.edgetpu import analyze, format_log  # noqa: E402
+from mobiledeploy.backends.edgetpu.analysis import (  # noqa: E402
     BAD_DTYPE,
     MAPPED,
     NOT_SUPPORTED,
     SECOND_SUBGRAPH,
     UNSPECIFIED,
 )
-from mobiledeploy.tflite_reader import read_tflite, xnnpack_partitions  # noqa: E402
+from mobiledeploy.backends.tflite.reader import read_tflite, xnnpack_partitions  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

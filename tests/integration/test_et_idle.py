@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("executorch")
 
-from mobiledeploy.backends import et_idle, et_quant  # noqa: E402
+from mobiledeploy.backends.executorch import idle as et_idle  # noqa: E402
+from mobiledeploy.backends.executorch import quant as et_quant
 
 pytestmark = pytest.mark.slow
 

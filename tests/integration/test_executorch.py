@@ -18,13 +18,9 @@ pytest.importorskip("executorch")
 
 from mobiledeploy.architectures.reference import SeededWeightsWarning  # noqa: E402
 from mobiledeploy.architectures.torch_builder import recalibrate_bn  # noqa: E402
-from mobiledeploy.backends import et_quant  # noqa: E402
 from mobiledeploy.backends.base import ConvertContext  # noqa: E402
-from mobiledeploy.backends.executorch import (  # noqa: E402
-    ExecuTorchBackend,
-    bench_pte,
-    lower_to_pte,
-)
+from mobiledeploy.backends.executorch import quant as et_quant  # noqa: E402
+from mobiledeploy.backends.executorch.backend import ExecuTorchBackend, bench_pte, lower_to_pte
 from mobiledeploy.definition import load_definition  # noqa: E402
 from mobiledeploy.images import load_batch  # noqa: E402
 from mobiledeploy.targets import get_target  # noqa: E402
@@ -202,7 +198,7 @@ def test_lowering_leaves_no_float_compute(demo, built):
     import torch
     from executorch.exir import to_edge_transform_and_lower
 
-    from mobiledeploy.backends.executorch import delegation_report
+    from mobiledeploy.backends.executorch.backend import delegation_report
 
     ctx, model, calib, _, _ = demo
     shape = tuple(calib.x.shape[1:])

@@ -89,7 +89,7 @@ class Maker:
                                      hswish="lowered" if precision == "int8" else "fused")
 
     def tflite(self, state=None, precision="fp32", calibration=None, wrap=None) -> bytes:
-        from mobiledeploy.backends.tflite import convert_keras_to_tflite
+        from mobiledeploy.backends.tflite.backend import convert_keras_to_tflite
 
         model = self.keras(self.state if state is None else state, precision)
         if wrap is not None:
@@ -104,7 +104,7 @@ class Maker:
         return build_torch_reference(self.d, state)
 
     def coreml_fp16(self, module, out: Path) -> None:
-        from mobiledeploy.backends.coreml import convert_torch_to_mlpackage
+        from mobiledeploy.backends.coreml.backend import convert_torch_to_mlpackage
 
         i = self.d.input
         convert_torch_to_mlpackage(module, out, height=i.height, width=i.width,
@@ -246,7 +246,7 @@ def make_faults(m: Maker, root: Path) -> dict[str, dict]:
         reason=r"cannot load")
     if "executorch-xnnpack" in targets:
         from mobiledeploy.architectures.torch_builder import build_torch_model
-        from mobiledeploy.backends.executorch import lower_to_pte
+        from mobiledeploy.backends.executorch.backend import lower_to_pte
 
         other = lower_to_pte(build_torch_model(m.spec, seed=1234), (3, *m.spec.resolution))[0]
         add("another-model", "executorch-xnnpack", raw(other))

@@ -103,9 +103,9 @@ def test_keras_application_imports_and_builds_exactly(variant, suffix, preproces
     from mobiledeploy.architectures.reference import build_torch_reference
     from mobiledeploy.architectures.weights import read_weights
     from mobiledeploy.backends.registry import get_backend
+    from mobiledeploy.backends.tflite.reader import xnnpack_partitions
     from mobiledeploy.images import load_batch
     from mobiledeploy.targets import ResolvedTarget
-    from mobiledeploy.tflite_reader import xnnpack_partitions
     from mobiledeploy.validate.runner import bundle_definition
 
     model, size = _source_model(variant, preprocessing, softmax)

@@ -33,7 +33,7 @@ def _build(example_copy, tmp_path, lowering: str) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 def test_lowered_int8_is_one_partition_and_as_accurate_as_stock(example_copy, tmp_path):
-    from mobiledeploy.tflite_reader import read_tflite, xnnpack_partitions
+    from mobiledeploy.backends.tflite.reader import read_tflite, xnnpack_partitions
 
     rows, files = {}, {}
     for lowering in ("hswish", "none"):

@@ -27,7 +27,7 @@ EXAMPLES = ROOT / "examples"
 @pytest.fixture(scope="module")
 def mediapipe():
     """The MediaPipe venv's python. CI installs it (.ci/run): there a missing one fails, not skips."""
-    from mobiledeploy.validate.mediapipe import mediapipe_python
+    from mobiledeploy.backends.tflite.mediapipe import mediapipe_python
 
     py = mediapipe_python()
     if py is None or not Path(py).is_file():
@@ -79,8 +79,8 @@ def _artifact(bundle: Path) -> Path:
 
 
 def test_the_detector_file_has_the_four_outputs_mediapipe_expects(bundles):
-    from mobiledeploy.backends.tflite import make_interpreter
-    from mobiledeploy.tflite_metadata import read_model_metadata
+    from mobiledeploy.backends.tflite.backend import make_interpreter
+    from mobiledeploy.backends.tflite.metadata import read_model_metadata
 
     path = _artifact(bundles["shapes_det"])
     interp = make_interpreter(path)
@@ -115,7 +115,7 @@ def test_mediapipe_rows_pass_on_their_own_masks_and_boxes(bundles):
 def _seed(bundle: Path, dest: Path, edit) -> Path:
     """A copy of ``bundle`` whose tflite-fp32 metadata is ``edit(info, files)``-ed (graph
     untouched, manifest hash rewritten, so only validation can tell)."""
-    from mobiledeploy import tflite_metadata as TM
+    from mobiledeploy.backends.tflite import metadata as TM
     from mobiledeploy.bundle import sha256_path, size_of
 
     shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("report"))

@@ -27,7 +27,7 @@ TFLITE = ("tflite-fp32", "tflite-fp16", "tflite-int8")
 @pytest.fixture(scope="module")
 def mediapipe():
     """The MediaPipe venv's python. CI installs it (.ci/run): there a missing one fails, not skips."""
-    from mobiledeploy.validate.mediapipe import mediapipe_python
+    from mobiledeploy.backends.tflite.mediapipe import mediapipe_python
 
     py = mediapipe_python()
     if py is None or not Path(py).is_file():
@@ -72,8 +72,8 @@ def _artifacts(bundle: Path) -> dict[str, Path]:
 
 
 def test_metadata_reads_back_as_the_definition_says_in_ours_and_mediapipes_parser(demo, mediapipe):
-    from mobiledeploy import tflite_metadata as TM
-    from mobiledeploy.validate.mediapipe import run_mediapipe
+    from mobiledeploy.backends.tflite import metadata as TM
+    from mobiledeploy.backends.tflite.mediapipe import run_mediapipe
 
     bundle, d = demo
     for target, path in _artifacts(bundle).items():
@@ -99,7 +99,7 @@ def test_one_mediapipe_process_answers_a_validation_and_a_dead_one_is_replaced(d
     load is that request's error, not the process's end; a process that died is replaced."""
     import numpy as np
 
-    from mobiledeploy.validate import mediapipe as M
+    from mobiledeploy.backends.tflite import mediapipe as M
 
     bundle, _ = demo
     arts = _artifacts(bundle)
@@ -137,7 +137,7 @@ def test_mediapipe_classifies_the_held_out_images_with_validates_top1(demo):
 
 def test_wrong_mean_std_in_the_metadata_fails_validate(demo, tmp_path, mediapipe):
     """The seeded fault: the graph is right, the metadata says (p - 127.5) / 127.5."""
-    from mobiledeploy import tflite_metadata as TM
+    from mobiledeploy.backends.tflite import metadata as TM
     from mobiledeploy.bundle import sha256_path, size_of
 
     bundle, d = demo
@@ -239,8 +239,8 @@ def _sha(p: Path) -> str:
 def test_integer_inputs_take_the_pixel_bytes_and_validate_on_litert(demo):
     """uint8 I/O (tflite-int8, the app's model) takes q = p; int8 I/O takes q = p - 128; both pass
     LiteRT validation, and MediaPipe, which feeds only uint8/float32, skips the int8 one."""
-    from mobiledeploy import tflite_metadata as TM
-    from mobiledeploy.backends.tflite import make_interpreter
+    from mobiledeploy.backends.tflite import metadata as TM
+    from mobiledeploy.backends.tflite.backend import make_interpreter
 
     bundle, _ = demo
     rows = {r["target"]: r for r in json.loads((bundle / "report/validation.json").read_text())["results"]}

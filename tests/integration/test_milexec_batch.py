@@ -12,7 +12,7 @@ import pytest
 
 ct = pytest.importorskip("coremltools")
 
-from mobiledeploy.milexec import MILProgram, program  # noqa: E402
+from mobiledeploy.backends.coreml.milexec import MILProgram, program  # noqa: E402
 
 # the ops whose sample-by-sample result the stack cannot give (they reach across axis 0, or
 # broadcast it away from axis 0), and what they feed

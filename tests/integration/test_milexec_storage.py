@@ -16,8 +16,8 @@ import pytest
 ct = pytest.importorskip("coremltools")
 torch = pytest.importorskip("torch")
 
-from mobiledeploy.milexec import MILProgram  # noqa: E402
-from mobiledeploy.milexec.storage import BlobFile, StorageError, load_spec, proto  # noqa: E402
+from mobiledeploy.backends.coreml.milexec import MILProgram  # noqa: E402
+from mobiledeploy.backends.coreml.milexec.storage import BlobFile, StorageError, load_spec, proto  # noqa: E402
 
 _DT = {"FLOAT16": np.float16, "FLOAT32": np.float32, "INT8": np.int8, "UINT8": np.uint8}
 
@@ -70,7 +70,7 @@ def test_every_blob_equals_coremltools_reader(packages, name):
 
 def test_reading_a_program_imports_no_coremltools(packages):
     code = ("import sys, numpy as np\n"
-            "from mobiledeploy.milexec import MILProgram\n"
+            "from mobiledeploy.backends.coreml.milexec import MILProgram\n"
             f"p = MILProgram({str(packages['fp16'])!r})\n"
             "y = p.run({'x': np.ones((1, 3, 16, 16), np.float32)})\n"
             "assert 'coremltools' not in sys.modules, 'coremltools was imported'\n"

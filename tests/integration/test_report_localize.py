@@ -36,7 +36,7 @@ def _art(target: str, hswish: str = "fused") -> dict:
 
 def _tflite(d, state, tmp_path, precision="fp32", calibration=None):
     from mobiledeploy.architectures.reference import build_keras_reference
-    from mobiledeploy.backends.tflite import convert_keras_to_tflite
+    from mobiledeploy.backends.tflite.backend import convert_keras_to_tflite
 
     model = build_keras_reference(d, state, batch_size=1,
                                   hswish="lowered" if precision == "int8" else "fused")
@@ -84,7 +84,7 @@ def test_tflite_int8_lowered_graph_is_matched_with_its_6x_scales(tiny, tmp_path)
 def test_coreml_intermediates_without_names(tiny, tmp_path):
     pytest.importorskip("coremltools")
     from mobiledeploy.architectures.reference import build_torch_reference
-    from mobiledeploy.backends.coreml import convert_torch_to_mlpackage
+    from mobiledeploy.backends.coreml.backend import convert_torch_to_mlpackage
     from mobiledeploy.validate.localize import localize_artifact
 
     d, state, model, batch = tiny

@@ -95,9 +95,9 @@ def _align_corners_tflite(bundle: Path) -> bytes:
 
     from mobiledeploy.architectures.reference import build_keras_reference
     from mobiledeploy.architectures.weights import read_weights
-    from mobiledeploy.backends.tflite import convert_keras_to_tflite
+    from mobiledeploy.backends.tflite.backend import convert_keras_to_tflite
+    from mobiledeploy.backends.tflite.metadata import finish_tflite, wrap_keras
     from mobiledeploy.bundle import load_manifest
-    from mobiledeploy.tflite_metadata import finish_tflite, wrap_keras
     from mobiledeploy.validate.runner import bundle_definition
 
     d = bundle_definition(bundle)

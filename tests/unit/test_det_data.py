@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from mobiledeploy.boxes import read_boxes, write_boxes
 from mobiledeploy.demo.shapes import CLASSES
 from mobiledeploy.demo.shapes_det import det_rng, generate_det_split, render_det_scene
 from mobiledeploy.errors import DefinitionError
+from mobiledeploy.tasks.detection.boxes import read_boxes, write_boxes
 from tests.conftest import ROOT
 
 DET_EXAMPLE = ROOT / "examples" / "shapes_det"
@@ -62,9 +62,9 @@ def test_not_a_boxes_file(tmp_path):
 
 
 def test_the_example_boxes_follow_the_selected_images():
-    from mobiledeploy.boxes import load_boxes
     from mobiledeploy.definition import load_definition
     from mobiledeploy.images import select_images
+    from mobiledeploy.tasks.detection.boxes import load_boxes
 
     d = load_definition(DET_EXAMPLE / "shapes_det.yaml", check_files=False)
     files = [str(p) for p, _ in select_images(d, "validation")]
@@ -78,8 +78,8 @@ def test_the_example_boxes_follow_the_selected_images():
 def test_an_image_without_an_entry_is_an_error(tmp_path):
     import shutil
 
-    from mobiledeploy.boxes import load_boxes
     from mobiledeploy.definition import load_definition
+    from mobiledeploy.tasks.detection.boxes import load_boxes
 
     shutil.copytree(DET_EXAMPLE / "validation", tmp_path / "validation")
     shutil.copy(DET_EXAMPLE / "labels.txt", tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobiledeploy.detection import Detections
-from mobiledeploy.validate.det_metrics import (
+from mobiledeploy.tasks.detection.decode import Detections
+from mobiledeploy.tasks.detection.metrics import (
     ap_per_class,
     average_precision,
     box_recall,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobiledeploy.detection import Detections, RuntimeDetections, encode_boxes
 from mobiledeploy.tasks import get_task
-from mobiledeploy.tasks.detection import FLOAT, INT8, DetTruth
+from mobiledeploy.tasks.detection.decode import Detections, RuntimeDetections, encode_boxes
+from mobiledeploy.tasks.detection.task import FLOAT, INT8, DetTruth
 from mobiledeploy.tolerance import failures, judge
 
 SPEC = {"num_classes": 2, "box_coder": {"y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0},

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mobiledeploy.detection import (
+from mobiledeploy.tasks.detection.decode import (
     convert_scores,
     decode_boxes,
     encode_boxes,

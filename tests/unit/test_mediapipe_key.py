@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mobiledeploy.validate.mediapipe import ENV, mediapipe_version
+from mobiledeploy.backends.tflite.mediapipe import ENV, mediapipe_version
 
 
 def test_mediapipe_version_is_read_from_the_environment_it_would_run(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobiledeploy.milexec.ops import OPS
+from mobiledeploy.backends.coreml.milexec.ops import OPS
 
 
 def naive_conv(x, w, b, stride, pads, dil, groups):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mobiledeploy.masks import IGNORE
-from mobiledeploy.validate.seg_metrics import (
+from mobiledeploy.tasks.segmentation.masks import IGNORE
+from mobiledeploy.tasks.segmentation.metrics import (
     confusion,
     iou_per_class,
     mean_iou,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mobiledeploy.demo import shapes
 from mobiledeploy.errors import DefinitionError, UserError
-from mobiledeploy.masks import IGNORE, load_masks, mask_path, read_mask
+from mobiledeploy.tasks.segmentation.masks import IGNORE, load_masks, mask_path, read_mask
 from tests.conftest import ROOT
 
 SEG_EXAMPLE = ROOT / "examples" / "shapes_seg"

@@ -11,10 +11,10 @@ import yaml
 
 from mobiledeploy.architectures.reference import expected_shapes
 from mobiledeploy.architectures.spec import PRESETS, DetectionOptions, preset
-from mobiledeploy.architectures.ssdlite import anchors, decoding_spec
 from mobiledeploy.architectures.stats import stage_table, totals
 from mobiledeploy.definition import load_definition
 from mobiledeploy.errors import DefinitionError, UserError
+from mobiledeploy.tasks.detection.ssdlite import anchors, decoding_spec
 from tests.conftest import ROOT
 
 DET_EXAMPLE = ROOT / "examples" / "shapes_det"

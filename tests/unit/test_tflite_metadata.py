@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobiledeploy import tflite_metadata as TM
+from mobiledeploy.backends.tflite import metadata as TM
 from mobiledeploy.definition import load_definition
 from tests.conftest import example_data, write_definition
 
@@ -146,7 +146,7 @@ def test_attach_read_and_replace_on_a_model(definition):
     names = [TM._name(root.Metadata(i).Name()) for i in range(root.MetadataLength())]
     assert names.count("TFLITE_METADATA") == 1
     assert any("normalisation" in p for p in TM.check_against_definition(got2, files2, definition))
-    from mobiledeploy.backends.tflite import make_interpreter
+    from mobiledeploy.backends.tflite.backend import make_interpreter
 
     interp = make_interpreter(again)
     interp.set_tensor(interp.get_input_details()[0]["index"], np.array([[1, 2, 3, 4]], np.float32))

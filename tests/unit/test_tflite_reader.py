@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("flatbuffers")
 
+from mobiledeploy.backends.tflite.reader import parse, read_tflite  # noqa: E402
 from mobiledeploy.errors import UserError  # noqa: E402
-from mobiledeploy.tflite_reader import parse, read_tflite  # noqa: E402
 from tests.conftest import edgetpu_reference_dir  # noqa: E402
 
 

@@ -1,0 +1,341 @@
+"""Core ML backend: PyTorch reference -> ML Program (.mlpackage) with coremltools.
+
+The package takes camera pixels (an ImageType whose scale/bias are the definition's
+preprocessing), ends in softmax + a classifier (``classLabel``, ``classLabel_probs``) for iOS, and
+also outputs ``logits``, which validation compares. On macOS it runs through Core ML; elsewhere
+through ``mobiledeploy.backends.coreml.milexec``, a NumPy executor of the same program.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ...errors import UserError
+from ...tolerance import Tolerance
+from ..base import Backend, ConvertContext, InputBatch, Runner, SkipRun, Tap
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...definition import ModelDefinition
+    from ...targets import ResolvedTarget
+
+IMAGE_INPUT = "image"
+TENSOR_INPUT = "x"
+LOGITS = "logits"
+PROBS = "probs"
+# a detector's two raw heads (architectures.ssdlite.OUTPUTS): decoded on the host / in the app
+DETECTOR_OUTPUTS = ("class_logits", "box_encodings")
+DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14",
+                      "macOS15")
+NOT_BYTE_STABLE = (
+    ".mlpackage bytes are not stable across conversions (metadata such as the conversion date "
+    "is embedded); content_sha256 hashes the MIL program text and weight values instead"
+)
+
+
+def _image_affine(color_order, pixel_range, mean, std) -> tuple[float, list[float], list[float]]:
+    """(scale, bias, per-channel multiplier) so that ``mult[c] * (scale * p + bias[c])`` is
+    the definition's normalisation. ImageType has ONE scale; a per-channel std is folded into
+    the graph as ``mult`` (all ones when std is uniform)."""
+    lo, hi = (float(v) for v in pixel_range)
+    if len(set(float(s) for s in std)) == 1:
+        s = float(std[0])
+        return (hi - lo) / 255.0 / s, [(lo - float(m)) / s for m in mean], [1.0] * len(std)
+    return (hi - lo) / 255.0, [lo - float(m) for m in mean], [1.0 / float(s) for s in std]
+
+
+def convert_torch_to_mlpackage(
+    module,
+    out: str | Path,
+    *,
+    height: int,
+    width: int,
+    color_order: str = "rgb",
+    pixel_range=(0.0, 1.0),
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    labels: list[str],
+    precision: str = "fp32",
+    minimum_deployment_target: str = "iOS15",
+    image_input: bool = True,
+    fields: dict[str, Any] | None = None,
+    classifier: bool = True,
+    detector: bool = False,
+) -> dict[str, Any]:
+    """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
+
+    ``classifier`` (one score vector per image) adds softmax and Core ML's classifier outputs;
+    otherwise (dense outputs, e.g. per-pixel logits) the program's only output is ``logits``.
+    ``detector``: the module returns SSDLite's two raw heads; the program outputs them as
+    ``class_logits`` and ``box_encodings`` (no classifier; the decoding spec is the manifest's).
+
+    The package is written to ``out`` (a directory). Returns the facts for the manifest.
+    """
+    import torch
+
+    from ..._deps import require
+
+    ct = require("coremltools", "the Core ML backend")
+    if precision not in ("fp32", "fp16"):
+        raise UserError(f"Core ML precision must be fp32 or fp16, got '{precision}'")
+    if minimum_deployment_target not in DEPLOYMENT_TARGETS:
+        raise UserError(
+            f"target option minimum_deployment_target: unknown '{minimum_deployment_target}'; "
+            f"allowed: {', '.join(DEPLOYMENT_TARGETS)}"
+        )
+    channels = len(mean)
+    order = str(getattr(color_order, "value", color_order)).lower()
+    scale, bias, mult = _image_affine(order, pixel_range, mean, std)
+    per_channel = image_input and any(m != 1.0 for m in mult)
+
+    class Classifier(torch.nn.Module):
+        """logits and softmax(logits); optionally the per-channel 1/std ImageType cannot hold."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = module
+            self.register_buffer("mult", torch.tensor(mult, dtype=torch.float32).view(1, -1, 1, 1))
+
+        def forward(self, x):
+            logits = self.net(x * self.mult if per_channel else x)
+            if detector:
+                return logits
+            return (logits, torch.softmax(logits, dim=1)) if classifier else logits
+
+    wrapper = Classifier().eval()
+    example = torch.rand(1, channels, height, width)
+    with torch.no_grad():
+        y = wrapper(example)
+        n_out = y[0].shape[-1] - 1 if detector else (y[0] if classifier else y).shape[1]
+        traced = torch.jit.trace(wrapper, example)
+    if n_out != len(labels):
+        raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
+    # Name the two outputs so the classifier reads "probs" and "logits" stays a model output.
+    # Inline first: the converter inlines submodule calls, which would drop names set on them.
+    torch._C._jit_pass_inline(traced.graph)
+    if classifier and not detector:
+        tup = traced.graph.return_node().inputsAt(0).node()
+        for value, name in zip(tup.inputs(), (LOGITS, PROBS), strict=True):
+            value.setDebugName(name)
+
+    if image_input:
+        layout = ct.colorlayout.BGR if order == "bgr" else ct.colorlayout.RGB
+        inp = ct.ImageType(name=IMAGE_INPUT, shape=(1, channels, height, width), scale=scale,
+                           bias=bias, color_layout=layout)
+    else:
+        inp = ct.TensorType(name=TENSOR_INPUT, shape=(1, channels, height, width))
+    mlmodel = ct.convert(
+        traced,
+        inputs=[inp],
+        outputs=None if classifier or detector else [ct.TensorType(name=LOGITS)],
+        classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS)
+        if classifier and not detector else None,
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
+    )
+    mlmodel.short_description = "mobiledeploy object detector (SSDLite raw heads)" if detector else \
+        "mobiledeploy image classifier" if classifier else "mobiledeploy semantic segmentation (per-pixel class logits)"
+    names = [o.name for o in mlmodel.get_spec().description.output]
+    if detector and names != list(DETECTOR_OUTPUTS) and len(names) == 2:
+        # the heads are built inside the traced module; the converter keeps its own names for
+        # them: rename in output order (class logits first, as the module returns them)
+        spec = mlmodel.get_spec()
+        for old_name, new_name in zip(names, DETECTOR_OUTPUTS, strict=True):
+            ct.utils.rename_feature(spec, old_name, new_name)
+        mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir)
+        names = [o.name for o in mlmodel.get_spec().description.output]
+    wanted = DETECTOR_OUTPUTS if detector else (LOGITS,)
+    if not set(wanted) <= set(names):  # pragma: no cover - a converter change; fail loudly, not silently
+        raise RuntimeError(f"Core ML outputs {names} lack {wanted}")
+    if detector:
+        mlmodel.output_description[DETECTOR_OUTPUTS[0]] = "raw class logits per anchor (background first)"
+        mlmodel.output_description[DETECTOR_OUTPUTS[1]] = "raw box encodings (ty, tx, th, tw) per anchor"
+    else:
+        mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)" if classifier else \
+            f"per-pixel raw class scores (1, {len(labels)}, {height}, {width}), pre-softmax"
+    if fields:  # author, license, version, descriptions (artifact_metadata.coreml_fields)
+        from ...artifact_metadata import apply_coreml_fields
+
+        apply_coreml_fields(mlmodel, fields)
+    mlmodel.save(str(out))
+    if image_input:
+        desc = {"type": "image", "name": IMAGE_INPUT, "color_layout": order.upper(),
+                "height": height, "width": width, "scale": scale, "bias": bias,
+                "per_channel_multiplier_in_graph": mult if per_channel else None}
+    else:
+        desc = {"type": "tensor", "name": TENSOR_INPUT, "shape": [1, channels, height, width]}
+    return {
+        "format": "mlprogram",
+        "compute_precision": "FLOAT16" if precision == "fp16" else "FLOAT32",
+        "minimum_deployment_target": minimum_deployment_target,
+        "input": desc,
+        "outputs": list(DETECTOR_OUTPUTS) if detector else
+        ["classLabel", "classLabel_probs", LOGITS] if classifier else [LOGITS],
+        "content_sha256": content_sha256(out),
+        "note": NOT_BYTE_STABLE,
+    }
+
+
+def content_sha256(mlpackage_path: str | Path) -> str:
+    """sha256 over the MIL program text and weight values: equal for two conversions of the
+    same model (unlike the package bytes)."""
+    from .milexec import content_sha256 as _sha
+
+    return _sha(mlpackage_path)
+
+
+class CoreMLOptions(BaseModel):
+    """Core ML: the OS the package needs at least, and camera-pixel (image) or tensor input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    minimum_deployment_target: Literal[DEPLOYMENT_TARGETS] = "iOS15"  # type: ignore[valid-type]
+    image_input: bool = True
+
+
+class _MILRunner(Runner):
+    """Runs the package's ML Program with the NumPy executor (any host)."""
+
+    def __init__(self, path: Path):
+        from . import milexec
+
+        self.executor = "mobiledeploy milexec (NumPy), float16 where the program says so"
+        self.program = milexec.MILProgram(path)
+        unknown = sorted({op.type for op in self.program.ops} - set(milexec.OPS) - {"const"})
+        if unknown:
+            raise SkipRun(f"unsupported MIL op {unknown[0]} (milexec cannot run this program)")
+        self.input_name = self.program.input_names[0]
+        self.is_image = self.input_name in self.program.images
+
+    def _feed(self, batch: InputBatch) -> dict[str, np.ndarray]:
+        return {self.input_name: batch.pixels if self.is_image else batch.x}
+
+    def run(self, batch: InputBatch) -> np.ndarray:
+        from .milexec import UnsupportedMILOp
+
+        try:
+            out = self.program.run(self._feed(batch))
+        except UnsupportedMILOp as exc:
+            raise SkipRun(str(exc)) from exc
+        if all(k in out for k in DETECTOR_OUTPUTS):
+            return tuple(np.asarray(out[k], dtype=np.float32) for k in DETECTOR_OUTPUTS)
+        y = np.asarray(out[LOGITS], dtype=np.float32)
+        return y.reshape(len(batch), *y.shape[1:]) if y.ndim > 1 else y.reshape(len(batch), -1)
+
+    def intermediates(self, batch: InputBatch) -> list[Tap]:
+        """Every float value of the program (names are the converter's: matched by shape)."""
+        from .milexec import UnsupportedMILOp
+
+        try:
+            values = self.program.run(self._feed(batch), intermediates=True)
+        except UnsupportedMILOp:
+            return []
+        return [(k, set(), np.asarray(v, np.float32)) for k, v in values.items()
+                if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.ndim >= 2 and v.shape[0] == len(batch)]
+
+
+class _CoreMLRunner(Runner):
+    """Runs the package through Core ML itself (macOS)."""
+
+    def __init__(self, model, path: Path, version: str):
+        self.model = model
+        self.path = path
+        self.executor = f"coremltools {version} (Core ML)"
+        self.input_name = model.get_spec().description.input[0].name
+        self.is_image = model.get_spec().description.input[0].type.WhichOneof("Type") == "imageType"
+
+    def run(self, batch: InputBatch) -> np.ndarray:
+        from PIL import Image
+
+        rows = []
+        for i in range(len(batch)):
+            # Core ML reorders RGB pixels to BGR itself when the input's colour layout says so.
+            feed = Image.fromarray(batch.pixels[i]) if self.is_image else batch.x[i : i + 1]
+            pred = self.model.predict({self.input_name: feed})
+            if all(k in pred for k in DETECTOR_OUTPUTS):
+                rows.append(tuple(np.asarray(pred[k], np.float32) for k in DETECTOR_OUTPUTS))
+                continue
+            rows.append(np.asarray(pred[LOGITS]))
+        if rows and isinstance(rows[0], tuple):
+            return tuple(np.concatenate([r[k] for r in rows]) for k in range(len(rows[0])))
+        return np.concatenate([r.reshape(1, *r.shape[1:]) if r.ndim > 1 else r.reshape(1, -1)
+                               for r in rows]).astype(np.float32)
+
+    def intermediates(self, batch: InputBatch) -> list[Tap]:
+        # Core ML does not expose inner values; the program's own semantics do.
+        try:
+            return _MILRunner(self.path).intermediates(batch)
+        except SkipRun:
+            return []
+
+
+class CoreMLBackend(Backend):
+    """coreml-fp32 / coreml-fp16: an ML Program from the PyTorch reference."""
+
+    name = "coreml"
+    requires = ("coremltools", "torch")
+    # (conversion, plus ~2 s of MIL-executor validation: converted last, its row would end the build)
+    convert_seconds: ClassVar[dict[str, float]] = {"fp32": 6.0, "fp16": 4.0}
+    # importing coremltools imports TensorFlow too (when installed; 4-5 s of its ~9 s import):
+    # its targets share the TensorFlow targets' worker instead of paying that import again
+    family = "tensorflow"
+    extra = "coreml"
+    distributions = ("coremltools", "torch")
+    options: ClassVar[dict[str, type[BaseModel]]] = {"fp32": CoreMLOptions, "fp16": CoreMLOptions}
+    tolerances: ClassVar[dict[str, Tolerance]] = {
+        "fp32": Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0, max_accuracy_drop=0.0),
+        "fp16": Tolerance(min_snr_db=30.0, min_cosine=0.999, max_gain_error=0.005, min_top1_agreement=0.98,
+                          max_accuracy_drop=0.01),
+    }
+    byte_stable = False  # see NOT_BYTE_STABLE: the manifest records content_sha256
+    bench_device = "Core ML"
+
+    def bench_skip_reason(self) -> str | None:
+        import platform
+
+        if platform.system() != "Darwin":
+            return f"not run on this OS ({platform.system()}): Core ML runs on macOS/iOS"
+        return "not benchmarked by mobiledeploy: use Xcode's Core ML performance report"
+
+    def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
+        from ...artifact_metadata import coreml_fields
+        from ...tasks import get_task
+
+        d = ctx.definition
+        inp = d.input
+        task = get_task(getattr(d, "task", None))  # a definition without a task classifies
+        return convert_torch_to_mlpackage(
+            ctx.torch_model(),
+            out,
+            height=inp.height,
+            width=inp.width,
+            color_order=getattr(inp.color_order, "value", inp.color_order),
+            pixel_range=tuple(inp.pixel_range),
+            mean=tuple(inp.mean),
+            std=tuple(inp.std),
+            labels=d.labels_list(),
+            precision=target.precision,
+            minimum_deployment_target=target.option("minimum_deployment_target"),
+            image_input=target.option("image_input"),
+            classifier=task.is_classifier,
+            fields=coreml_fields(d),
+            detector=task.name == "object-detection",
+        )
+
+    def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:
+        """Core ML on macOS; the NumPy MIL executor elsewhere (SkipRun if it lacks an op)."""
+        path = Path(path)
+        if sys.platform == "darwin":
+            from ..._deps import require, version
+
+            ct = require("coremltools", "running Core ML models")
+            try:
+                model = ct.models.MLModel(str(path))
+                return _CoreMLRunner(model, path, version("coremltools") or ct.__version__)
+            except Exception:  # noqa: BLE001 - Core ML framework unavailable: fall back
+                pass
+        return _MILRunner(path)

@@ -1,0 +1,52 @@
+"""Image classification: logits (N, classes); top-1 agreement with the reference, top-1 accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..base import Task
+
+
+class Classification(Task):
+    name = "image-classification"
+    output_names = ("logits",)
+    app_family = "classifier"
+
+    def reference_metrics(self, ref, truth):
+        from ...validate import metrics as M
+
+        return {"top1_accuracy": M.top1_accuracy(ref, truth)}
+
+    def metrics(self, ref, out, truth, ref_metrics):
+        from ...validate import metrics as M
+
+        m = M.compare(ref, out, truth)
+        ref_acc = ref_metrics.get("top1_accuracy")
+        if ref_acc is not None and m.get("top1_accuracy") is not None:
+            m["accuracy_drop"] = ref_acc - m["top1_accuracy"]
+        return m
+
+    def per_sample(self, ref, out, batch=None, truth=None):
+        extra = super().per_sample(ref, out)
+        extra["top1"] = [int(v) for v in np.asarray(out).argmax(1)]  # what a client of this row answers
+        return extra
+
+    def mediapipe_client(self, definition):
+        return {"task": "ImageClassifier", "method": "classify", "options": {"max_results": -1}}
+
+    def mediapipe_judge(self, row, answer, ctx):
+        """Every class's score by MediaPipe's category index, judged as the artifact's scores."""
+        scores = []
+        for r in answer["results"]:
+            cats = r["classifications"][0]["categories"]
+            s = [0.0] * (max(c["index"] for c in cats) + 1)
+            for c in cats:
+                s[c["index"]] = float(c["score"])
+            scores.append(s)
+        scores = np.asarray(scores, np.float32)
+        if scores.shape != ctx.ref.shape:
+            row["reason"] = f"MediaPipe gave scores {list(scores.shape)}, the reference {list(ctx.ref.shape)}"
+            return row
+        row = ctx.finish(row, ctx.ref, scores, ctx.batch, ctx.ref_metrics.get("top1_accuracy"))
+        row["top1"] = [int(v) for v in scores.argmax(1)]
+        return row

@@ -1,0 +1,137 @@
+"""Semantic segmentation: per-pixel logits (N, classes, H, W) at the input size.
+
+Judged per pixel: ``pixel_agreement`` (argmax vs the reference's argmax), ``miou_vs_reference``,
+and against labelled masks ``miou`` / ``pixel_accuracy`` with ``miou_drop`` (the reference's mIoU
+minus the artifact's). The raw logits are still compared (max_abs, mean_abs, cosine, snr_db).
+Default limits are the issue's: float artifacts agree on >= 99.9% of pixels, int8 on >= 97%,
+and no artifact loses more than 2 mIoU points against the labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...tolerance import Tolerance
+from ..base import Task
+
+# max_abs: a dense output has classes x H x W logits per image (180k here, against 10 for the
+# shapes classifier), and the largest of that many float32 rounding differences is ~1e-4 on its
+# own (XNNPACK and LiteRT fp32 reached 1.26e-4 at SNR 122 dB): the limit scales with the count
+FLOAT = Tolerance(max_abs=1e-3, min_pixel_agreement=0.999, max_miou_drop=0.02)
+HALF = Tolerance(min_pixel_agreement=0.999, max_miou_drop=0.02)
+INT8 = Tolerance(min_pixel_agreement=0.97, max_miou_drop=0.02)
+
+
+class Segmentation(Task):
+    name = "semantic-segmentation"
+    output_names = ("logits",)
+    app_family = "segmenter"
+    is_classifier = False
+    summary = (("max_abs", "max_abs"), ("snr_db", "SNR dB"), ("pixel_agreement", "pixel agree"),
+               ("miou", "mIoU"))
+    tolerances = {"fp32": FLOAT, "fp16": HALF, "int8": INT8}
+    keras_tolerance = Tolerance(min_pixel_agreement=0.999)
+    unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop"})
+
+    def output_shape(self, spec):
+        return (spec.num_classes, *spec.resolution)
+
+    def output_description(self, num_classes, label_file):
+        return (f"per-pixel unnormalised class scores (logits, {num_classes} classes on the last axis, "
+                f"at the input size; argmax gives the mask), in the order of {label_file}")
+
+    def canonical(self, out, layout="nchw"):
+        a = np.asarray(out, dtype=np.float32)
+        if a.ndim != 4:
+            raise ValueError(f"a segmentation output has 4 dimensions (N, C, H, W), not shape {list(a.shape)}")
+        return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "nhwc" else a
+
+    def truth(self, definition, which, batch):
+        from .masks import load_masks
+
+        return load_masks(definition, which, batch.files)
+
+    def reference_metrics(self, ref, truth):
+        from .metrics import mean_iou, pixel_accuracy
+
+        if truth is None:
+            return {}
+        pred = ref.argmax(1)
+        return {"miou": mean_iou(pred, truth, ref.shape[1]), "pixel_accuracy": pixel_accuracy(pred, truth)}
+
+    def metrics(self, ref, out, truth, ref_metrics):
+        from .metrics import segmentation_metrics
+
+        if ref.shape != out.shape:
+            raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
+        m = super().metrics(ref, out, truth, ref_metrics)
+        m.update(segmentation_metrics(out, ref, truth))
+        if ref_metrics.get("miou") is not None and m.get("miou") is not None:
+            m["miou_drop"] = ref_metrics["miou"] - m["miou"]
+        return m
+
+    def per_sample(self, ref, out, batch=None, truth=None):
+        from .metrics import per_image_agreement
+
+        extra = super().per_sample(ref, out)
+        agree = per_image_agreement(out, ref)
+        extra["per_image_agreement"] = [float(v) for v in agree]
+        if batch is not None:  # the worst images, drawn now while the outputs are at hand
+            from .report import worst_images
+
+            extra["worst_images"] = worst_images(agree, ref.argmax(1), out.argmax(1), batch, truth,
+                                                 ref.shape[1])
+        return extra
+
+    def report_section(self, report, manifest):
+        from .report import worst_images_section
+
+        return worst_images_section(report)
+
+    def mediapipe_client(self, definition):
+        return {"task": "ImageSegmenter", "method": "segment",
+                "options": {"output_category_mask": True, "output_confidence_masks": False}}
+
+    def mediapipe_judge(self, row, answer, ctx):
+        """MediaPipe's category mask (the class index map an app draws, labels from the metadata)
+        judged per pixel against the reference's argmax and the labelled masks."""
+        masks = np.stack([np.asarray(r["category_mask"]).reshape(np.asarray(r["category_mask"]).shape[:2])
+                          for r in answer["results"]])
+        want = list(ctx.definition.labels_list())
+        if answer.get("labels") is not None and list(answer["labels"]) != want:
+            row["reason"] = (f"MediaPipe reads labels {answer['labels'][:4]}... from the metadata, the "
+                             f"definition has {want[:4]}...")
+            return row
+        return judge_class_map(row, masks, ctx)
+
+
+def class_map_metrics(pred: np.ndarray, ref: np.ndarray, truth, ref_metrics: dict) -> dict:
+    """A class index map (N, H, W) against the reference's logits (N, C, H, W) and the labelled
+    masks: pixel agreement, mIoU against the reference, mIoU / pixel accuracy / mIoU drop."""
+    from .metrics import mean_iou, pixel_accuracy
+
+    ids = ref.argmax(1)
+    m = {"pixel_agreement": float((pred == ids).mean()), "miou_vs_reference": mean_iou(pred, ids, ref.shape[1])}
+    if truth is not None:
+        m["miou"] = mean_iou(pred, truth, ref.shape[1])
+        m["pixel_accuracy"] = pixel_accuracy(pred, truth)
+        if ref_metrics.get("miou") is not None:
+            m["miou_drop"] = ref_metrics["miou"] - m["miou"]
+    return m
+
+
+def judge_class_map(row: dict, pred: np.ndarray, ctx) -> dict:
+    """``row`` judged on a class index map ``pred`` (N, H, W) with its per-image agreement and
+    worst images (the same views as a logits row)."""
+    from ..base import mark
+    from .report import worst_images
+
+    ref = ctx.ref
+    if pred.shape != (ref.shape[0], *ref.shape[2:]):
+        row["reason"] = f"class map {list(pred.shape)}, the reference's {[ref.shape[0], *ref.shape[2:]]}"
+        return row
+    row["metrics"] = class_map_metrics(pred, ref, ctx.truth, ctx.ref_metrics)
+    agree = (pred == ref.argmax(1)).reshape(len(pred), -1).mean(1)
+    row["per_image_agreement"] = [float(v) for v in agree]
+    row["worst_images"] = worst_images(agree, ref.argmax(1), pred, ctx.batch, ctx.truth, ref.shape[1])
+    return mark(row)
