@@ -22,6 +22,13 @@ HALF = Tolerance(min_pixel_agreement=0.999, max_miou_drop=0.02)
 INT8 = Tolerance(min_pixel_agreement=0.97, max_miou_drop=0.02)
 
 
+class SegOutput(np.ndarray):
+    """Canonical logits carrying the runtime's own class index map (N, H, W), when the artifact
+    outputs one (Core ML's ``class_map`` option)."""
+
+    class_map: np.ndarray | None = None
+
+
 class Segmentation(Task):
     name = "semantic-segmentation"
     output_names = ("logits",)
@@ -41,10 +48,16 @@ class Segmentation(Task):
                 f"at the input size; argmax gives the mask), in the order of {label_file}")
 
     def canonical(self, out, layout="nchw"):
+        class_map = getattr(out, "class_map", None)
         a = np.asarray(out, dtype=np.float32)
         if a.ndim != 4:
             raise ValueError(f"a segmentation output has 4 dimensions (N, C, H, W), not shape {list(a.shape)}")
-        return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "nhwc" else a
+        a = np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "nhwc" else a
+        if class_map is None:
+            return a
+        a = np.ascontiguousarray(a).view(SegOutput)
+        a.class_map = class_map
+        return a
 
     def truth(self, definition, which, batch):
         from .masks import load_masks
@@ -64,7 +77,15 @@ class Segmentation(Task):
 
         if ref.shape != out.shape:
             raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
+        class_map = getattr(out, "class_map", None)
+        out, ref = np.asarray(out), np.asarray(ref)
         m = super().metrics(ref, out, truth, ref_metrics)
+        if class_map is not None:
+            # the artifact's own class index map is what an app draws: judged per pixel, and
+            # against the argmax of its own logits (an argmax on other values shows up here)
+            m.update(class_map_metrics(class_map, ref, truth, ref_metrics))
+            m["class_map_vs_logits"] = float((class_map == out.argmax(1)).mean())
+            return m
         m.update(segmentation_metrics(out, ref, truth))
         if ref_metrics.get("miou") is not None and m.get("miou") is not None:
             m["miou_drop"] = ref_metrics["miou"] - m["miou"]
@@ -73,14 +94,17 @@ class Segmentation(Task):
     def per_sample(self, ref, out, batch=None, truth=None):
         from .metrics import per_image_agreement
 
+        class_map = getattr(out, "class_map", None)
+        out, ref = np.asarray(out), np.asarray(ref)
         extra = super().per_sample(ref, out)
-        agree = per_image_agreement(out, ref)
+        agree = per_image_agreement(out, ref) if class_map is None else \
+            (class_map == ref.argmax(1)).reshape(len(ref), -1).mean(1)
         extra["per_image_agreement"] = [float(v) for v in agree]
         if batch is not None:  # the worst images, drawn now while the outputs are at hand
             from .report import worst_images
 
-            extra["worst_images"] = worst_images(agree, ref.argmax(1), out.argmax(1), batch, truth,
-                                                 ref.shape[1])
+            drawn = out.argmax(1) if class_map is None else class_map
+            extra["worst_images"] = worst_images(agree, ref.argmax(1), drawn, batch, truth, ref.shape[1])
         return extra
 
     def report_section(self, report, manifest):

@@ -40,13 +40,15 @@ def iou_centre(boxes: np.ndarray) -> np.ndarray:
 
 
 def select(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, score_threshold: float | None,
-           max_boxes: int, per_class: bool, keep_best: bool = True) -> np.ndarray:
-    """Indices of the boxes kept for one image, best first (see the module doc)."""
+           max_boxes: int, per_class: bool, keep_best: bool = True, inclusive: bool = False) -> np.ndarray:
+    """Indices of the boxes kept for one image, best first (see the module doc). ``inclusive``:
+    a score equal to the threshold is a candidate (the NonMaximumSuppression model's rule);
+    ``keep_best``: no candidate returns the best box alone (the MIL op's)."""
     best = scores.max(-1)
     cls = scores.argmax(-1)
     order = np.argsort(-best, kind="stable")
     if score_threshold is not None:
-        order = order[best[order] > score_threshold]
+        order = order[best[order] >= score_threshold] if inclusive else order[best[order] > score_threshold]
     iou = iou_centre(boxes) if len(order) else None
     kept: list[int] = []
     per: dict[int, int] = {}
@@ -105,3 +107,18 @@ def _non_maximum_suppression(boxes, scores, iou_threshold, max_boxes, score_thre
         return np.swapaxes(ob, 1, 2), np.swapaxes(os_, 1, 2), oi
     thr = None if score_threshold is None else np.asarray(score_threshold).item()
     return nms(boxes, scores, np.asarray(iou_threshold).item(), thr, m, per_class)
+
+
+def nms_model(confidence: np.ndarray, coordinates: np.ndarray, *, iou_threshold: float,
+              confidence_threshold: float, max_boxes: int, per_class: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Core ML's NonMaximumSuppression MODEL (a pipeline's last model, not the MIL op) on one
+    image: confidence (B, C), coordinates (B, 4) -> the kept rows of each, best first, at most
+    ``max_boxes`` (the output's upper bound). As ``NonMaximumSuppression.proto`` defines it:
+    boxes "below the confidence threshold are discarded" (a box AT it stays), then PickTop
+    (suppress IoU above the IoU threshold, within a class when ``perClass``); no box passes: zero
+    rows (the model pads only to a fixed output shape)."""
+    conf = np.asarray(confidence, np.float64)
+    coords = np.asarray(coordinates, np.float64)
+    ids = select(coords, conf, float(iou_threshold), float(confidence_threshold), int(max_boxes), per_class,
+                 keep_best=False, inclusive=True)
+    return conf[ids], coords[ids]
