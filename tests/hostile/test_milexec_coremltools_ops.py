@@ -27,6 +27,8 @@ SELECTION = [
     ("iOS14/test_activation.py", "mlprogram and (TestThresholdedReLU or TestReLU or TestSigmoidHard)", {}, 5),
     ("iOS17/test_tensor_transformation.py", "mlprogram and TestReshape and not Like and not uint16", {}, 5),
     ("iOS14/test_tensor_operation.py", "TestNonMaximumSuppression", NMS_ENV, 164),
+    # the class index map of a Core ML segmenter (option class_map)
+    ("iOS14/test_reduction.py", "mlprogram and TestReduction and smoke and argmax", {}, 1),
 ]
 
 
