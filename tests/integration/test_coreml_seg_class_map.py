@@ -58,11 +58,14 @@ def test_the_class_map_is_an_output_and_judged_by_pixel_agreement(bundle):
 
 
 def test_a_classifier_refuses_the_option(example_copy, tmp_path):
-    """A conversion failure naming the option (the build's other targets are unaffected)."""
+    """A user error naming the file and field, nothing built."""
     from tests.conftest import tiny_data
 
     data = tiny_data(validation_images=4)
     data["target_options"] = {"coreml-fp32": {"class_map": True}}
     res = run_cli("build", str(write_definition(example_copy, data, "tiny.yaml")), "-o", str(tmp_path / "out"),
                   "--target", "coreml-fp32", "--no-app", "-q")
-    assert res.returncode == 1 and "class_map: applies to semantic-segmentation" in res.stderr, res.stderr[-2000:]
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = res.stderr.strip().splitlines()[-1]
+    assert "tiny.yaml: target_options.coreml-fp32.class_map: applies to semantic-segmentation only, not image-classification" in line, line
+    assert not (tmp_path / "out").exists()

@@ -418,17 +418,14 @@ class CoreMLBackend(Backend):
             fields=coreml_fields(d),
             detector=task.name == "object-detection",
             decoding=decoding,
-            class_map=self._class_map(target, task),
+            class_map=bool(target.option("class_map")) and task.name == "semantic-segmentation",
         )
 
-    @staticmethod
-    def _class_map(target, task) -> bool:
-        if not target.option("class_map"):
-            return False
-        if task.name != "semantic-segmentation":
-            raise UserError(f"target option class_map: applies to semantic-segmentation, not {task.name}; "
-                            f"remove it from {target.name}'s options")
-        return True
+    @classmethod
+    def check_options(cls, options, task):
+        name = str(getattr(task, "value", task) or "image-classification")
+        if options.class_map and name != "semantic-segmentation":
+            raise ValueError(f"option class_map: applies to semantic-segmentation only, not {name}: remove it")
 
     def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:
         """Core ML on macOS; the NumPy MIL executor elsewhere (SkipRun if it lacks an op)."""
