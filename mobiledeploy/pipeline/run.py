@@ -29,7 +29,7 @@ from ..bundle import (
 from ..digests import FileDigests, using
 from ..digests import file_sha as sha256_file
 from ..digests import path_sha as sha256_path
-from ..targets import ResolvedTarget, keras_tolerance, resolve_targets
+from ..targets import ResolvedTarget, all_targets, keras_tolerance, resolve_targets
 from .graph import Cache, Step, digest
 from .sources import source_digest
 
@@ -210,7 +210,7 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
     record = BuildRecord()
     with bundle_lock(out, opts.wait):
         digests.locked = True  # this build may write the bundle's state, digests included
-        clean_stale(out)
+        clean_stale(out, [t.artifact for t in all_targets().values()])
         manifest_path = out / "manifest.json"
         # the manifest goes only when the first new output is about to be written (a refusal
         # or a crash before that leaves a good bundle whole): see each `if not fresh` below
@@ -339,7 +339,9 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
                 early.cancel()  # a no-op once finished
         record.phase("validate")
         if opts.app:
-            manifest["android"] = _app_step(out, d, manifest, cache, result, say, record, inputs_common)
+            app = _app_step(out, d, manifest, cache, result, say, record, inputs_common)
+            if app:
+                manifest["android"] = app
         record.phase("app")
         write_json_atomic(manifest_path, manifest)  # last: the bundle is whole
         result.manifest = manifest
@@ -352,17 +354,18 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
 
 
 def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items) -> None:
-    from ..architectures.reference import canonical_state
+    from ..architectures.reference import canonical_state, unused_weights
     from ..architectures.weights import save_weights
     from ..images import write_image_list
 
     final = out / "model"
     tmp = tmp_path(out, final)
     tmp.mkdir(parents=True)
-    if weights_src:
+    if weights_src and not unused_weights(d.architecture_spec()):
         shutil.copy2(weights_src, tmp / weights_name)
-    else:
-        save_weights(canonical_state(d), tmp / weights_name, metadata={"seeded": str(d.seed)})
+    else:  # seeded, or the file's tensors the head leaves out dropped: the canonical file is exact
+        save_weights(canonical_state(d), tmp / weights_name,
+                     metadata={} if weights_src else {"seeded": str(d.seed)})
     (tmp / "labels.txt").write_text("".join(f"{x}\n" for x in labels), encoding="utf-8")
     write_image_list(tmp, "validation", labels, val_items)  # labels are data, never folder names
     masks = _mask_files(d, "validation", val_items)
@@ -537,6 +540,13 @@ def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, s
         "templates": _templates_digest(),
         "source": source_digest("mobiledeploy.app"),
     }, outputs=["android"])
+    from ..capabilities import serves_app, summary
+
+    if not serves_app(d.task.value):  # no app family for this task: said once, nothing rendered
+        record.add("app", "skipped", f"no app ({summary(d.task.value)})", 0.0)
+        result.explain.append(("app", "skipped", f"no Android app serves {d.task.value}"))
+        say(f"[bold]android[/] app: none for {d.task.value} (see mobiledeploy targets)")
+        return {}
     with record.step("app") as rec:
         fresh, why = cache.check(step)
         rec.update(status="skipped" if fresh else "ran", why=why)

@@ -67,5 +67,5 @@ def test_a_classifier_refuses_the_option(example_copy, tmp_path):
                   "--target", "coreml-fp32", "--no-app", "-q")
     assert res.returncode == 2, res.stderr[-2000:]
     line = res.stderr.strip().splitlines()[-1]
-    assert "tiny.yaml: target_options.coreml-fp32.class_map: applies to semantic-segmentation only, not image-classification" in line, line
+    assert "tiny.yaml: target_options.coreml-fp32.class_map: applies to per-pixel (dense) tasks" in line, line
     assert not (tmp_path / "out").exists()

@@ -66,6 +66,9 @@ def convert_torch_to_mlpackage(
     fields: dict[str, Any] | None = None,
     classifier: bool = True,
     detector: bool = False,
+    per_label: bool = True,
+    output_name: str = LOGITS,
+    output_text: str | None = None,
     decoding: tuple[dict, np.ndarray] | None = None,
     class_map: bool = False,
 ) -> dict[str, Any]:
@@ -127,7 +130,7 @@ def convert_torch_to_mlpackage(
         n_out = (y[0].shape[-1] if decoding is not None else y[0].shape[-1] - 1) if detector else \
             (y[0] if classifier or class_map else y).shape[1]
         traced = torch.jit.trace(wrapper, example)
-    if n_out != len(labels):
+    if per_label and n_out != len(labels):
         raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
     # Name the two outputs so the classifier reads "probs" and "logits" stays a model output.
     # Inline first: the converter inlines submodule calls, which would drop names set on them.
@@ -146,7 +149,7 @@ def convert_torch_to_mlpackage(
     mlmodel = ct.convert(
         traced,
         inputs=[inp],
-        outputs=None if classifier or detector else [ct.TensorType(name=LOGITS)] + (
+        outputs=None if classifier or detector else [ct.TensorType(name=output_name)] + (
             [ct.TensorType(name=CLASS_MAP)] if class_map else []),
         classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS)
         if classifier and not detector else None,
@@ -169,12 +172,14 @@ def convert_torch_to_mlpackage(
             ct.utils.rename_feature(spec, old_name, new_name)
         mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir)
         names = [o.name for o in mlmodel.get_spec().description.output]
-    wanted = DETECTOR_OUTPUTS if detector else (LOGITS,)
+    wanted = DETECTOR_OUTPUTS if detector else (LOGITS if classifier else output_name,)
     if not set(wanted) <= set(names):  # pragma: no cover - a converter change; fail loudly, not silently
         raise RuntimeError(f"Core ML outputs {names} lack {wanted}")
     if detector:
         mlmodel.output_description[DETECTOR_OUTPUTS[0]] = "raw class logits per anchor (background first)"
         mlmodel.output_description[DETECTOR_OUTPUTS[1]] = "raw box encodings (ty, tx, th, tw) per anchor"
+    elif output_text is not None:
+        mlmodel.output_description[output_name] = output_text
     else:
         mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)" if classifier else \
             f"per-pixel raw class scores (1, {len(labels)}, {height}, {width}), pre-softmax"
@@ -216,7 +221,7 @@ def convert_torch_to_mlpackage(
         "minimum_deployment_target": minimum_deployment_target,
         "input": desc,
         "outputs": [CONFIDENCE, COORDINATES] if extra else list(DETECTOR_OUTPUTS) if detector else
-        ["classLabel", "classLabel_probs", LOGITS] if classifier else [LOGITS] + ([CLASS_MAP] if class_map else []),
+        ["classLabel", "classLabel_probs", LOGITS] if classifier else [output_name] + ([CLASS_MAP] if class_map else []),
         "content_sha256": content_sha256(out),
         "note": NOT_BYTE_STABLE,
     }
@@ -294,7 +299,7 @@ class _MILRunner(Runner):
             raise SkipRun(str(exc)) from exc
         if all(k in out for k in DETECTOR_OUTPUTS):
             return tuple(np.asarray(out[k], dtype=np.float32) for k in DETECTOR_OUTPUTS)
-        y = np.asarray(out[LOGITS], dtype=np.float32)
+        y = np.asarray(out[LOGITS] if LOGITS in out else out[self.program.output_names[0]], dtype=np.float32)
         y = y.reshape(len(batch), *y.shape[1:]) if y.ndim > 1 else y.reshape(len(batch), -1)
         return _with_class_map(y, out.get(CLASS_MAP), len(batch))
 
@@ -343,7 +348,8 @@ class _CoreMLRunner(Runner):
             if all(k in pred for k in DETECTOR_OUTPUTS):
                 rows.append(tuple(np.asarray(pred[k], np.float32) for k in DETECTOR_OUTPUTS))
                 continue
-            rows.append(np.asarray(pred[LOGITS]))
+            # a classifier's or dense task's "logits", else the program's one output (a vector task's)
+            rows.append(np.asarray(pred[LOGITS] if LOGITS in pred else next(iter(pred.values()))))
             if CLASS_MAP in pred:
                 maps.append(np.asarray(pred[CLASS_MAP]))
         if rows and isinstance(rows[0], tuple):
@@ -395,12 +401,8 @@ class CoreMLBackend(Backend):
         d = ctx.definition
         inp = d.input
         task = get_task(getattr(d, "task", None))  # a definition without a task classifies
-        decoding = None
-        if task.name == "object-detection":  # the pipeline Vision consumes (detection_pipeline)
-            from ...tasks.detection.ssdlite import anchors, decoding_spec
-
-            arch = d.architecture_spec()
-            decoding = (decoding_spec(arch), anchors(arch))
+        # a task whose boxes are decoded from its heads ships the pipeline Vision consumes
+        decoding = task.box_decoding(d) if task.output_kind == "heads" else None
         return convert_torch_to_mlpackage(
             ctx.torch_model(),
             out,
@@ -416,16 +418,23 @@ class CoreMLBackend(Backend):
             image_input=target.option("image_input"),
             classifier=task.is_classifier,
             fields=coreml_fields(d),
-            detector=task.name == "object-detection",
+            detector=task.output_kind == "heads",
+            per_label=task.output_kind != "vector",
+            output_name=task.output_names[0],
+            output_text=None if task.output_kind != "vector" else task.output_description(
+                len(d.labels_list()), "the labels"),
             decoding=decoding,
-            class_map=bool(target.option("class_map")) and task.name == "semantic-segmentation",
+            class_map=bool(target.option("class_map")) and task.output_kind == "dense",
         )
 
     @classmethod
     def check_options(cls, options, task):
-        name = str(getattr(task, "value", task) or "image-classification")
-        if options.class_map and name != "semantic-segmentation":
-            raise ValueError(f"option class_map: applies to semantic-segmentation only, not {name}: remove it")
+        from ...tasks import get_task
+
+        t = get_task(task)
+        if options.class_map and t.output_kind != "dense":
+            raise ValueError(f"option class_map: applies to per-pixel (dense) tasks such as semantic-segmentation, "
+                             f"not {t.name}: remove it")
 
     def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:
         """Core ML on macOS; the NumPy MIL executor elsewhere (SkipRun if it lacks an op)."""

@@ -11,6 +11,10 @@ class Classification(Task):
     name = "image-classification"
     output_names = ("logits",)
     app_family = "classifier"
+    title = "classification"
+
+    def report_reference(self, ref, ref_metrics):
+        return {"reference_top1": [int(v) for v in ref.argmax(1)]}
 
     def reference_metrics(self, ref, truth):
         from ...validate import metrics as M
@@ -47,6 +51,6 @@ class Classification(Task):
         if scores.shape != ctx.ref.shape:
             row["reason"] = f"MediaPipe gave scores {list(scores.shape)}, the reference {list(ctx.ref.shape)}"
             return row
-        row = ctx.finish(row, ctx.ref, scores, ctx.batch, ctx.ref_metrics.get("top1_accuracy"))
+        row = ctx.finish(row, ctx.ref, scores, ctx.batch, ctx.ref_metrics, self, ctx.truth)
         row["top1"] = [int(v) for v in scores.argmax(1)]
         return row
