@@ -56,7 +56,7 @@ def _strip_metadata(data: bytes) -> bytes:
 def test_every_row_skipped_is_not_a_pass(built_bundle, tmp_path, monkeypatch):
     """LiteRT not installed and MediaPipe off: the only artifact row is skipped, the references
     pass, and that is exit 1 with status "unjudged", naming why nothing was judged."""
-    import mobiledeploy._deps as deps
+    import mobiledeploy._dist as deps  # what the backend registry asks whether a module is installed
 
     b = bundle_copy(built_bundle, tmp_path / "b")
     real = deps.available
