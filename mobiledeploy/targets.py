@@ -78,6 +78,10 @@ class TargetProfile:
             else:
                 msg = e["msg"].removeprefix("Value error, ") + f" (got {e.get('input')!r})"
             raise UserError(f"{where or self.name}: option {loc}: {msg}") from None
+        try:
+            cls.check_options(opts, task)
+        except ValueError as exc:
+            raise UserError(f"{where or self.name}: {exc}") from None
         base, task_tol = cls.tolerances.get(self.precision, Tolerance()), None
         if task is not None:
             from .tasks import get_task

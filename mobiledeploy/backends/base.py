@@ -220,6 +220,12 @@ class Backend(ABC):
         """The reference graph variant this target converts (default: the fused graph)."""
         return GraphVariant()
 
+    @classmethod
+    def check_options(cls, options: BaseModel, task: str | None) -> None:
+        """Refuse options that do not apply to the definition's ``task`` (a ValueError whose
+        message is ``"option NAME: why and the fix"``); by default every option applies."""
+        return None
+
     @abstractmethod
     def convert(self, ctx: ConvertContext, target: ResolvedTarget, out: Path) -> dict[str, Any]:
         """Write the artifact to ``out`` (a temporary path; the caller renames it).

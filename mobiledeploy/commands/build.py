@@ -45,7 +45,7 @@ def command(model, out, targets, jobs, no_cache, explain, samples, no_validate, 
             click.echo(f"android app: {Path(out) / 'android'}")
     if res.failed and not res.validation:
         raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in res.failed.items()))
-    if res.validation and res.validation["status"] == "fail":
+    if res.validation and res.validation["status"] != "pass":  # fail, or nothing judged
         raise ValidationFailed(failure_summary(res.validation))
 
 

@@ -29,5 +29,5 @@ def command(bundle, samples, json_path, quiet):
         _print_summary(report)
         if write:
             click.echo(f"report: {Path(bundle) / 'report' / 'index.html'}")
-    if report["status"] == "fail":
+    if report["status"] != "pass":  # fail, or nothing judged
         raise ValidationFailed(failure_summary(report))

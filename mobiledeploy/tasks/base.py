@@ -161,8 +161,37 @@ class Task:
         return Tolerance(**{k: v for k, v in tolerance.set_values().items()
                             if OWNER.get(k, self.name) == self.name and LIMITS[k][0] not in self.unmeasured})
 
+    def box_decoding(self, definition) -> tuple[dict, Any] | None:
+        """(decoding spec, anchors (A, 4) [yc, xc, h, w]) for a task whose boxes are decoded from its
+        heads (a converter may put the decoding in the graph, e.g. Core ML's Vision pipeline), else None."""
+        return None
+
+    # ---- real clients ----------------------------------------------------------------------
+    def mediapipe_client(self, definition) -> dict[str, Any] | None:
+        """The MediaPipe Tasks vision task that consumes this task's .tflite files, as
+        ``{"task": class name, "method": per-image method, "options": <task>Options keywords}``
+        (``validate/mediapipe.py`` runs it), or None when there is none (no ``mediapipe:`` rows)."""
+        return None
+
+    def mediapipe_judge(self, row: dict, answer: dict, ctx) -> dict:
+        """``row`` (a ``mediapipe:<target>`` row with its tolerance) judged from the MediaPipe
+        runner's ``answer`` ({"executor", "labels", "results": one generic result per image}) and
+        ``ctx`` (``backends.tflite.mediapipe.ClientContext``); ``mark`` judges it once."""
+        raise NotImplementedError(f"{self.name} has no MediaPipe client")
+
     # ---- report --------------------------------------------------------------------------
     def report_section(self, report: dict, manifest: dict) -> str:
         """Task-specific HTML (safe markup) placed after the results table, built from the
         report alone (rows carry what it shows); empty when the generic table says it all."""
         return ""
+
+
+def mark(row: dict) -> dict:
+    """Judge ``row``'s metrics against its tolerance once: checks, status, reason."""
+    from ..tolerance import failures, judge
+
+    row["checks"] = judge(row["metrics"], row["tolerance"])
+    bad = failures(row["checks"])
+    row["status"] = "fail" if bad else "pass"
+    row["reason"] = "; ".join(bad)
+    return row

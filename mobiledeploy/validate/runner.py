@@ -219,14 +219,12 @@ class Validation:
         return row
 
     def client_rows(self, art: dict) -> list[dict]:
-        """The rows of real clients that load this artifact (MediaPipe's Image Classifier on a
-        classifier's .tflite, when its environment is installed)."""
-        if self.task.name != "image-classification":  # MediaPipe's Image Classifier task only
-            return []
-        from ..backends.tflite.mediapipe import mediapipe_row
+        """The rows of real clients that load this artifact (the MediaPipe task of this task on a
+        .tflite, when its environment is installed)."""
+        from ..backends.tflite.mediapipe import ClientContext, mediapipe_row
 
-        row = mediapipe_row(self.bundle, art, self.batch, self.ref, self.ref_metrics.get("top1_accuracy"),
-                            _finish, _row)
+        ctx = ClientContext(self.batch, self.ref, self.ref_metrics, self.truth, self.d, _finish)
+        row = mediapipe_row(self.bundle, art, self.task, ctx, _row)
         return [row] if row is not None else []
 
     def app_rows(self, manifest: dict) -> list[dict]:
@@ -275,7 +273,7 @@ class Validation:
 
         # the reference is what everything is judged against, not a judged row: counts leave it out
         judged = [r for r in rows if r["status"] != "skipped" and r["target"] != REFERENCE_ROW]
-        status = "fail" if any(r["status"] == "fail" for r in rows) else "pass"
+        status = verdict(rows)
         bundle = self.bundle
         report = {
             "name": manifest["name"],
@@ -398,7 +396,26 @@ def write_report(bundle: Path, report: dict, manifest: dict, json_path: Path | N
     write_bytes_atomic(bundle / "report" / "index.html", render_html(report, manifest).encode())
 
 
+# the bundle's overall outcome when no row failed and no shipped file was judged: every artifact
+# (and client) row was skipped, so the report says nothing about what the bundle ships
+UNJUDGED = "unjudged"
+
+
+def verdict(rows: list[dict]) -> str:
+    """"fail" if any row failed; ``UNJUDGED`` if no artifact or client row was judged (the
+    references alone prove nothing about a shipped file); else "pass"."""
+    if any(r["status"] == "fail" for r in rows):
+        return "fail"
+    shipped = [r for r in rows if r["target"] not in (REFERENCE_ROW, KERAS_ROW)]
+    return "pass" if any(r["status"] == "pass" for r in shipped) else UNJUDGED
+
+
 def failure_summary(report: dict) -> str:
-    """One line naming each failing target with its metric, value and limit."""
+    """One line naming each failing target with its metric, value and limit (for an unjudged
+    report: that nothing was judged, with each skipped row's reason)."""
+    if report["status"] == UNJUDGED:
+        why = [f"{r['target']}: {r['reason']}" for r in report["results"]
+               if r["status"] == "skipped" and r["target"] not in (REFERENCE_ROW, KERAS_ROW)]
+        return "nothing was judged: every artifact row was skipped (" + " | ".join(why) + ")"
     bad = [f"{r['target']}: {r['reason']}" for r in report["results"] if r["status"] == "fail"]
     return " | ".join(bad)

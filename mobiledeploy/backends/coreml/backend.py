@@ -27,6 +27,7 @@ IMAGE_INPUT = "image"
 TENSOR_INPUT = "x"
 LOGITS = "logits"
 PROBS = "probs"
+CLASS_MAP = "class_map"  # a segmenter's per-pixel class index (the argmax an app draws), option class_map
 # a detector's two raw heads (architectures.ssdlite.OUTPUTS): decoded on the host / in the app
 DETECTOR_OUTPUTS = ("class_logits", "box_encodings")
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14",
@@ -68,6 +69,8 @@ def convert_torch_to_mlpackage(
     per_label: bool = True,
     output_name: str = LOGITS,
     output_text: str | None = None,
+    decoding: tuple[dict, np.ndarray] | None = None,
+    class_map: bool = False,
 ) -> dict[str, Any]:
     """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
 
@@ -75,6 +78,11 @@ def convert_torch_to_mlpackage(
     otherwise (dense outputs, e.g. per-pixel logits) the program's only output is ``logits``.
     ``detector``: the module returns SSDLite's two raw heads; the program outputs them as
     ``class_logits`` and ``box_encodings`` (no classifier; the decoding spec is the manifest's).
+    ``class_map`` (dense outputs only): a second output ``class_map``, the per-pixel argmax over
+    the classes (int32, (1, H, W)), which is what an app draws.
+    ``decoding`` (a detector's decoding spec and anchors): the package is instead the pipeline
+    Vision consumes (``detection_pipeline``): the program decodes the boxes, Core ML's NMS model
+    follows, outputs ``confidence`` and ``coordinates``; the raw heads stay inner features.
 
     The package is written to ``out`` (a directory). Returns the facts for the manifest.
     """
@@ -91,6 +99,10 @@ def convert_torch_to_mlpackage(
             f"allowed: {', '.join(DEPLOYMENT_TARGETS)}"
         )
     channels = len(mean)
+    if detector and decoding is not None:
+        from .detection_pipeline import decoding_module
+
+        module = decoding_module(module, *decoding)
     order = str(getattr(color_order, "value", color_order)).lower()
     scale, bias, mult = _image_affine(order, pixel_range, mean, std)
     per_channel = image_input and any(m != 1.0 for m in mult)
@@ -107,13 +119,16 @@ def convert_torch_to_mlpackage(
             logits = self.net(x * self.mult if per_channel else x)
             if detector:
                 return logits
+            if class_map:
+                return logits, torch.argmax(logits, dim=1).to(torch.int32)
             return (logits, torch.softmax(logits, dim=1)) if classifier else logits
 
     wrapper = Classifier().eval()
     example = torch.rand(1, channels, height, width)
     with torch.no_grad():
         y = wrapper(example)
-        n_out = y[0].shape[-1] - 1 if detector else (y[0] if classifier else y).shape[1]
+        n_out = (y[0].shape[-1] if decoding is not None else y[0].shape[-1] - 1) if detector else \
+            (y[0] if classifier or class_map else y).shape[1]
         traced = torch.jit.trace(wrapper, example)
     if per_label and n_out != len(labels):
         raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
@@ -134,7 +149,8 @@ def convert_torch_to_mlpackage(
     mlmodel = ct.convert(
         traced,
         inputs=[inp],
-        outputs=None if classifier or detector else [ct.TensorType(name=output_name)],
+        outputs=None if classifier or detector else [ct.TensorType(name=output_name)] + (
+            [ct.TensorType(name=CLASS_MAP)] if class_map else []),
         classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS)
         if classifier and not detector else None,
         convert_to="mlprogram",
@@ -144,11 +160,15 @@ def convert_torch_to_mlpackage(
     mlmodel.short_description = "mobiledeploy object detector (SSDLite raw heads)" if detector else \
         "mobiledeploy image classifier" if classifier else "mobiledeploy semantic segmentation (per-pixel class logits)"
     names = [o.name for o in mlmodel.get_spec().description.output]
-    if detector and names != list(DETECTOR_OUTPUTS) and len(names) == 2:
+    from .detection_pipeline import RAW_CONFIDENCE, RAW_COORDINATES
+
+    program_outputs = ((RAW_CONFIDENCE, RAW_COORDINATES, *DETECTOR_OUTPUTS) if decoding is not None
+                       else DETECTOR_OUTPUTS)
+    if detector and names != list(program_outputs) and len(names) == len(program_outputs):
         # the heads are built inside the traced module; the converter keeps its own names for
-        # them: rename in output order (class logits first, as the module returns them)
+        # them: rename in output order (as the module returns them)
         spec = mlmodel.get_spec()
-        for old_name, new_name in zip(names, DETECTOR_OUTPUTS, strict=True):
+        for old_name, new_name in zip(names, program_outputs, strict=True):
             ct.utils.rename_feature(spec, old_name, new_name)
         mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir)
         names = [o.name for o in mlmodel.get_spec().description.output]
@@ -163,6 +183,21 @@ def convert_torch_to_mlpackage(
     else:
         mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)" if classifier else \
             f"per-pixel raw class scores (1, {len(labels)}, {height}, {width}), pre-softmax"
+        if class_map:
+            mlmodel.output_description[CLASS_MAP] = (f"per-pixel class index (1, {height}, {width}), int32: "
+                                                     "the argmax of logits over the classes, in label order")
+    if detector and decoding is not None:
+        from .detection_pipeline import make_detection_pipeline
+
+        mlmodel.output_description[RAW_CONFIDENCE] = "per-anchor class confidences (no background)"
+        mlmodel.output_description[RAW_COORDINATES] = "per-anchor boxes: centre x, y, width, height (normalised)"
+        mlmodel = make_detection_pipeline(ct, mlmodel, list(labels), decoding[0], len(decoding[1]),
+                                          DETECTOR_OUTPUTS)
+        mlmodel.short_description = ("mobiledeploy object detector for Vision (VNCoreMLRequest returns "
+                                     "VNRecognizedObjectObservation): network and box decoding, then "
+                                     "Core ML's non-maximum suppression")
+        mlmodel.input_description[IMAGE_INPUT if image_input else TENSOR_INPUT] = (
+            f"RGB image {width}x{height}" if image_input else f"normalised tensor (1, {channels}, {height}, {width})")
     if fields:  # author, license, version, descriptions (artifact_metadata.coreml_fields)
         from ...artifact_metadata import apply_coreml_fields
 
@@ -174,13 +209,19 @@ def convert_torch_to_mlpackage(
                 "per_channel_multiplier_in_graph": mult if per_channel else None}
     else:
         desc = {"type": "tensor", "name": TENSOR_INPUT, "shape": [1, channels, height, width]}
+    extra: dict[str, Any] = {}
+    if detector and decoding is not None:
+        from .detection_pipeline import CONFIDENCE, COORDINATES, pipeline_facts
+
+        extra = pipeline_facts(decoding[0])
     return {
-        "format": "mlprogram",
+        **extra,
+        "format": "pipeline" if extra else "mlprogram",
         "compute_precision": "FLOAT16" if precision == "fp16" else "FLOAT32",
         "minimum_deployment_target": minimum_deployment_target,
         "input": desc,
-        "outputs": list(DETECTOR_OUTPUTS) if detector else
-        ["classLabel", "classLabel_probs", LOGITS] if classifier else [output_name],
+        "outputs": [CONFIDENCE, COORDINATES] if extra else list(DETECTOR_OUTPUTS) if detector else
+        ["classLabel", "classLabel_probs", LOGITS] if classifier else [output_name] + ([CLASS_MAP] if class_map else []),
         "content_sha256": content_sha256(out),
         "note": NOT_BYTE_STABLE,
     }
@@ -200,6 +241,8 @@ class CoreMLOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     minimum_deployment_target: Literal[DEPLOYMENT_TARGETS] = "iOS15"  # type: ignore[valid-type]
     image_input: bool = True
+    # semantic segmentation: also output the per-pixel class index map (what an iOS app draws)
+    class_map: bool = False
 
 
 class _MILRunner(Runner):
@@ -207,9 +250,18 @@ class _MILRunner(Runner):
 
     def __init__(self, path: Path):
         from . import milexec
+        from .detection_pipeline import is_pipeline
 
         self.executor = "mobiledeploy milexec (NumPy), float16 where the program says so"
-        self.program = milexec.MILProgram(path)
+        self.pipeline = None
+        if is_pipeline(path):  # a detector as Vision consumes it: program, then Core ML's NMS model
+            from .milexec.pipeline import PipelineProgram
+
+            self.pipeline = PipelineProgram(path)
+            self.executor += "; the pipeline's NonMaximumSuppression model by milexec"
+            self.program = self.pipeline.programs[0]
+        else:
+            self.program = milexec.MILProgram(path)
         unknown = sorted({op.type for op in self.program.ops} - set(milexec.OPS) - {"const"})
         if unknown:
             raise SkipRun(f"unsupported MIL op {unknown[0]} (milexec cannot run this program)")
@@ -219,9 +271,28 @@ class _MILRunner(Runner):
     def _feed(self, batch: InputBatch) -> dict[str, np.ndarray]:
         return {self.input_name: batch.pixels if self.is_image else batch.x}
 
+    def _run_pipeline(self, batch: InputBatch):
+        """The pipeline image by image: its raw heads and its own (NMS-kept) detections."""
+        from ...tasks.detection.decode import RuntimeDetections
+        from .detection_pipeline import CONFIDENCE, COORDINATES, detections_of
+
+        feeds = self._feed(batch)
+        logits, boxes, dets = [], [], []
+        for i in range(len(batch)):
+            env = self.pipeline.run_image({k: v[i:i + 1] for k, v in feeds.items()})
+            logits.append(np.asarray(env[DETECTOR_OUTPUTS[0]], np.float32))
+            boxes.append(np.asarray(env[DETECTOR_OUTPUTS[1]], np.float32))
+            dets.append(detections_of(env[CONFIDENCE], env[COORDINATES]))
+        return RuntimeDetections(np.concatenate(logits), np.concatenate(boxes), dets)
+
     def run(self, batch: InputBatch) -> np.ndarray:
         from .milexec import UnsupportedMILOp
 
+        if self.pipeline is not None:
+            try:
+                return self._run_pipeline(batch)
+            except UnsupportedMILOp as exc:
+                raise SkipRun(str(exc)) from exc
         try:
             out = self.program.run(self._feed(batch))
         except UnsupportedMILOp as exc:
@@ -229,7 +300,8 @@ class _MILRunner(Runner):
         if all(k in out for k in DETECTOR_OUTPUTS):
             return tuple(np.asarray(out[k], dtype=np.float32) for k in DETECTOR_OUTPUTS)
         y = np.asarray(out[LOGITS] if LOGITS in out else out[self.program.output_names[0]], dtype=np.float32)
-        return y.reshape(len(batch), *y.shape[1:]) if y.ndim > 1 else y.reshape(len(batch), -1)
+        y = y.reshape(len(batch), *y.shape[1:]) if y.ndim > 1 else y.reshape(len(batch), -1)
+        return _with_class_map(y, out.get(CLASS_MAP), len(batch))
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         """Every float value of the program (names are the converter's: matched by shape)."""
@@ -241,6 +313,18 @@ class _MILRunner(Runner):
             return []
         return [(k, set(), np.asarray(v, np.float32)) for k, v in values.items()
                 if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.ndim >= 2 and v.shape[0] == len(batch)]
+
+
+def _with_class_map(logits: np.ndarray, class_map, n: int):
+    """The logits, carrying the program's own class index map (N, H, W) when it has one (the
+    segmentation task judges that map by pixel agreement)."""
+    if class_map is None:
+        return logits
+    from ...tasks.segmentation.task import SegOutput
+
+    out = np.ascontiguousarray(logits).view(SegOutput)
+    out.class_map = np.asarray(class_map).reshape(n, *np.asarray(class_map).shape[-2:]).astype(np.int64)
+    return out
 
 
 class _CoreMLRunner(Runner):
@@ -256,7 +340,7 @@ class _CoreMLRunner(Runner):
     def run(self, batch: InputBatch) -> np.ndarray:
         from PIL import Image
 
-        rows = []
+        rows, maps = [], []
         for i in range(len(batch)):
             # Core ML reorders RGB pixels to BGR itself when the input's colour layout says so.
             feed = Image.fromarray(batch.pixels[i]) if self.is_image else batch.x[i : i + 1]
@@ -266,10 +350,13 @@ class _CoreMLRunner(Runner):
                 continue
             # a classifier's or dense task's "logits", else the program's one output (a vector task's)
             rows.append(np.asarray(pred[LOGITS] if LOGITS in pred else next(iter(pred.values()))))
+            if CLASS_MAP in pred:
+                maps.append(np.asarray(pred[CLASS_MAP]))
         if rows and isinstance(rows[0], tuple):
             return tuple(np.concatenate([r[k] for r in rows]) for k in range(len(rows[0])))
-        return np.concatenate([r.reshape(1, *r.shape[1:]) if r.ndim > 1 else r.reshape(1, -1)
-                               for r in rows]).astype(np.float32)
+        y = np.concatenate([r.reshape(1, *r.shape[1:]) if r.ndim > 1 else r.reshape(1, -1)
+                            for r in rows]).astype(np.float32)
+        return _with_class_map(y, np.concatenate(maps) if maps else None, len(batch))
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
         # Core ML does not expose inner values; the program's own semantics do.
@@ -314,6 +401,8 @@ class CoreMLBackend(Backend):
         d = ctx.definition
         inp = d.input
         task = get_task(getattr(d, "task", None))  # a definition without a task classifies
+        # a task whose boxes are decoded from its heads ships the pipeline Vision consumes
+        decoding = task.box_decoding(d) if task.output_kind == "heads" else None
         return convert_torch_to_mlpackage(
             ctx.torch_model(),
             out,
@@ -334,12 +423,26 @@ class CoreMLBackend(Backend):
             output_name=task.output_names[0],
             output_text=None if task.output_kind != "vector" else task.output_description(
                 len(d.labels_list()), "the labels"),
+            decoding=decoding,
+            class_map=bool(target.option("class_map")) and task.output_kind == "dense",
         )
+
+    @classmethod
+    def check_options(cls, options, task):
+        from ...tasks import get_task
+
+        t = get_task(task)
+        if options.class_map and t.output_kind != "dense":
+            raise ValueError(f"option class_map: applies to per-pixel (dense) tasks such as semantic-segmentation, "
+                             f"not {t.name}: remove it")
 
     def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:
         """Core ML on macOS; the NumPy MIL executor elsewhere (SkipRun if it lacks an op)."""
         path = Path(path)
-        if sys.platform == "darwin":
+        from .detection_pipeline import is_pipeline
+
+        # a detection pipeline's predict returns the NMS outputs only: milexec runs it (every feature)
+        if sys.platform == "darwin" and not is_pipeline(path):
             from ..._deps import require, version
 
             ct = require("coremltools", "running Core ML models")

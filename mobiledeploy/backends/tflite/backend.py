@@ -22,7 +22,6 @@ from ..base import (
     Lowering,
     NoOptions,
     Runner,
-    SkipRun,
     Tap,
     TFLiteLowering,
 )
@@ -231,23 +230,34 @@ class TFLiteRunner(Runner):
         self.path = path
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
-        sigs = self.interp._get_full_signature_list()
-        outs = next(iter(sigs.values()))["outputs"] if sigs else {}
-        # a detector carrying TFLite_Detection_PostProcess: its raw heads and its own detections
-        self.detector = {"detection_boxes", "num_detections", "class_logits", "box_encodings"} <= set(outs)
+        # a detector carrying TFLite_Detection_PostProcess: its own detections, and its raw heads
+        # read from the same network (the file's outputs are the op's four alone)
+        from . import detection_postprocess as detection_tf
+
+        data = path.read_bytes()
+        self.heads = detection_tf.raw_head_tensors(data)
+        self.detector = self.heads is not None
+        if self.detector:
+            data, self.heads = detection_tf.with_raw_heads(data)
+            self.interp = make_interpreter(data, reference_kernels=reference_kernels)
         kind = "reference int8 kernels" if reference_kernels else "XNNPACK"
         self.executor = f"ai-edge-litert {version('ai-edge-litert')} ({label or kind})"
 
     def run(self, batch: InputBatch) -> np.ndarray:
         from .metadata import artifact_input, read_model_metadata
 
-        # the artifact's own metadata says how pixels become its input (older files: the definition)
-        x = artifact_input(read_model_metadata(self.path)[0], batch)
+        # the artifact's own metadata says how pixels become its input, as it does for every app
+        # and MediaPipe: a file without it fails (validated with the definition's normalisation,
+        # a build that stopped writing metadata would pass while no client can feed the file)
+        info = read_model_metadata(self.path)[0]
+        if info is None or not info.inputs or not info.inputs[0].mean:
+            raise ValueError(f"{self.path.name} carries no TFLite metadata with the input's normalisation "
+                             "(clients take mean/std and labels from it): rebuild the artifact")
+        x = artifact_input(info, batch)
         if list(self.inp["shape"][1:]) != list(x.shape[1:]):
-            raise SkipRun(
-                f"{self.path.name} takes input {list(self.inp['shape'])}, the definition gives "
-                f"{[1, *x.shape[1:]]}"
-            )
+            # a converter that changed the input shape is a broken artifact, not an unrunnable one
+            raise ValueError(f"{self.path.name} takes input {[int(v) for v in self.inp['shape']]}, the definition "
+                             f"gives {[1, *x.shape[1:]]}")
         if self.detector:
             return self._run_detector(x)
         outs = []
@@ -262,12 +272,17 @@ class TFLiteRunner(Runner):
         from ...tasks.detection.decode import Detections, RuntimeDetections
 
         details = {d["index"]: d for d in self.interp.get_output_details()}
-        sig = next(iter(self.interp._get_full_signature_list().values()))["outputs"]
+        # the op's outputs in its port order, then the two heads: by tensor index, not by
+        # name (the shipped file's signature names the op's four only)
+        logit_t, box_t, op_outs = self.heads
+        names = dict(zip(("detection_boxes", "detection_classes", "detection_scores", "num_detections"),
+                         op_outs, strict=True))
+        names.update(class_logits=logit_t, box_encodings=box_t)
         logits, boxes, dets = [], [], []
         for i in range(len(x)):
             self.interp.set_tensor(self.inp["index"], quantize(x[i:i + 1], self.inp))
             self.interp.invoke()
-            t = {k: dequantize(self.interp.get_tensor(j), details[j]) for k, j in sig.items()}
+            t = {k: dequantize(self.interp.get_tensor(j), details[j]) for k, j in names.items()}
             n = int(t["num_detections"].ravel()[0])
             logits.append(t["class_logits"])
             boxes.append(t["box_encodings"])
@@ -316,8 +331,9 @@ class TFLiteRunner(Runner):
 
 def _convert_detector(model, definition, precision: str, calib: np.ndarray, io_dtype: str):
     """A detector with LiteRT's TFLite_Detection_PostProcess attached (``detection_tf``): the
-    network quantized as asked, its raw heads and the op's four outputs float32. Returns the
-    model bytes and its outputs' signature names in subgraph order."""
+    network quantized as asked, the op's four outputs (float32) the file's only outputs, as
+    MediaPipe's ObjectDetector requires. Returns the model bytes and its outputs' signature
+    names in subgraph order."""
     import contextlib
     import io
 
@@ -331,7 +347,7 @@ def _convert_detector(model, definition, precision: str, calib: np.ndarray, io_d
                             io_dtype=io_dtype if io_dtype != "float32" else "int8", int_output=False)
 
     with contextlib.redirect_stdout(io.StringIO()):
-        data = detection_tf.to_tflite(model, decoding_spec(spec), anchors(spec), configure, raw=True)
+        data = detection_tf.to_tflite(model, decoding_spec(spec), anchors(spec), configure)
     return data, detection_tf.output_order(data)
 
 

@@ -66,9 +66,10 @@ DETECTIONS = ("detection_boxes", "detection_classes", "detection_scores", "num_d
 
 def to_tflite(keras_model, spec: dict, anchors: np.ndarray, configure=None, *, raw: bool = False) -> bytes:
     """The detector plus ``TFLite_Detection_PostProcess`` as one .tflite: image (1, H, W, C) ->
-    (boxes, classes, scores, num_detections), the signature's ``output_0`` .. ``output_3``.
-    With ``raw`` the signature's outputs are named (``DETECTIONS``) and the two raw heads
-    (``RAW``) are outputs too, so that validation compares the network and the op apart.
+    (boxes, classes, scores, num_detections), the signature's outputs named ``DETECTIONS``: the
+    four outputs MediaPipe's ObjectDetector (and every TFLite detection client) expects. With
+    ``raw`` the two raw heads (``RAW``) are outputs too (such a file no client loads; validation
+    reads the heads of the shipped file with ``with_raw_heads`` instead).
 
     Written out as a SavedModel by Keras' ``ExportArchive`` (which tracks the model's variables;
     a plain ``tf.Module`` holding a Keras 3 model converts to NaN outputs, measured), then
@@ -86,10 +87,8 @@ def to_tflite(keras_model, spec: dict, anchors: np.ndarray, configure=None, *, r
 
     def detect(x):
         class_logits, box_encodings = keras_model(x, training=False)
-        outs = run(class_logits, box_encodings)
-        if not raw:
-            return outs
-        return {**dict(zip(DETECTIONS, outs, strict=True)), RAW[0]: class_logits, RAW[1]: box_encodings}
+        outs = dict(zip(DETECTIONS, run(class_logits, box_encodings), strict=True))
+        return {**outs, RAW[0]: class_logits, RAW[1]: box_encodings} if raw else outs
 
     archive = keras.export.ExportArchive()
     archive.track(keras_model)
@@ -119,3 +118,61 @@ def saved_model_to_tflite(path, configure=None) -> bytes:
     if configure is not None:
         configure(conv)
     return conv.convert()
+
+
+def _custom(m, op) -> str:
+    code = m.operatorCodes[op.opcodeIndex].customCode
+    return code.decode() if isinstance(code, (bytes, bytearray)) else str(code or "")
+
+
+def raw_head_tensors(model: bytes) -> tuple[int, int, list[int]] | None:
+    """The tensor indices (class logits, box encodings) feeding a detector's
+    ``TFLite_Detection_PostProcess`` in subgraph 0 and the op's four outputs (boxes, classes,
+    scores, count, in its port order), or None when the file has no such op.
+
+    The op takes box encodings (input 0) and converted scores (input 1); the logits are the input
+    of the score conversion (SOFTMAX or LOGISTIC), itself behind a DEQUANTIZE in an int8 file.
+    """
+    from .metadata import _schema, model_only
+
+    schema = _schema()
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model_only(model)), 0)
+    sg = m.subgraphs[0]
+    op = next((o for o in sg.operators if _custom(m, o) == OP), None)
+    if op is None:
+        return None
+    producer = {int(t): o for o in sg.operators for t in (o.outputs if o.outputs is not None else [])}
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+    def source(t: int, kinds: tuple[str, ...]) -> int:
+        """Walk back from tensor ``t`` through ops of ``kinds`` to their input."""
+        while int(t) in producer and names.get(m.operatorCodes[producer[int(t)].opcodeIndex].builtinCode) in kinds:
+            t = producer[int(t)].inputs[0]
+        return int(t)
+
+    scores = source(op.inputs[1], ("DEQUANTIZE",))
+    conv = producer.get(scores)
+    if conv is None or names.get(m.operatorCodes[conv.opcodeIndex].builtinCode) not in ("SOFTMAX", "LOGISTIC"):
+        raise ValueError(f"{OP}'s scores are not a SOFTMAX/LOGISTIC of the class logits")
+    return int(conv.inputs[0]), int(op.inputs[0]), [int(t) for t in op.outputs]
+
+
+def with_raw_heads(model: bytes) -> tuple[bytes, tuple[int, int, list[int]]]:
+    """The same model with its raw heads (``raw_head_tensors``) appended to subgraph 0's outputs,
+    for validation: the shipped file's own network and op, the heads read beside its detections
+    (a delegate such as XNNPACK keeps a graph output; an intermediate it may fuse away).
+    Returns the bytes (metadata and associated files dropped) and ``raw_head_tensors``."""
+    import flatbuffers
+
+    from .metadata import _schema, model_only
+
+    heads = raw_head_tensors(model)
+    if heads is None:
+        raise ValueError(f"no {OP} op in the model")
+    m = _schema().ModelT.InitFromPackedBuf(bytearray(model_only(model)), 0)
+    sg = m.subgraphs[0]
+    outs = [int(t) for t in sg.outputs]
+    sg.outputs = outs + [t for t in heads[:2] if t not in outs]
+    b = flatbuffers.Builder(len(model) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output()), heads

@@ -1,10 +1,15 @@
-"""A real metadata client as a validation row: MediaPipe Tasks' ImageClassifier on each .tflite.
+"""A real metadata client as a validation row: the MediaPipe Tasks vision task of the bundle's
+task (ImageClassifier, ImageSegmenter, ObjectDetector) on each .tflite.
 
 MediaPipe takes the preprocessing (one mean/std, colour space) and the labels from the model's
 metadata alone, so a row ``mediapipe:<target>`` checks what the metadata says, not only what the
 graph computes: a wrong mean/std in the metadata fails here. MediaPipe's dependencies do not fit
 beside TensorFlow, so it runs in its own virtual environment (``make mediapipe-venv``) through
 ``mobiledeploy/mediapipe_runner.py``; rows appear when that environment is found.
+
+Nothing here is task-specific: the task says which MediaPipe task consumes its files and with
+which options (``Task.mediapipe_client``), the runner answers its results generically, and the
+task judges them (``Task.mediapipe_judge``) with a ``ClientContext``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,10 +152,25 @@ def close_mediapipe() -> None:
     _SERVERS.clear()
 
 
+def _arrays(value):
+    """The runner's answer with its arrays ({"__ndarray__": path}) read back."""
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return np.load(value["__ndarray__"], allow_pickle=False)
+        if "__list__" in value:
+            return np.asarray(value["__list__"])
+        return {k: _arrays(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arrays(v) for v in value]
+    return value
+
+
 def run_mediapipe(model: Path, pixels: np.ndarray | None = None, *, metadata: bool = False,
-                  python: Path | None = None, timeout: int = 600) -> dict:
-    """Run the MediaPipe runner on ``model``: classify ``pixels`` (N, H, W, 3 RGB uint8) or read its
-    metadata with MediaPipe's schema. Returns the runner's JSON ({"error": ...} on failure)."""
+                  python: Path | None = None, timeout: int = 600, client: dict | None = None) -> dict:
+    """Run the MediaPipe runner on ``model``: ``pixels`` (N, H, W, 3 RGB uint8) through the task
+    ``client`` names ({"task", "method", "options"}; None: the ImageClassifier's scores), or read
+    its metadata with MediaPipe's schema. Returns the runner's JSON, arrays read back
+    ({"error": ...} on failure)."""
     python = python or mediapipe_python()
     if python is None:
         return {"error": f"no MediaPipe environment (set {ENV} or run `make mediapipe-venv`)"}
@@ -159,20 +182,39 @@ def run_mediapipe(model: Path, pixels: np.ndarray | None = None, *, metadata: bo
             npy = Path(tmp) / "pixels.npy"
             np.save(npy, np.ascontiguousarray(pixels, dtype=np.uint8))
             req["pixels"] = str(npy)
+            if client is not None:
+                req.update(task=client["task"], method=client["method"], options=client.get("options") or {},
+                           arrays=tmp)
         try:
             srv = _server(python)
         except OSError as exc:
             return {"error": f"{python}: {exc}"}
         out = srv.ask(req, timeout)
+        if out is not None and "error" not in out:
+            out = _arrays(out)  # while the arrays' folder exists
     if out is None:
         _SERVERS.pop(str(python), None)
         return {"error": srv.why_gone()}
     return out
 
 
-def mediapipe_row(bundle: Path, art: dict, batch, ref, ref_acc, finish, make_row) -> dict | None:
+@dataclass
+class ClientContext:
+    """What a task judges a client's answer with: the validation's images, the reference's
+    outputs and metrics, the truth, the definition, and the runner's ``finish(row, ref, out,
+    batch, ref_metrics, task, truth)``."""
+
+    batch: Any
+    ref: np.ndarray
+    ref_metrics: dict
+    truth: Any
+    definition: Any
+    finish: Callable
+
+
+def mediapipe_row(bundle: Path, art: dict, task, ctx: ClientContext, make_row) -> dict | None:
     """The ``mediapipe:<target>`` row of one artifact, or None (not a .tflite, its own row fails
-    already, or no MediaPipe environment)."""
+    already, no MediaPipe task for this task, or no MediaPipe environment)."""
     import time
 
     from ...bundle import sha256_path
@@ -180,7 +222,8 @@ def mediapipe_row(bundle: Path, art: dict, batch, ref, ref_acc, finish, make_row
     from ...targets import ResolvedTarget
 
     python = mediapipe_python()
-    if python is None:
+    client = task.mediapipe_client(ctx.definition)
+    if python is None or client is None:
         return None
     path = bundle / art["path"]
     if path.suffix != ".tflite" or not path.is_file() or sha256_path(path) != art["sha256"]:
@@ -197,17 +240,11 @@ def mediapipe_row(bundle: Path, art: dict, batch, ref, ref_acc, finish, make_row
         row.update(status="skipped", reason="MediaPipe feeds uint8 or float32 inputs; this artifact "
                    "takes int8 (target option io_dtype: uint8 makes one MediaPipe can feed)")
     else:
-        out = run_mediapipe(path, batch.pixels, python=python)
+        out = run_mediapipe(path, ctx.batch.pixels, python=python, client=client)
         if "error" in out:
-            row["reason"] = f"MediaPipe ImageClassifier on {art['path']}: {out['error']}"
+            row["reason"] = f"MediaPipe {client['task']} on {art['path']}: {out['error']}"
         else:
             row["executor"] = out["executor"]
-            scores = np.asarray([r["scores"] for r in out["results"]], np.float32)
-            if scores.shape != ref.shape:
-                row["reason"] = (f"MediaPipe gave scores {list(scores.shape)}, the reference "
-                                 f"{list(ref.shape)} ({art['path']})")
-            else:
-                row = finish(row, ref, scores, batch, ref_acc)
-                row["top1"] = [int(r["top1"]) for r in out["results"]]
+            row = task.mediapipe_judge(row, out, ctx)
     row["seconds"] = round(time.monotonic() - t0, 3)
     return row

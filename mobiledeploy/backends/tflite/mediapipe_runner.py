@@ -1,4 +1,4 @@
-"""Runs a .tflite through MediaPipe Tasks' ImageClassifier and prints JSON (a real metadata client).
+"""Runs a .tflite through a MediaPipe Tasks vision task and prints JSON (a real metadata client).
 
 Executed by the MediaPipe virtual environment's own Python (``make mediapipe-venv``), not imported
 by mobiledeploy: MediaPipe's dependencies do not fit beside TensorFlow. So this file imports only
@@ -10,7 +10,13 @@ the standard library, numpy, flatbuffers and mediapipe.
     python mediapipe_runner.py --serve     # requests on stdin, one JSON line each, answers on stdout:
                                            # {"model": M, "pixels": X.npy} or {"model": M, "metadata": true}
 
-Output: {"executor": ..., "results": [{"top1": i, "label": ..., "scores": [per class index]}]}.
+A request may name the task: {"task": "ObjectDetector", "method": "detect", "options": {...},
+"arrays": DIR} runs ``vision.ObjectDetector`` with ``vision.ObjectDetectorOptions(**options)``
+and answers {"executor": ..., "labels": [...], "results": [one result per image]}, each result
+converted generically (dataclasses -> dicts, enums -> names, images and arrays -> .npy files in
+DIR, given as {"__ndarray__": path}); nothing here knows what a task's result means: the task
+module that asked interprets it. Without "task": the ImageClassifier, answered as
+{"results": [{"top1": i, "label": ..., "scores": [per class index]}]}.
 The preprocessing (normalisation, colour space) and the labels come from the model's metadata
 alone; MediaPipe reads them the way an app using it would.
 """
@@ -18,20 +24,31 @@ alone; MediaPipe reads them the way an app using it would.
 from __future__ import annotations
 
 import json
+import os
 import sys
+
+# run as a script, this file's folder is sys.path[0], and it holds mobiledeploy's own mediapipe.py,
+# which would shadow the mediapipe package ("'mediapipe' is not a package")
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+
+def _images(pixels=None, files=()):
+    import mediapipe as mp
+    import numpy as np
+
+    if pixels is not None:
+        return [mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(p)) for p in pixels]
+    return [mp.Image.create_from_file(f) for f in files]
 
 
 def classify(model: str, pixels=None, files=()) -> dict:
-    import mediapipe as mp
-    import numpy as np
     from mediapipe.tasks.python import BaseOptions, vision
 
     opts = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=model), max_results=-1)
     results = []
     with vision.ImageClassifier.create_from_options(opts) as clf:
-        images = ([mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(p)) for p in pixels]
-                  if pixels is not None else [mp.Image.create_from_file(f) for f in files])
-        for img in images:
+        for img in _images(pixels, files):
             cats = clf.classify(img).classifications[0].categories
             scores = [0.0] * (max(c.index for c in cats) + 1)
             for c in cats:
@@ -42,6 +59,69 @@ def classify(model: str, pixels=None, files=()) -> dict:
 
     return {"executor": f"mediapipe {version('mediapipe')} (ImageClassifier, preprocessing from metadata)",
             "results": results}
+
+
+class _Arrays:
+    """Writes arrays as .npy files under ``folder`` and names them in the JSON."""
+
+    def __init__(self, folder: str | None):
+        self.folder, self.n = folder, 0
+
+    def __call__(self, a) -> dict:
+        import os
+
+        import numpy as np
+
+        if self.folder is None:
+            return {"__list__": np.asarray(a).tolist()}
+        path = os.path.join(self.folder, f"mp-array-{self.n:06d}.npy")
+        self.n += 1
+        np.save(path, np.ascontiguousarray(a))
+        return {"__ndarray__": path}
+
+
+def to_json(value, arrays):
+    """A MediaPipe result as JSON values, generically (see the module doc)."""
+    import dataclasses
+    import enum
+
+    import mediapipe as mp
+    import numpy as np
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, mp.Image):
+        return arrays(value.numpy_view())
+    if isinstance(value, np.ndarray):
+        return arrays(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_json(getattr(value, f.name), arrays) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_json(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v, arrays) for v in value]
+    return repr(value)
+
+
+def run_task(model: str, task: str, method: str, options: dict, pixels=None, files=(),
+             arrays: str | None = None) -> dict:
+    """``vision.<task>`` built with ``<task>Options(**options)``, ``method`` called per image."""
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    cls, opts_cls = getattr(vision, task), getattr(vision, f"{task}Options")
+    opts = opts_cls(base_options=BaseOptions(model_asset_path=model), **options)
+    out = _Arrays(arrays)
+    with cls.create_from_options(opts) as runner:
+        results = [to_json(getattr(runner, method)(img), out) for img in _images(pixels, files)]
+        labels = list(runner.labels) if hasattr(runner, "labels") else None
+    from importlib.metadata import version
+
+    return {"executor": f"mediapipe {version('mediapipe')} ({task}, preprocessing from metadata)",
+            "labels": labels, "results": results}
 
 
 def metadata(model: str) -> dict:
@@ -110,15 +190,17 @@ def metadata(model: str) -> dict:
     }}
 
 
-def _answer(model: str, pixels: str | None = None, files=(), meta: bool = False) -> dict:
+def _answer(model: str, pixels: str | None = None, files=(), meta: bool = False, task: dict | None = None) -> dict:
     try:
         if meta:
             return metadata(model)
-        if pixels is not None:
-            import numpy as np
+        import numpy as np
 
-            return classify(model, pixels=np.load(pixels))
-        return classify(model, files=files)
+        px = np.load(pixels) if pixels is not None else None
+        if task:
+            return run_task(model, task["task"], task["method"], task.get("options") or {}, pixels=px,
+                            files=files, arrays=task.get("arrays"))
+        return classify(model, pixels=px, files=files)
     except Exception as exc:  # report MediaPipe's own message to the caller, one line
         msg = str(exc).strip()
         return {"error": f"{type(exc).__name__}: {msg.splitlines()[0] if msg else ''}"}
@@ -129,7 +211,8 @@ def serve() -> int:
     for line in sys.stdin:
         if line.strip():
             req = json.loads(line)
-            out = _answer(req["model"], pixels=req.get("pixels"), meta=bool(req.get("metadata")))
+            task = {k: req[k] for k in ("task", "method", "options", "arrays") if k in req} or None
+            out = _answer(req["model"], pixels=req.get("pixels"), meta=bool(req.get("metadata")), task=task)
             print(json.dumps(out), flush=True)
     return 0
 

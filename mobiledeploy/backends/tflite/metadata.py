@@ -36,7 +36,9 @@ LABEL_FILE = "labels.txt"
 COLOR_SPACES = {"UNKNOWN": 0, "RGB": 1, "GRAYSCALE": 2}
 FILE_TYPES = {"UNKNOWN": 0, "DESCRIPTIONS": 1, "TENSOR_AXIS_LABELS": 2, "TENSOR_VALUE_LABELS": 3,
               "TENSOR_AXIS_SCORE_CALIBRATION": 4, "VOCABULARY": 5}
-_CONTENT_FEATURE, _CONTENT_IMAGE = 1, 2  # union ContentProperties
+_CONTENT_FEATURE, _CONTENT_IMAGE, _CONTENT_BOXES = 1, 2, 3  # union ContentProperties
+BOX_TYPES = {"UNKNOWN": 0, "BOUNDARIES": 1, "UPPER_LEFT": 2, "CENTER": 3}
+COORDINATE_TYPES = {"RATIO": 0, "PIXEL": 1}
 _PU_NORMALIZATION = 1  # union ProcessUnitOptions
 
 
@@ -57,7 +59,7 @@ class TensorInfo:
 
     name: str
     description: str = ""
-    content: str = "feature"  # "image" (ImageProperties) or "feature" (FeatureProperties)
+    content: str = "feature"  # "image" (ImageProperties), "feature" (FeatureProperties) or "boxes"
     color_space: str = "UNKNOWN"  # image only: a COLOR_SPACES key
     image_size: tuple[int, int] | None = None  # image only: (width, height)
     mean: list[float] = field(default_factory=list)  # NormalizationOptions, empty = none
@@ -65,6 +67,21 @@ class TensorInfo:
     stats_min: list[float] = field(default_factory=list)
     stats_max: list[float] = field(default_factory=list)
     associated_files: list[AssociatedFile] = field(default_factory=list)
+    # boxes only (BoundingBoxProperties): where left, top, right, bottom sit in a box's 4 values,
+    # the box type (a BOX_TYPES key) and the coordinate type (a COORDINATE_TYPES key)
+    box_index: list[int] = field(default_factory=list)
+    box_type: str = "UNKNOWN"
+    box_coordinates: str = "RATIO"
+    # Content.range (ValueRange): the dimension that holds the values, e.g. 2 for (1, boxes, 4)
+    value_range: tuple[int, int] | None = None
+
+
+@dataclass
+class TensorGroup:
+    """SubGraphMetadata.output_tensor_groups: output tensors read together (by metadata name)."""
+
+    name: str
+    tensor_names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +97,7 @@ class ModelInfo:
     outputs: list[TensorInfo] = field(default_factory=list)
     subgraph_name: str = ""
     min_parser_version: str = MIN_PARSER_VERSION
+    output_groups: list[TensorGroup] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +127,12 @@ def build_metadata(info: ModelInfo) -> bytes:
             b.PrependUOffsetTRelative(o)
         return b.EndVector()
 
+    def uints(values):
+        b.StartVector(4, len(values), 4)
+        for v in reversed(list(values)):
+            b.PrependUint32(int(v))
+        return b.EndVector()
+
     def table(slots: list[tuple[int, str, Any]], n: int):
         """slots: (index, kind, value) with kind 'off', 'u8', 'u32'; None values are left out."""
         b.StartObject(n)
@@ -121,6 +145,8 @@ def build_metadata(info: ModelInfo) -> bytes:
                 b.PrependUint8Slot(slot, value, 0)
             elif kind == "u32":
                 b.PrependUint32Slot(slot, value, 0)
+            elif kind == "i32":
+                b.PrependInt32Slot(slot, value, 0)
         return b.EndObject()
 
     def assoc(f: AssociatedFile):
@@ -134,10 +160,19 @@ def build_metadata(info: ModelInfo) -> bytes:
             if t.image_size is not None:
                 size = table([(0, "u32", int(t.image_size[0])), (1, "u32", int(t.image_size[1]))], 2)
             props = table([(0, "u8", COLOR_SPACES[t.color_space]), (1, "off", size)], 2)
-            content = table([(0, "u8", _CONTENT_IMAGE), (1, "off", props)], 3)
+            kind = _CONTENT_IMAGE
+        elif t.content == "boxes":
+            index = uints(t.box_index) if t.box_index else None
+            props = table([(0, "off", index), (1, "u8", BOX_TYPES[t.box_type]),
+                           (2, "u8", COORDINATE_TYPES[t.box_coordinates])], 3)
+            kind = _CONTENT_BOXES
         else:
             props = table([], 0)
-            content = table([(0, "u8", _CONTENT_FEATURE), (1, "off", props)], 3)
+            kind = _CONTENT_FEATURE
+        value_range = None
+        if t.value_range is not None:
+            value_range = table([(0, "i32", int(t.value_range[0])), (1, "i32", int(t.value_range[1]))], 2)
+        content = table([(0, "u8", kind), (1, "off", props), (2, "off", value_range)], 3)
         units = None
         if t.mean or t.std:
             mean, std = floats(t.mean), floats(t.std)
@@ -153,8 +188,12 @@ def build_metadata(info: ModelInfo) -> bytes:
 
     inputs = offsets([tensor(t) for t in info.inputs])
     outputs = offsets([tensor(t) for t in info.outputs])
+    groups = None
+    if info.output_groups:
+        groups = offsets([table([(0, "off", string(g.name)), (1, "off", offsets([string(n) for n in g.tensor_names]))],
+                                2) for g in info.output_groups])
     sg_name = string(info.subgraph_name)
-    subgraph = table([(0, "off", sg_name), (2, "off", inputs), (3, "off", outputs)], 7)
+    subgraph = table([(0, "off", sg_name), (2, "off", inputs), (3, "off", outputs), (8, "off", groups)], 9)
     subgraphs = offsets([subgraph])
     name, desc, ver = string(info.name), string(info.description), string(info.version)
     author, lic, mpv = string(info.author), string(info.license), string(info.min_parser_version)
@@ -214,6 +253,26 @@ class _T:
         start, n = self.t.Vector(o), self.t.VectorLen(o)
         return [float(self.t.Get(N.Float32Flags, start + 4 * i)) for i in range(n)]
 
+    def numbers(self, slot: int, flags) -> list:
+        o = self._o(slot)
+        if not o:
+            return []
+        start, n = self.t.Vector(o), self.t.VectorLen(o)
+        return [self.t.Get(flags, start + 4 * i) for i in range(n)]
+
+    def i32(self, slot: int) -> int:
+        from flatbuffers import number_types as N
+
+        o = self._o(slot)
+        return int(self.t.Get(N.Int32Flags, o + self.t.Pos)) if o else 0
+
+    def strings(self, slot: int) -> list[str]:
+        o = self._o(slot)
+        if not o:
+            return []
+        start, n = self.t.Vector(o), self.t.VectorLen(o)
+        return [self.t.String(start + 4 * i).decode("utf-8") for i in range(n)]
+
     def union(self, slot: int) -> _T | None:
         o = self._o(slot)
         return _T(self.t.Bytes, self.t.Indirect(o + self.t.Pos)) if o else None
@@ -244,6 +303,18 @@ def parse_metadata(buf: bytes) -> ModelInfo:
                 size = props.table(1)
                 if size is not None:
                     info.image_size = (size.u32(0), size.u32(1))
+        elif content is not None and content.u8(0) == _CONTENT_BOXES:
+            from flatbuffers import number_types as N
+
+            props = content.union(1)
+            info.content = "boxes"
+            if props is not None:
+                info.box_index = [int(v) for v in props.numbers(0, N.Uint32Flags)]
+                info.box_type = {v: k for k, v in BOX_TYPES.items()}.get(props.u8(1), "UNKNOWN")
+                info.box_coordinates = {v: k for k, v in COORDINATE_TYPES.items()}.get(props.u8(2), "RATIO")
+        if content is not None and content.table(2) is not None:
+            r = content.table(2)
+            info.value_range = (r.i32(0), r.i32(1))
         for unit in t.tables(4):
             if unit.u8(0) == _PU_NORMALIZATION and not info.mean:
                 norm = unit.union(1)
@@ -263,6 +334,7 @@ def parse_metadata(buf: bytes) -> ModelInfo:
         subgraph_name=sg.string(0) if sg else "",
         inputs=[tensor(t) for t in sg.tables(2)] if sg else [],
         outputs=[tensor(t) for t in sg.tables(3)] if sg else [],
+        output_groups=[TensorGroup(g.string(0), g.strings(1)) for g in sg.tables(8)] if sg else [],
     )
 
 
@@ -404,22 +476,38 @@ def _quant(mean: float, std: float, io_dtype: str) -> tuple[float, int] | None:
     return 1.0 / std, int(round(mean)) - (128 if io_dtype == "int8" else 0)
 
 
+# what MediaPipe's ObjectDetector (and the TFLite metadata writers) call the four outputs of
+# TFLite_Detection_PostProcess: it finds them by these names
+DETECTION_NAMES = {"detection_boxes": "location", "detection_classes": "category", "detection_scores": "score",
+                   "num_detections": "number of detections"}
+DETECTION_GROUP = "detection_result"
+
+
 def _detection_outputs(definition, order: list[str]) -> list[TensorInfo]:
-    """Output metadata of a detector with the post-processing op, in the subgraph's ``order``."""
+    """Output metadata of a detector with the post-processing op, in the subgraph's ``order``:
+    the tensors MediaPipe's ObjectDetector reads (names, box properties, value labels), as its
+    metadata writer (``metadata_writers.object_detector``) writes them."""
     n = len(definition.labels_list())
     labels = [AssociatedFile(LABEL_FILE, "class labels, one per line: class k is line k", "TENSOR_VALUE_LABELS")]
     desc = {
-        "detection_boxes": ("location", "boxes [ymin, xmin, ymax, xmax], normalised 0..1 (TFLite_Detection_"
-                            "PostProcess); rows past num_detections are zero", []),
-        "detection_classes": ("category", f"class index (float) into {LABEL_FILE} ({n} classes, no background)",
-                              labels),
-        "detection_scores": ("score", "confidence of each detection (softmax over background + classes)", []),
-        "num_detections": ("number of detections", "how many rows of the other outputs are valid", []),
-        "class_logits": ("class_logits", f"raw class logits per anchor ({n} classes + background at index 0)",
-                         []),
-        "box_encodings": ("box_encodings", "raw box encodings (ty, tx, th, tw) per anchor", []),
+        "detection_boxes": ("boxes [ymin, xmin, ymax, xmax], normalised 0..1 (TFLite_Detection_PostProcess); "
+                            "rows past num_detections are zero", []),
+        "detection_classes": (f"class index (float) into {LABEL_FILE} ({n} classes, no background)", labels),
+        "detection_scores": ("confidence of each detection (softmax over background + classes)", []),
+        "num_detections": ("how many rows of the other outputs are valid", []),
+        "class_logits": (f"raw class logits per anchor ({n} classes + background at index 0)", []),
+        "box_encodings": ("raw box encodings (ty, tx, th, tw) per anchor", []),
     }
-    return [TensorInfo(name=desc[k][0], description=desc[k][1], associated_files=desc[k][2]) for k in order]
+    out = []
+    for k in order:
+        t = TensorInfo(name=DETECTION_NAMES.get(k, k), description=desc[k][0], associated_files=desc[k][1])
+        if k in ("detection_boxes", "detection_classes", "detection_scores"):
+            t.value_range = (2, 2)  # as MediaPipe's writer: the detections' values on dimension 2
+        if k == "detection_boxes":
+            # left, top, right, bottom are values 1, 0, 3, 2 of [ymin, xmin, ymax, xmax]
+            t.content, t.box_index, t.box_type, t.box_coordinates = "boxes", [1, 0, 3, 2], "BOUNDARIES", "RATIO"
+        out.append(t)
+    return out
 
 
 def metadata_for(definition, *, io_dtype: str = "float32", stats: tuple[list, list] | None = None,
@@ -459,6 +547,7 @@ def metadata_for(definition, *, io_dtype: str = "float32", stats: tuple[list, li
         author=meta.author, license=meta.license, inputs=[image],
         outputs=_detection_outputs(definition, output_order) if output_order else [scores],
         subgraph_name=target or definition.name,
+        output_groups=[TensorGroup(DETECTION_GROUP, ["location", "category", "score"])] if output_order else [],
     )
 
 

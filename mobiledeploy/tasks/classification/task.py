@@ -34,3 +34,23 @@ class Classification(Task):
         extra = super().per_sample(ref, out)
         extra["top1"] = [int(v) for v in np.asarray(out).argmax(1)]  # what a client of this row answers
         return extra
+
+    def mediapipe_client(self, definition):
+        return {"task": "ImageClassifier", "method": "classify", "options": {"max_results": -1}}
+
+    def mediapipe_judge(self, row, answer, ctx):
+        """Every class's score by MediaPipe's category index, judged as the artifact's scores."""
+        scores = []
+        for r in answer["results"]:
+            cats = r["classifications"][0]["categories"]
+            s = [0.0] * (max(c["index"] for c in cats) + 1)
+            for c in cats:
+                s[c["index"]] = float(c["score"])
+            scores.append(s)
+        scores = np.asarray(scores, np.float32)
+        if scores.shape != ctx.ref.shape:
+            row["reason"] = f"MediaPipe gave scores {list(scores.shape)}, the reference {list(ctx.ref.shape)}"
+            return row
+        row = ctx.finish(row, ctx.ref, scores, ctx.batch, ctx.ref_metrics, self, ctx.truth)
+        row["top1"] = [int(v) for v in scores.argmax(1)]
+        return row

@@ -156,6 +156,12 @@ class Detection(Task):
              "meaning": "raw (ty, tx, th, tw) per anchor; decode with the decoding spec"}],
             **self.manifest_facts(definition)}
 
+    def box_decoding(self, definition):
+        from .ssdlite import anchors, decoding_spec
+
+        spec = definition.architecture_spec()
+        return decoding_spec(spec), anchors(spec)
+
     def manifest_facts(self, definition):
         """The one decoding spec every runtime, the host validator and the app decode with, and
         the anchors' digest (they are generated from the spec, NumPy only)."""
@@ -243,6 +249,39 @@ class Detection(Task):
                                                  arts, batch, truth.labels)
         return extra
 
+    def mediapipe_client(self, definition):
+        """ObjectDetector with the bundle's own score threshold and detection count."""
+        from .ssdlite import decoding_spec
+
+        spec = decoding_spec(definition.architecture_spec())
+        return {"task": "ObjectDetector", "method": "detect",
+                "options": {"score_threshold": float(spec["score_threshold"]),
+                            "max_results": int(spec["max_detections"])}}
+
+    def mediapipe_judge(self, row, answer, ctx):
+        """MediaPipe's detections (pixel boxes, class by label name from the metadata) against
+        the reference's, both on MediaPipe's pixel grid (it truncates box corners and sizes to
+        whole pixels): box recall, precision, matched IoU, score gap, mAP@0.5 and its drop."""
+        from ..base import mark
+        from . import metrics as D
+
+        h, w = ctx.batch.pixels.shape[1:3]
+        names = {lab: i for i, lab in enumerate(ctx.definition.labels_list())}
+        arts = [mediapipe_detections(r, names, w, h) for r in answer["results"]]
+        refs = [pixel_grid(d, w, h) for d in ctx.truth.decode(ctx.ref)]
+        m: dict[str, Any] = {"box_recall": D.box_recall(refs, arts, empty=None),
+                             "box_precision": D.box_recall(arts, refs, empty=None),
+                             "matched_iou": D.matched_iou(refs, arts), "score_max_abs": D.score_max_abs(refs, arts),
+                             "detections": float(sum(len(d) for d in arts))}
+        if ctx.truth.boxes is not None:
+            m["map50"] = D.map50(arts, ctx.truth.boxes, ctx.truth.num_classes)
+            if ctx.ref_metrics.get("map50") is not None:
+                m["map50_drop"] = max(0.0, ctx.ref_metrics["map50"] - m["map50"])
+        row["metrics"] = m
+        row["per_image_recall"] = [D.box_recall([r], [a]) for r, a in zip(refs, arts, strict=True)]
+        row["detections"] = [_dets_json(a) for a in arts]
+        return mark(row)
+
     def report_section(self, report, manifest):
         from .report import worst_images_section
 
@@ -253,3 +292,31 @@ def _dets_json(d) -> list[list[float]]:
     """One image's detections as [[ymin, xmin, ymax, xmax, class, score], ...] (rounded)."""
     return [[round(float(v), 5) for v in b] + [int(c), round(float(s), 5)]
             for b, c, s in zip(d.boxes, d.classes, d.scores, strict=True)]
+
+
+def pixel_grid(d, width: int, height: int):
+    """Detections with their boxes as MediaPipe reports them: left/top and width/height truncated
+    to whole pixels (``int``), back in normalised [ymin, xmin, ymax, xmax]."""
+    from .decode import Detections
+
+    b = np.asarray(d.boxes, np.float64).reshape(-1, 4)
+    top, left = np.trunc(b[:, 0] * height), np.trunc(b[:, 1] * width)
+    hh, ww = np.trunc((b[:, 2] - b[:, 0]) * height), np.trunc((b[:, 3] - b[:, 1]) * width)
+    boxes = np.stack([top / height, left / width, (top + hh) / height, (left + ww) / width], 1)
+    return Detections(boxes.astype(np.float32), np.asarray(d.classes), np.asarray(d.scores))
+
+
+def mediapipe_detections(result: dict, names: dict[str, int], width: int, height: int):
+    """One image of MediaPipe's ObjectDetector answer as ``Detections``: the class is the
+    definition's index of the label name MediaPipe read from the metadata (-1: not a label)."""
+    from .decode import Detections
+
+    boxes, classes, scores = [], [], []
+    for det in result.get("detections") or []:
+        bb, cat = det["bounding_box"], det["categories"][0]
+        x, y = bb["origin_x"], bb["origin_y"]
+        boxes.append([y / height, x / width, (y + bb["height"]) / height, (x + bb["width"]) / width])
+        classes.append(names.get(cat.get("category_name"), -1))
+        scores.append(float(cat["score"]))
+    return Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64),
+                      np.asarray(scores, np.float32))

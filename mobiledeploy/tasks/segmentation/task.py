@@ -28,6 +28,13 @@ HALF = Tolerance(min_pixel_agreement=0.999, max_miou_drop=0.02)
 INT8 = Tolerance(min_pixel_agreement=0.97, max_miou_drop=0.02)
 
 
+class SegOutput(np.ndarray):
+    """Canonical logits carrying the runtime's own class index map (N, H, W), when the artifact
+    outputs one (Core ML's ``class_map`` option)."""
+
+    class_map: np.ndarray | None = None
+
+
 class Segmentation(Task):
     name = NAME
     output_names = ("logits",)
@@ -70,10 +77,16 @@ class Segmentation(Task):
                 f"at the input size; argmax gives the mask), in the order of {label_file}")
 
     def canonical(self, out, layout="nchw"):
+        class_map = getattr(out, "class_map", None)
         a = np.asarray(out, dtype=np.float32)
         if a.ndim != 4:
             raise ValueError(f"a segmentation output has 4 dimensions (N, C, H, W), not shape {list(a.shape)}")
-        return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "nhwc" else a
+        a = np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "nhwc" else a
+        if class_map is None:
+            return a
+        a = np.ascontiguousarray(a).view(SegOutput)
+        a.class_map = class_map
+        return a
 
     def truth(self, definition, which, batch):
         from .masks import load_masks
@@ -93,7 +106,15 @@ class Segmentation(Task):
 
         if ref.shape != out.shape:
             raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
+        class_map = getattr(out, "class_map", None)
+        out, ref = np.asarray(out), np.asarray(ref)
         m = super().metrics(ref, out, truth, ref_metrics)
+        if class_map is not None:
+            # the artifact's own class index map is what an app draws: judged per pixel, and
+            # against the argmax of its own logits (an argmax on other values shows up here)
+            m.update(class_map_metrics(class_map, ref, truth, ref_metrics))
+            m["class_map_vs_logits"] = float((class_map == out.argmax(1)).mean())
+            return m
         m.update(segmentation_metrics(out, ref, truth))
         if ref_metrics.get("miou") is not None and m.get("miou") is not None:
             m["miou_drop"] = ref_metrics["miou"] - m["miou"]
@@ -102,17 +123,68 @@ class Segmentation(Task):
     def per_sample(self, ref, out, batch=None, truth=None):
         from .metrics import per_image_agreement
 
+        class_map = getattr(out, "class_map", None)
+        out, ref = np.asarray(out), np.asarray(ref)
         extra = super().per_sample(ref, out)
-        agree = per_image_agreement(out, ref)
+        agree = per_image_agreement(out, ref) if class_map is None else \
+            (class_map == ref.argmax(1)).reshape(len(ref), -1).mean(1)
         extra["per_image_agreement"] = [float(v) for v in agree]
         if batch is not None:  # the worst images, drawn now while the outputs are at hand
             from .report import worst_images
 
-            extra["worst_images"] = worst_images(agree, ref.argmax(1), out.argmax(1), batch, truth,
-                                                 ref.shape[1])
+            drawn = out.argmax(1) if class_map is None else class_map
+            extra["worst_images"] = worst_images(agree, ref.argmax(1), drawn, batch, truth, ref.shape[1])
         return extra
 
     def report_section(self, report, manifest):
         from .report import worst_images_section
 
         return worst_images_section(report)
+
+    def mediapipe_client(self, definition):
+        return {"task": "ImageSegmenter", "method": "segment",
+                "options": {"output_category_mask": True, "output_confidence_masks": False}}
+
+    def mediapipe_judge(self, row, answer, ctx):
+        """MediaPipe's category mask (the class index map an app draws, labels from the metadata)
+        judged per pixel against the reference's argmax and the labelled masks."""
+        masks = np.stack([np.asarray(r["category_mask"]).reshape(np.asarray(r["category_mask"]).shape[:2])
+                          for r in answer["results"]])
+        want = list(ctx.definition.labels_list())
+        if answer.get("labels") is not None and list(answer["labels"]) != want:
+            row["reason"] = (f"MediaPipe reads labels {answer['labels'][:4]}... from the metadata, the "
+                             f"definition has {want[:4]}...")
+            return row
+        return judge_class_map(row, masks, ctx)
+
+
+def class_map_metrics(pred: np.ndarray, ref: np.ndarray, truth, ref_metrics: dict) -> dict:
+    """A class index map (N, H, W) against the reference's logits (N, C, H, W) and the labelled
+    masks: pixel agreement, mIoU against the reference, mIoU / pixel accuracy / mIoU drop."""
+    from .metrics import mean_iou, pixel_accuracy
+
+    ids = ref.argmax(1)
+    m = {"pixel_agreement": float((pred == ids).mean()), "miou_vs_reference": mean_iou(pred, ids, ref.shape[1])}
+    if truth is not None:
+        m["miou"] = mean_iou(pred, truth, ref.shape[1])
+        m["pixel_accuracy"] = pixel_accuracy(pred, truth)
+        if ref_metrics.get("miou") is not None:
+            m["miou_drop"] = ref_metrics["miou"] - m["miou"]
+    return m
+
+
+def judge_class_map(row: dict, pred: np.ndarray, ctx) -> dict:
+    """``row`` judged on a class index map ``pred`` (N, H, W) with its per-image agreement and
+    worst images (the same views as a logits row)."""
+    from ..base import mark
+    from .report import worst_images
+
+    ref = ctx.ref
+    if pred.shape != (ref.shape[0], *ref.shape[2:]):
+        row["reason"] = f"class map {list(pred.shape)}, the reference's {[ref.shape[0], *ref.shape[2:]]}"
+        return row
+    row["metrics"] = class_map_metrics(pred, ref, ctx.truth, ctx.ref_metrics)
+    agree = (pred == ref.argmax(1)).reshape(len(pred), -1).mean(1)
+    row["per_image_agreement"] = [float(v) for v in agree]
+    row["worst_images"] = worst_images(agree, ref.argmax(1), pred, ctx.batch, ctx.truth, ref.shape[1])
+    return mark(row)

@@ -12,5 +12,12 @@ __all__ = ["MILProgram", "execute", "UnsupportedMILOp", "OPS", "content_sha256"]
 
 
 def content_sha256(mlpackage_path) -> str:
-    """A sha256 over the MIL program text and weight values (stable across conversions)."""
+    """A sha256 over the MIL program text and weight values (stable across conversions); for a
+    pipeline, over each model (``pipeline.PipelineProgram.content_sha256``)."""
+    from .program import _load_spec
+
+    if _load_spec(mlpackage_path).WhichOneof("Type") == "pipeline":
+        from .pipeline import PipelineProgram
+
+        return PipelineProgram(mlpackage_path).content_sha256()
     return MILProgram(mlpackage_path).content_sha256()

@@ -187,6 +187,14 @@ OPS["reduce_max"] = _reduce(np.max)
 OPS["reduce_min"] = _reduce(np.min)
 
 
+@op("reduce_argmax")
+def _reduce_argmax(x, axis=-1, keep_dims=False):
+    """Index of the largest value along ``axis`` (int32; the first of equal values, as numpy)."""
+    ax = int(np.asarray(axis).item())
+    out = np.argmax(_f(x), axis=ax)
+    return (np.expand_dims(out, ax) if bool(np.asarray(keep_dims).item()) else out).astype(np.int32)
+
+
 # ------------------------------------------------------------------ shapes
 # kernels whose semantics changed between opsets take the program's opset version (5 = iOS15)
 OPSET_AWARE: set[str] = {"reshape"}
@@ -244,6 +252,12 @@ def _concat(values, axis, interleave=False):
     if bool(interleave):
         raise UnsupportedMILOp("unsupported MIL op concat (interleave=True)")
     return np.concatenate([_f(v) for v in values], axis=int(axis))
+
+
+@op("stack")
+def _stack(values, axis):
+    """Tensors of one shape stacked on a new ``axis``."""
+    return np.stack([_f(v) for v in values], axis=int(np.asarray(axis).item()))
 
 
 @op("shape")
@@ -484,3 +498,6 @@ def _classify(probabilities, classes):
     flat = p.reshape(-1, p.shape[-1])
     top = [labels[i] for i in flat.argmax(axis=-1)]
     return np.array(top if len(top) > 1 else top[0], dtype=object), p.astype(np.float32)
+
+
+from . import nms as _nms  # noqa: E402,F401  (registers non_maximum_suppression; it uses ``op``)

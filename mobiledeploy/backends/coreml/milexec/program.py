@@ -75,9 +75,10 @@ class MILProgram:
     op together, a chunk at a time (``batch.py`` says which ops may; the others run per sample).
     """
 
-    def __init__(self, mlpackage_path: str | Path):
+    def __init__(self, mlpackage_path: str | Path, spec=None):
+        """``spec``: one model of the package's pipeline (its weights are the package's)."""
         self.path = Path(mlpackage_path)
-        spec = _load_spec(self.path)
+        spec = spec if spec is not None else _load_spec(self.path)
         if spec.WhichOneof("Type") != "mlProgram":
             raise UnsupportedMILOp(f"{self.path} is not an ML Program (it is {spec.WhichOneof('Type')})")
         self.spec = spec
@@ -308,7 +309,7 @@ class MILProgram:
         args = {}
         for key, binds in op.inputs.items():
             vals = [env[v] if kind == "name" else v for kind, v in binds]
-            args[key] = vals if op.type == "concat" and key == "values" else vals[0]
+            args[key] = vals if op.type in ("concat", "stack") and key == "values" else vals[0]
         if op.type in OPSET_AWARE:
             args["opset"] = self.opset_version
         return fn, args

@@ -92,14 +92,10 @@ class LiteRtClassifier(context: Context, override val accelerator: Accelerator) 
         val classes = Array(1) { FloatArray(m) }
         val scores = Array(1) { FloatArray(m) }
         val count = FloatArray(1)
-        val rawLogits = interpreter.getOutputTensorFromSignature("class_logits", "serving_default")
-        val rawBoxes = interpreter.getOutputTensorFromSignature("box_encodings", "serving_default")
+        // the op's four outputs are the file's only outputs (as MediaPipe's ObjectDetector requires)
         val outputs = mapOf<String, Any>(
             "detection_boxes" to boxes, "detection_classes" to classes, "detection_scores" to scores,
-            "num_detections" to count,
-            // the raw heads are outputs too (validation compares them); the app only needs room for them
-            "class_logits" to ByteBuffer.allocateDirect(rawLogits.numBytes()).order(ByteOrder.nativeOrder()),
-            "box_encodings" to ByteBuffer.allocateDirect(rawBoxes.numBytes()).order(ByteOrder.nativeOrder()))
+            "num_detections" to count)
         val t0 = System.nanoTime()
         interpreter.runSignature(mapOf<String, Any>("input" to input), outputs, "serving_default")
         lastInferenceMs = (System.nanoTime() - t0) / 1e6
