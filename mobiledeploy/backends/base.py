@@ -177,6 +177,20 @@ class SkipRun(Exception):
     """Raised by ``Backend.load`` when the artifact cannot run on this host (reason in str)."""
 
 
+@dataclass
+class ClientContext:
+    """What a task judges a client's answer with: the validation's images, the reference's
+    outputs and metrics, the truth, the definition, and the runner's ``finish(row, ref, out,
+    batch, ref_metrics, task, truth)``."""
+
+    batch: Any
+    ref: np.ndarray
+    ref_metrics: dict
+    truth: Any
+    definition: Any
+    finish: Callable
+
+
 class Backend(ABC):
     """One backend. Registered by ``name`` in ``backends.registry`` (or named "module:Class")."""
 
@@ -209,6 +223,12 @@ class Backend(ABC):
     #: the conversion workers' family: targets that import the same frameworks share a worker
     #: ("" = the first ``requires`` name)
     family: ClassVar[str] = ""
+
+    def client_rows(self, bundle: Path, art: dict, task, ctx: ClientContext, make_row) -> list[dict]:
+        """Rows of the real clients that load this backend's artifact ``art`` (e.g. MediaPipe Tasks
+        on a .tflite), each named ``<client>:<target>`` and judged by the task
+        (``Task.<client>_judge``); none by default."""
+        return []
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries that shape the artifact (part of the cache key)."""

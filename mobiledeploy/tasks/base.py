@@ -176,7 +176,7 @@ class Task:
     def mediapipe_judge(self, row: dict, answer: dict, ctx) -> dict:
         """``row`` (a ``mediapipe:<target>`` row with its tolerance) judged from the MediaPipe
         runner's ``answer`` ({"executor", "labels", "results": one generic result per image}) and
-        ``ctx`` (``backends.tflite.mediapipe.ClientContext``); ``mark`` judges it once."""
+        ``ctx`` (``backends.base.ClientContext``); ``mark`` judges it once."""
         raise NotImplementedError(f"{self.name} has no MediaPipe client")
 
     # ---- report --------------------------------------------------------------------------

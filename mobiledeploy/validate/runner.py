@@ -219,13 +219,16 @@ class Validation:
         return row
 
     def client_rows(self, art: dict) -> list[dict]:
-        """The rows of real clients that load this artifact (the MediaPipe task of this task on a
-        .tflite, when its environment is installed)."""
-        from ..backends.tflite.mediapipe import ClientContext, mediapipe_row
+        """The rows of real clients that load this artifact (``Backend.client_rows``: the MediaPipe
+        task of this task on a .tflite, when its environment is installed)."""
+        from ..backends.base import ClientContext
+        from ..targets import all_targets
 
+        prof = all_targets().get(art["target"])
+        if prof is None:
+            return []
         ctx = ClientContext(self.batch, self.ref, self.ref_metrics, self.truth, self.d, _finish)
-        row = mediapipe_row(self.bundle, art, self.task, ctx, _row)
-        return [row] if row is not None else []
+        return prof.backend_class()().client_rows(self.bundle, art, self.task, ctx, _row)
 
     def app_rows(self, manifest: dict) -> list[dict]:
         """The bundle's app (``OUT/android``) run as its own Kotlin core on the JVM, one

@@ -371,6 +371,15 @@ class TFLiteBackend(Backend):
     app_runtime = "litert"
     bench_device = "CPU (LiteRT + XNNPACK)"
 
+
+    def client_rows(self, bundle, art, task, ctx, make_row):
+        """MediaPipe Tasks' vision task for this task (``Task.mediapipe_client``), when its own
+        environment is installed: preprocessing and labels from the file's metadata alone."""
+        from .mediapipe import mediapipe_row
+
+        row = mediapipe_row(bundle, art, task, ctx, make_row)
+        return [row] if row is not None else []
+
     def graph(self, target) -> GraphVariant:
         return int8_graph(target) if target.precision == "int8" else GraphVariant()
 

@@ -18,10 +18,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -198,18 +195,7 @@ def run_mediapipe(model: Path, pixels: np.ndarray | None = None, *, metadata: bo
     return out
 
 
-@dataclass
-class ClientContext:
-    """What a task judges a client's answer with: the validation's images, the reference's
-    outputs and metrics, the truth, the definition, and the runner's ``finish(row, ref, out,
-    batch, ref_metrics, task, truth)``."""
-
-    batch: Any
-    ref: np.ndarray
-    ref_metrics: dict
-    truth: Any
-    definition: Any
-    finish: Callable
+from ..base import ClientContext  # noqa: E402  (defined with the backend contract)
 
 
 def mediapipe_row(bundle: Path, art: dict, task, ctx: ClientContext, make_row) -> dict | None:
