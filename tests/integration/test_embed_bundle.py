@@ -12,10 +12,26 @@ from tests.conftest import EXAMPLE, run_cli
 pytestmark = pytest.mark.slow
 
 
+def _mediapipe():
+    """The MediaPipe venv's python; CI installs it (.ci/run): there a missing one fails."""
+    import os
+    from pathlib import Path
+
+    from mobiledeploy.backends.tflite.mediapipe import mediapipe_python
+
+    py = mediapipe_python()
+    if py is None or not Path(py).is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail("MediaPipe venv not found: make mediapipe-venv")
+        return None
+    return py
+
+
 def test_the_shipped_embedder_builds_every_target_and_validates(tmp_path):
     out = tmp_path / "embed"
+    mp = _mediapipe()
     r = run_cli("build", str(EXAMPLE / "shapes_embed.yaml"), "-o", str(out), "--jobs", "2",
-                env={"MOBILEDEPLOY_MEDIAPIPE_PYTHON": "none"})
+                env={"MOBILEDEPLOY_MEDIAPIPE_PYTHON": str(mp) if mp else "none"})
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out / "manifest.json").read_text())
     assert len(m["artifacts"]) == 8 and "android" not in m and not (out / "android").exists()
@@ -30,6 +46,11 @@ def test_the_shipped_embedder_builds_every_target_and_validates(tmp_path):
         assert {"min_cosine_min", "min_nn_agreement", "max_retrieval_drop"} <= keys
         assert not keys & {"min_top1_agreement", "min_pixel_agreement", "min_box_recall"}
         assert len(row["per_image_cosine"]) == rep["samples"]
+    if mp is not None:  # MediaPipe's ImageEmbedder on every .tflite, from the metadata alone
+        mp_rows = [x for x in rep["results"] if x["target"].startswith("mediapipe:")]
+        assert {x["target"] for x in mp_rows} == {f"mediapipe:{a['target']}" for a in m["artifacts"]
+                                                 if a["path"].endswith(".tflite")}
+        assert all(x["status"] == "pass" and x["metrics"]["cosine_min"] > 0.95 for x in mp_rows)
     # the outputs are vectors, not label scores: no label file is tied to the TFLite output axis
     from mobiledeploy.backends.tflite.metadata import read_model_metadata
 

@@ -99,3 +99,20 @@ class Embedding(Task):
         extra["per_image_cosine"] = [float(v) for v in cosine_per_image(ref, out)]
         extra["nearest"] = [int(v) for v in nearest(out)] if len(out) > 1 else []
         return extra
+
+    def mediapipe_client(self, definition):
+        # the raw vector, as the model computes it: MediaPipe's own L2 normalisation or scalar
+        # quantization would change what is compared (cosine and neighbours are scale-free anyway)
+        return {"task": "ImageEmbedder", "method": "embed", "options": {"l2_normalize": False, "quantize": False}}
+
+    def mediapipe_judge(self, row, answer, ctx):
+        """MediaPipe's float embedding per image (preprocessing from the metadata alone), judged as
+        the artifact's vectors: cosine, nearest neighbours and retrieval against the reference."""
+        import numpy as np
+
+        vecs = np.stack([np.asarray(r["embeddings"][0]["embedding"], np.float32).ravel()
+                         for r in answer["results"]])
+        if vecs.shape != ctx.ref.shape:
+            row["reason"] = f"MediaPipe gave embeddings {list(vecs.shape)}, the reference {list(ctx.ref.shape)}"
+            return row
+        return ctx.finish(row, ctx.ref, vecs, ctx.batch, ctx.ref_metrics, self, ctx.truth)
