@@ -26,7 +26,6 @@ from pathlib import Path
 
 from ..backends.registry import backend_modules, get_backend
 from ..digests import file_sha
-from ..tasks import task_modules
 from .graph import Step, digest
 from .sources import source_digest
 
@@ -96,6 +95,8 @@ class StepKind:
     entry: tuple[str, ...] = ()
 
     def modules(self, task, backends=()) -> tuple[str, ...]:
+        from ..tasks import task_modules  # imports numpy: only when a key is computed
+
         mods = {*self.entry, *task_modules(task)}
         for b in backends:
             mods.update(backend_modules(b))
