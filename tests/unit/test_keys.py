@@ -50,6 +50,20 @@ def test_the_build_steps_key_on_the_registries_modules():
     assert not [m for m in convert if m.startswith("mobiledeploy.backends.tflite")]
 
 
+def test_a_plugin_backend_file_is_in_its_steps_source(tmp_path, monkeypatch):
+    from mobiledeploy.backends.registry import backend_modules
+    from mobiledeploy.pipeline.sources import closure
+
+    plug = tmp_path / "md_keys_plugin.py"
+    plug.write_text("from mobiledeploy.backends.base import Backend\n\n\nclass P(Backend):\n    name = 'p'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mods = backend_modules("md_keys_plugin:P")
+    assert mods == ("md_keys_plugin",)  # a plugin's folder is its own: only its module
+    files = closure(*mods)
+    assert plug.resolve() in files  # loaded by name from a profile: hashed by its file
+    assert any(p.parts[-2:] == ("backends", "base.py") for p in files)  # its imports into the package
+
+
 # run in a copy of the package: source digests are cached per process and per file
 KEYS = """
 import json, sys
