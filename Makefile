@@ -6,6 +6,7 @@ STAMP   = $(VENV)/.installed
 OUT    ?= dist
 SEG_OUT ?= $(OUT)-seg
 DET_OUT ?= $(OUT)-det
+EMBED_OUT ?= $(OUT)-embed
 JOBS   ?= 2
 PYTEST_ARGS ?=
 
@@ -31,10 +32,11 @@ $(MEDIAPIPE_VENV)/.installed:
 
 mediapipe-venv: $(MEDIAPIPE_VENV)/.installed  ## MediaPipe Tasks in .venv-mediapipe (validate's mediapipe rows)
 
-demo: $(STAMP)  ## build, validate and package both shipped examples: dist/ (classifier), dist-seg/ (segmentation), dist-det/ (detection)
+demo: $(STAMP)  ## build, validate and package the shipped examples: dist/ (classifier), dist-seg/ (segmentation), dist-det/ (detection), dist-embed/ (embedder)
 	$(VENV)/bin/mobiledeploy build examples/shapes/shapes.yaml -o $(OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_seg/shapes_seg.yaml -o $(SEG_OUT) --jobs $(JOBS)
 	$(VENV)/bin/mobiledeploy build examples/shapes_det/shapes_det.yaml -o $(DET_OUT) --jobs $(JOBS)
+	$(VENV)/bin/mobiledeploy build examples/shapes/shapes_embed.yaml -o $(EMBED_OUT) --jobs $(JOBS)
 
 sweep-demo: $(STAMP)  ## the shipped example at 4 resolutions x int8 lowering, fp32 and int8, on a local Ray instance
 	$(VENV)/bin/mobiledeploy sweep examples/shapes/sweep.yaml -o $(OUT)-sweep --jobs $(JOBS)
@@ -61,4 +63,4 @@ app-sync: $(STAMP)  ## regenerate android_app/ from the shipped example
 	$(PY) -m mobiledeploy.app_sync
 
 clean:
-	rm -rf $(OUT) $(SEG_OUT) $(DET_OUT) $(OUT)-sweep .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(SEG_OUT) $(DET_OUT) $(EMBED_OUT) $(OUT)-sweep .pytest_cache .ruff_cache

@@ -248,9 +248,11 @@ def kotlin_float(x: float) -> str:
 def context_from_definition(definition, *, runtime: str | None = None,
                             model_target: str | None = None) -> AppContext:
     """The app context from a definition alone (no bundle: no model, no golden images)."""
+    from .capabilities import check_app
     from .targets import get_target
 
     rt = _runtime(runtime or definition.android.runtime.value)
+    check_app(definition.task.value, rt)
     target = model_target or model_targets(rt)[0]
     _check_target_runtime(target, rt)
     det = definition.architecture_spec().detection

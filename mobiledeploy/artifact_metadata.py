@@ -85,21 +85,10 @@ def sidecar(definition, pte: Path, *, target: str, layout: str = "nchw") -> dict
 
 
 def _outputs(definition) -> dict[str, Any]:
-    """The sidecar's output description: logits, or a detector's two heads and decoding spec."""
-    spec = definition.architecture_spec()
-    if spec.detection is None:
-        return {"output": {"name": "logits", "dtype": "float32", "shape": [1, definition.num_classes],
-                           "meaning": "unnormalised class scores (logits) in label order; softmax gives "
-                                      "probabilities"}}
+    """The sidecar's output description: the task's (``Task.sidecar_outputs``)."""
     from .tasks import get_task
 
-    a, c = spec.detection.num_anchors, definition.num_classes
-    return {"outputs": [
-        {"name": "class_logits", "dtype": "float32", "shape": [1, a, c + 1],
-         "meaning": "raw class logits per anchor, background at index 0, then the labels in order"},
-        {"name": "box_encodings", "dtype": "float32", "shape": [1, a, 4],
-         "meaning": "raw (ty, tx, th, tw) per anchor; decode with the decoding spec"}],
-        **get_task(definition).manifest_facts(definition)}
+    return get_task(definition).sidecar_outputs(definition)
 
 
 def write_sidecar(definition, pte: Path, dest: Path, *, target: str) -> Path:

@@ -90,11 +90,21 @@ def write_json_atomic(path: Path, obj) -> None:
 
 # the names write_bytes_atomic gives its temporaries: ".NAME.tmp-" and 8 hex digits
 _OUR_TMP = re.compile(r"^\..+\.tmp-[0-9a-f]{8}$")
-# the folders a build writes files into (a temporary of ours can only be left there)
-BUNDLE_DIRS = ("model", "tflite", "edgetpu", "coreml", "executorch", "report", "android")
+# the folders a build writes besides the artifacts' own (a temporary of ours can only be left there)
+FIXED_DIRS = ("model", "report", "android")
 
 
-def clean_stale(out_dir: Path) -> None:
+def bundle_dirs(artifact_paths) -> tuple[str, ...]:
+    """Every folder a build writes files into: the fixed ones and the folder of each artifact path
+    template (``TargetProfile.artifact``; a new target's folder is cleaned like the others)."""
+    dirs = dict.fromkeys(FIXED_DIRS)
+    for path in artifact_paths:
+        if "/" in path:
+            dirs.setdefault(path.split("/", 1)[0])
+    return tuple(dirs)
+
+
+def clean_stale(out_dir: Path, artifact_paths=()) -> None:
     """Remove what a killed build may have left, and only that: the state folder's ``tmp/``
     and atomic-write temporaries (exact name pattern) at the top of OUT and its bundle folders.
 
@@ -102,7 +112,7 @@ def clean_stale(out_dir: Path) -> None:
     """
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir / STATE_DIR / "tmp", ignore_errors=True)
-    for folder in (out_dir, *(out_dir / d for d in BUNDLE_DIRS)):
+    for folder in (out_dir, *(out_dir / d for d in bundle_dirs(artifact_paths))):
         if not folder.is_dir() or folder.is_symlink():
             continue
         for p in folder.iterdir():

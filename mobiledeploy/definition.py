@@ -16,25 +16,20 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     StrictFloat,
     StrictInt,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from .errors import DefinitionError
 from .safety import MAX_LABEL_CHARS, MAX_LABELS, clip, confine, read_text_file
+from .schema import MAX_CHANNELS, Strict
 from .tolerance import Tolerance
 
-# NaN and infinity are refused in every number (a NaN std would pass every `> 0` check)
-Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-# numbers are StrictInt / StrictFloat: YAML's `true` is not 1, nor "0.5" a number, nor `16.0` a
-# channel count (an integer is a fine float)
-# channel counts beyond any MobileNet (the largest has 1280) times the width multiplier
-MAX_CHANNELS = 16384
 # a seeded model is built in memory before anything is written: keep it to a few GB at most
 MAX_PARAMS = 300_000_000
 
@@ -49,15 +44,25 @@ class Layout(str, Enum):
     nchw = "nchw"
 
 
-class Task(str, Enum):
-    image_classification = "image-classification"
-    semantic_segmentation = "semantic-segmentation"
-    object_detection = "object-detection"
+def _task_registry():
+    from .tasks import TASKS, all_tasks
+
+    return TASKS, all_tasks()
 
 
-class Runtime(str, Enum):
-    litert = "litert"
-    executorch = "executorch"
+# the registered tasks (``tasks.TASKS``), as the schema's enum: a new task is not listed here
+Task = Enum("Task", {name.replace("-", "_"): name for name in _task_registry()[0]}, type=str)
+Task.__doc__ = "A definition's ``task:``: one of the registered tasks (``mobiledeploy.tasks.TASKS``)."
+
+
+def _app_runtimes() -> list[str]:
+    from .capabilities import app_runtimes
+
+    return app_runtimes()
+
+
+# the app runtimes the registered backends name (``Backend.app_runtime``), the first the default
+Runtime = Enum("Runtime", {rt: rt for rt in _app_runtimes()}, type=str)
 
 
 class Padding(str, Enum):
@@ -173,22 +178,6 @@ class HeadSpec(BaseModel):
     dropout: StrictFloat = Field(0.2, ge=0.0, lt=1.0)
 
 
-class SegmentationSection(BaseModel):
-    """LR-ASPP head options (``task: semantic-segmentation``), defaults as in the MobileNetV3 paper."""
-
-    model_config = Strict
-    inter_channels: StrictInt = Field(128, ge=8, le=1024)
-    low_level_stride: Literal[4, 8] = 8
-    output_stride: Literal[16, 32] | None = 16
-    reduced_tail: bool = True
-
-    def options(self):
-        from .architectures.spec import SegmentationOptions
-
-        return SegmentationOptions(self.inter_channels, self.low_level_stride, self.output_stride,
-                                   self.reduced_tail)
-
-
 class BlockRow(BaseModel):
     """A bottleneck row: ``[kernel, exp, out, se, activation, stride]`` or this mapping."""
 
@@ -224,86 +213,9 @@ PRESET_NAMES = (
 )
 
 
-class AnchorSpec(BaseModel):
-    """SSD anchors (TF's ssd_anchor_generator): scales linear from min to max over the feature
-    maps, one box per aspect ratio plus an interpolated-scale box, three in the lowest layer."""
-
-    model_config = Strict
-    min_scale: StrictFloat = Field(0.2, gt=0.0, le=1.0)
-    max_scale: StrictFloat = Field(0.95, gt=0.0, le=1.0)
-    aspect_ratios: tuple[StrictFloat, ...] = Field((1.0, 2.0, 0.5, 3.0, 1.0 / 3.0), min_length=1, max_length=16)
-    interpolated_scale_aspect_ratio: StrictFloat = Field(1.0, ge=0.0, le=100.0)
-    reduce_boxes_in_lowest_layer: bool = True
-
-    @model_validator(mode="after")
-    def _order(self):
-        if self.min_scale > self.max_scale:
-            raise ValueError(f"min_scale ({self.min_scale}) must not exceed max_scale ({self.max_scale})")
-        if any(a <= 0 or a > 100 for a in self.aspect_ratios):
-            raise ValueError("every aspect ratio must be > 0 and <= 100")
-        return self
-
-
-class BoxCoderSpec(BaseModel):
-    """Center-size box coder scales (TFLite_Detection_PostProcess's y/x/h/w_scale)."""
-
-    model_config = Strict
-    y_scale: StrictFloat = Field(10.0, gt=0.0, le=1000.0)
-    x_scale: StrictFloat = Field(10.0, gt=0.0, le=1000.0)
-    h_scale: StrictFloat = Field(5.0, gt=0.0, le=1000.0)
-    w_scale: StrictFloat = Field(5.0, gt=0.0, le=1000.0)
-
-
-class PostprocessSpec(BaseModel):
-    """Decoding and NMS, as TFLite_Detection_PostProcess runs them (see detection.py).
-
-    ``use_regular_nms: false`` (the op's default) is class-agnostic NMS on each box's best class
-    score; ``true`` is per-class NMS keeping ``detections_per_class`` per class.
-    """
-
-    model_config = Strict
-    score_conversion: Literal["softmax", "sigmoid"] = "softmax"
-    score_threshold: StrictFloat = Field(0.3, ge=0.0, le=1.0)
-    iou_threshold: StrictFloat = Field(0.6, gt=0.0, le=1.0)
-    max_detections: StrictInt = Field(10, ge=1, le=1000)
-    use_regular_nms: bool = False
-    detections_per_class: StrictInt = Field(100, ge=1, le=1000)
-
-
-class DetectionSection(BaseModel):
-    """SSDLite head options (``task: object-detection``), defaults as in SSD / the TF OD API."""
-
-    model_config = Strict
-    extra_layers: list[StrictInt] | None = Field(None, max_length=8,
-                                           description="extra layer depths; default 512, 256, 256, 128 "
-                                           "until a map is 1x1")
-    reduced_tail: bool = True
-    anchors: AnchorSpec = AnchorSpec()
-    box_coder: BoxCoderSpec = BoxCoderSpec()
-    postprocess: PostprocessSpec = PostprocessSpec()
-
-    @field_validator("extra_layers")
-    @classmethod
-    def _extras(cls, v):
-        if v is not None and any(d < 2 or d > MAX_CHANNELS for d in v):
-            raise ValueError(f"every extra layer depth must be 2..{MAX_CHANNELS}")
-        return v
-
-    def options(self):
-        from .architectures.spec import DetectionOptions
-
-        a, c, p = self.anchors, self.box_coder, self.postprocess
-        return DetectionOptions(
-            None if self.extra_layers is None else tuple(self.extra_layers), self.reduced_tail,
-            a.min_scale, a.max_scale, tuple(a.aspect_ratios), a.interpolated_scale_aspect_ratio,
-            a.reduce_boxes_in_lowest_layer, (c.y_scale, c.x_scale, c.h_scale, c.w_scale),
-            p.score_conversion, p.score_threshold, p.iou_threshold, p.max_detections, p.use_regular_nms,
-            p.detections_per_class,
-        )
-
-
-class ArchitectureSection(BaseModel):
-    """A preset, or the search space spelled out (stem, rows, last stage, head)."""
+class _ArchitectureBase(BaseModel):
+    """A preset, or the search space spelled out (stem, rows, last stage, head); each task with
+    head options adds its section (``Task.head_field``)."""
 
     model_config = Strict
     preset: Literal[PRESET_NAMES] | None = None  # type: ignore[valid-type]
@@ -312,8 +224,11 @@ class ArchitectureSection(BaseModel):
     blocks: list[BlockRow] | None = Field(None, max_length=128)
     last_stage: LastStageSpec | None = None
     head: HeadSpec | None = None
-    segmentation: SegmentationSection | None = None
-    detection: DetectionSection | None = None
+
+    def head_sections(self) -> dict[str, Any]:
+        """The tasks' head sections this definition sets, by field."""
+        return {t.head_field: getattr(self, t.head_field) for t in _task_registry()[1]
+                if t.head_field and getattr(self, t.head_field, None) is not None}
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -326,15 +241,19 @@ class ArchitectureSection(BaseModel):
             raise ValueError("blocks must list at least one row")
         if custom and self.last_stage is None:
             raise ValueError("a custom table needs last_stage: {conv: N, activation: hswish}")
-        if self.segmentation is not None and self.head is not None:
-            raise ValueError("head is the classifier's; a segmentation network has the LR-ASPP head "
-                             "(architecture.segmentation): remove head")
-        if self.detection is not None and self.head is not None:
-            raise ValueError("head is the classifier's; a detection network has the SSDLite head "
-                             "(architecture.detection): remove head")
-        if self.detection is not None and self.segmentation is not None:
-            raise ValueError("give segmentation or detection, not both")
+        heads = self.head_sections()
+        for t in _task_registry()[1]:
+            if t.head_field in heads and t.replaces_classifier_head and self.head is not None:
+                raise ValueError(f"head is the classifier's; a {t.title} network has the {t.head_title} "
+                                 f"(architecture.{t.head_field}): remove head")
+        if len(heads) > 1:
+            raise ValueError(f"give {' or '.join(heads)}, not both")
         return self
+
+
+ArchitectureSection = create_model(
+    "ArchitectureSection", __base__=_ArchitectureBase,
+    **{t.head_field: (t.head_section() | None, None) for t in _task_registry()[1] if t.head_field})
 
 
 class ImageSource(BaseModel):
@@ -362,7 +281,7 @@ class AndroidSpec(BaseModel):
     model_config = Strict
     application_id: str = Field("com.example.mobiledeploy", max_length=150)
     app_name: str = "mobiledeploy demo"
-    runtime: Runtime = Runtime.litert
+    runtime: Runtime = Runtime(_app_runtimes()[0])
 
     @field_validator("application_id")
     @classmethod
@@ -436,24 +355,23 @@ class ModelDefinition(BaseModel):
 
     @model_validator(mode="after")
     def _task(self):
-        seg = self.task == Task.semantic_segmentation
-        if not seg and self.architecture.segmentation is not None:
-            raise ValueError("architecture.segmentation needs task: semantic-segmentation")
-        if not seg:
+        for other in _task_registry()[1]:  # what belongs to another task
+            if other.name == self.task.value:
+                continue
+            if other.head_field and getattr(self.architecture, other.head_field, None) is not None:
+                raise ValueError(f"architecture.{other.head_field} needs task: {other.name}")
             for field in ("calibration", "validation"):
-                if getattr(self, field).masks is not None:
-                    raise ValueError(f"{field}.masks needs task: semantic-segmentation")
-        det = self.task == Task.object_detection
-        if not det and self.architecture.detection is not None:
-            raise ValueError("architecture.detection needs task: object-detection")
-        if not det:
-            for field in ("calibration", "validation"):
-                if getattr(self, field).boxes is not None:
-                    raise ValueError(f"{field}.boxes needs task: object-detection")
-        if det and self.conventions.padding != Padding.symmetric:
-            raise ValueError("the SSDLite head pads symmetrically: object-detection needs conventions.padding: "
-                             "symmetric")
+                for truth in other.truth_fields:
+                    if getattr(getattr(self, field), truth) is not None:
+                        raise ValueError(f"{field}.{truth} needs task: {other.name}")
+        self.task_spec().check_definition(self)
         return self
+
+    def task_spec(self):
+        """The definition's task (``tasks.get_task``)."""
+        from .tasks import get_task
+
+        return get_task(self.task.value)
 
     def path(self, rel: str) -> Path:
         return (Path(self.base_dir) / rel).resolve()
@@ -493,13 +411,10 @@ class ModelDefinition(BaseModel):
         res = (self.input.height, self.input.width)
         conv = {"padding": self.conventions.padding.value,
                 "channel_rounding": self.conventions.channel_rounding.value}
-        seg = None
-        if self.task == Task.semantic_segmentation:
-            seg = (a.segmentation or SegmentationSection()).options()
-        if self.task == Task.object_detection:
-            conv["detection"] = (a.detection or DetectionSection()).options()
+        task = self.task_spec()
+        conv.update(task.spec_options(getattr(a, task.head_field) if task.head_field else None))
         if a.preset:
-            return preset(a.preset, a.width_multiplier, self.num_classes, res, segmentation=seg, **conv)
+            return preset(a.preset, a.width_multiplier, self.num_classes, res, **conv)
         stem = a.stem or StemSpec()
         head = a.head or HeadSpec()
         raw = RawArchitecture(
@@ -510,7 +425,7 @@ class ModelDefinition(BaseModel):
         )
         return resolve(raw, name=f"{self.name}", width_multiplier=a.width_multiplier,
                        num_classes=self.num_classes, resolution=res, in_channels=self.input.channels,
-                       segmentation=seg, **conv)
+                       **conv)
 
     def description_text(self) -> str:
         """The artifacts' description: ``metadata.description`` or one naming the task and labels."""
@@ -672,15 +587,12 @@ def check_definition_files(d: ModelDefinition) -> None:
         resolve_target(d, t)  # options type-checked against the backend's model for the precision
     check_model_size(d)
     from .images import probe_image, select_images
-    from .tasks.detection.boxes import load_boxes
-    from .tasks.segmentation.masks import probe_masks
 
     for field in ("calibration", "validation"):  # every image decodes: no surprise inside a converter
         images = [p for p, _ in select_images(d, field)]
         for p in images:
             probe_image(p)
-        probe_masks(d, field, images)  # and so does its mask, where the source names masks
-        load_boxes(d, field, images)  # every image has a well-formed boxes entry, where named
+        d.task_spec().check_truth_files(d, field, images)  # and so does its truth (masks, boxes)
 
 
 def check_option_values(opts: dict[str, Any], src: str, where: str) -> None:

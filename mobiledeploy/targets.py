@@ -50,6 +50,11 @@ class TargetProfile:
 
         return backend_class(self.backend)
 
+    def builds(self, task: str) -> bool:
+        """Whether this target's backend converts ``task`` models (``Backend.tasks``)."""
+        tasks = self.backend_class().tasks
+        return tasks is None or task in tasks
+
     def artifact_path(self, model_name: str) -> str:
         return self.artifact.format(name=model_name)
 
@@ -222,10 +227,15 @@ def resolve_target(definition, name: str, *, where: str = "") -> ResolvedTarget:
 
 def resolve_targets(definition, selected: tuple[str, ...] | list[str] = ()) -> list[ResolvedTarget]:
     """The definition's targets (or the ``--target`` selection), resolved."""
-    names = list(selected) or definition.targets or list(all_targets())
+    task = definition.task.value
+    building = [n for n, t in all_targets().items() if t.builds(task)]
+    names = list(selected) or definition.targets or building
     for n in names:
         if n not in all_targets():  # the definition's own list is checked when it is loaded
             raise UserError(f"--target: unknown target '{n}'; allowed: {', '.join(all_targets())}")
+        if n not in building:
+            raise UserError(f"target '{n}' does not build {task} models; targets that do: "
+                            f"{', '.join(building) or 'none'} (see mobiledeploy targets)")
     return [resolve_target(definition, n) for n in names]
 
 

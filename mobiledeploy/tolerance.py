@@ -9,9 +9,9 @@ shows those verdicts and never recomputes them.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Kind = Literal["max", "min"]
 
@@ -24,7 +24,8 @@ def _limit(metric: str, kind: Kind, **kw):
 class Tolerance(BaseModel):
     """Limits a row is judged by; any field may be omitted (no limit, or the layer below's)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # a task's own limits (``register_limit``) are extra keys, checked by ``_known``
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     max_abs: float | None = _limit("max_abs", "max", ge=0)
     mean_abs: float | None = _limit("mean_abs", "max", ge=0)
     min_cosine: float | None = _limit("cosine", "min", ge=-1, le=1)
@@ -33,17 +34,32 @@ class Tolerance(BaseModel):
     max_layer_gain_step: float | None = _limit("layer_gain_step", "max", ge=0)
     min_top1_agreement: float | None = _limit("top1_agreement", "min", ge=0, le=1)
     max_accuracy_drop: float | None = _limit("accuracy_drop", "max", ge=0, le=1)
-    # semantic segmentation (tasks/segmentation.py)
-    min_pixel_agreement: float | None = _limit("pixel_agreement", "min", ge=0, le=1)
-    min_miou_vs_reference: float | None = _limit("miou_vs_reference", "min", ge=0, le=1)
-    max_miou_drop: float | None = _limit("miou_drop", "max", ge=0, le=1)
-    # object detection (tasks/detection.py)
-    min_box_recall: float | None = _limit("box_recall", "min", ge=0, le=1)
-    min_box_precision: float | None = _limit("box_precision", "min", ge=0, le=1)
-    min_matched_iou: float | None = _limit("matched_iou", "min", ge=0, le=1)
-    max_score_abs: float | None = _limit("score_max_abs", "max", ge=0, le=1)
-    max_map50_drop: float | None = _limit("map50_drop", "max", ge=0, le=1)
-    min_decoder_recall: float | None = _limit("decoder_recall", "min", ge=0, le=1)
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any):
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            if key in cls.model_fields:
+                continue
+            if key not in _TASK_LIMITS:  # tasks register theirs when loaded (the definition loads all)
+                raise ValueError(f"unknown limit {key!r}; allowed: {', '.join(sorted(LIMITS))}")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{key}: a finite number, not {value!r}")
+            ge, le = _TASK_LIMITS[key][2:]
+            if (ge is not None and value < ge) or (le is not None and value > le):
+                raise ValueError(f"{key}: {value!r} is outside [{ge}, {le}]")
+        return {k: (float(v) if k not in cls.model_fields and v is not None else v) for k, v in data.items()}
+
+    def __getattr__(self, item: str):
+        try:
+            return super().__getattr__(item)
+        except AttributeError:
+            if item in LIMITS:  # a task's limit this tolerance does not set
+                return None
+            raise
 
     def over(self, *layers: Tolerance | dict | None) -> Tolerance:
         """This tolerance with every key set in ``layers`` (later wins) replacing its own."""
@@ -60,11 +76,33 @@ class Tolerance(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-# tolerance key -> (metric it bounds, "max" | "min"), read off the model: one list of keys
+# tolerance key -> (metric it bounds, "max" | "min"): the model's own fields (limits on raw outputs
+# and scores every task has), then each task's (``register_limit``, called by the task's module)
 LIMITS: dict[str, tuple[str, Kind]] = {
     name: (f.json_schema_extra["metric"], f.json_schema_extra["kind"])  # type: ignore[index]
     for name, f in Tolerance.model_fields.items()
 }
+_TASK_LIMITS: dict[str, tuple[str, Kind, float | None, float | None]] = {}
+
+
+# task-owned limit key -> the task that registered it (the model's own fields belong to no task)
+OWNER: dict[str, str] = {}
+
+
+def register_limit(task: str, key: str, metric: str, kind: Kind, ge: float | None = None,
+                   le: float | None = None) -> None:
+    """A limit task ``task`` adds: ``key`` bounds its rows' ``metric`` from above (max) or below (min).
+
+    Called where the task is defined, before its default tolerances are built; registering a key
+    twice with another meaning is a bug."""
+    from .errors import InternalError
+
+    entry = (metric, kind, ge, le)
+    if key in Tolerance.model_fields or _TASK_LIMITS.get(key, entry) != entry or OWNER.get(key, task) != task:
+        raise InternalError(f"limit {key!r} registered twice")
+    _TASK_LIMITS[key] = entry
+    LIMITS[key] = (metric, kind)
+    OWNER[key] = task
 
 
 def judge(metrics: dict, tolerance: Tolerance | dict) -> list[dict]:

@@ -6,6 +6,10 @@ file loads into both. With ``padding: symmetric`` (PyTorch's convention), where 
 conv is used; with ``padding: tf_same`` every conv is ``padding="same"``, which is what
 keras.applications computes (its ``ZeroPadding2D(correct_pad)`` + "valid" is the same padding).
 
+``resize="lowered"`` builds LR-ASPP's half-pixel bilinear resizes from slices, concatenations,
+nearest 2x resizes and fixed 2x2 depthwise averages (``tasks/segmentation/upsample.py``), the
+same function in ops the Edge TPU compiler maps.
+
 ``hswish="lowered"`` builds h-swish as ``x * relu6(x + 3)`` and hard-sigmoid as ``relu6(x + 3)``
 with the 1/6 folded into the weights of the next linear op (see ``weights.fold_sixth``): the
 same function, in ops that XNNPACK's int8 path and the Edge TPU take (ADD+RELU6, MUL).
@@ -24,12 +28,15 @@ def _keras():
     return require("keras", "the Keras reference model")
 
 
-def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_size: int | None = None):
+def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_size: int | None = None,
+                      resize: str = "builtin"):
     """A functional Keras model: NHWC float input (normalised) -> logits
     ((N, classes), or (N, H, W, classes) for a segmentation spec; for a detection spec the list
     [class_logits (N, anchors, classes + 1), box_encodings (N, anchors, 4)], see ssdlite.py).
 
     ``batch_size=1`` gives the static shapes that converters (and the Edge TPU) want.
+    ``resize="lowered"`` builds a segmentation head's bilinear resizes from Edge TPU ops (see
+    ``tasks/segmentation/upsample.py``; the same function); other tasks have no resize and ignore it.
     """
     keras = _keras()
     layers, ops = keras.layers, keras.ops
@@ -120,7 +127,11 @@ def build_keras_model(spec: ArchitectureSpec, *, hswish: str = "fused", batch_si
     if spec.segmentation:
         from ..tasks.segmentation.lraspp import keras_head
 
-        return keras.Model(inp, keras_head(spec, low, x, conv_bn), name=spec.name)
+        return keras.Model(inp, keras_head(spec, low, x, conv_bn, resize=resize), name=spec.name)
+    if spec.head_plugin:
+        from .heads import head_module
+
+        return keras.Model(inp, head_module(spec).keras_head(spec, x, layers, act, lowered), name=spec.name)
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     if spec.head_hidden:
         x = layers.Dense(spec.head_hidden, name="head_fc1")(x)

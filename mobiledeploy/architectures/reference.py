@@ -18,6 +18,8 @@ def canonical_state(definition) -> dict[str, np.ndarray]:
 
     if definition.weights:
         state = read_weights(definition.path(definition.weights))
+        unused = unused_weights(definition.architecture_spec())
+        state = {k: v for k, v in state.items() if k not in unused}
         check_values(state, f"{definition.source_path}: weights")
         return state
     warnings.warn(
@@ -27,6 +29,16 @@ def canonical_state(definition) -> dict[str, np.ndarray]:
         stacklevel=2,
     )
     return state_dict_numpy(build_torch_model(definition.architecture_spec(), seed=definition.seed))
+
+
+def unused_weights(spec) -> frozenset[str]:
+    """Tensors a weights file may carry that this architecture leaves out: those its head plugin
+    drops (an embedder reads a classifier's file without the last layer). The bundle's canonical
+    file never holds them."""
+    from .heads import head_module
+
+    plugin = head_module(spec)
+    return frozenset(plugin.unused_weights(spec)) if plugin and hasattr(plugin, "unused_weights") else frozenset()
 
 
 def build_torch_reference(definition, state: dict[str, np.ndarray] | None = None):
@@ -91,6 +103,10 @@ def expected_shapes(spec) -> dict[str, tuple]:
         from ..tasks.segmentation.lraspp import head_shapes
 
         return {**shapes, **head_shapes(spec)}
+    if spec.head_plugin:
+        from .heads import head_module
+
+        return {**shapes, **head_module(spec).head_shapes(spec)}
     feat = spec.last_conv
     if spec.head_hidden:
         shapes["head.fc1.weight"] = (spec.head_hidden, feat)
@@ -129,6 +145,10 @@ def check_weights_file(definition) -> None:
         def __init__(self, s):
             self.shape = s
 
+    unused = unused_weights(definition.architecture_spec())
+    shapes = {k: v for k, v in shapes.items() if k not in unused}
+    dtypes = {k: v for k, v in dtypes.items() if k not in unused}
+
     check_state({k: _Shape(v) for k, v in shapes.items()}, expected_shapes(definition.architecture_spec()),
                 where)
     bad = next((k for k in sorted(dtypes) if dtypes[k] != "F32"), None)
@@ -137,4 +157,4 @@ def check_weights_file(definition) -> None:
                         "(convert with tensor.float() before saving)")
     from .weights import read_weights
 
-    check_values(read_weights(path), where)
+    check_values({k: v for k, v in read_weights(path).items() if k not in unused}, where)

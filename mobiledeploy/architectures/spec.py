@@ -23,10 +23,8 @@ each (the definition's ``conventions:``):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
-# the SSDLite head's option and resolved types live beside the head (ssdlite imports nothing from here)
-from ..tasks.detection.ssdlite import DetectionOptions, DetHead
 from .tail import halve_last_stage
 
 Activation = Literal["relu", "relu6", "hswish", "none"]
@@ -126,13 +124,9 @@ class ArchitectureSpec:
     # semantic segmentation: the LR-ASPP head replaces the pooled classifier (see lraspp.py)
     segmentation: SegHead | None = None
     # object detection: the SSDLite head replaces the pooled classifier (see ssdlite.py)
-    detection: DetHead | None = None
-
-    @property
-    def task(self) -> str:
-        if self.detection:
-            return "object-detection"
-        return "semantic-segmentation" if self.segmentation else "image-classification"
+    detection: Any = None  # DetHead (tasks/detection/ssdlite.py)
+    # a task's own head on the pooled features (``heads.py``): (module, option, ...) or None
+    head_plugin: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -363,7 +357,8 @@ def resolve(
     padding: str = "symmetric",
     channel_rounding: str = "torchvision",
     segmentation: SegmentationOptions | None = None,
-    detection: DetectionOptions | None = None,
+    detection: Any = None,  # DetectionOptions (tasks/detection/ssdlite.py): resolves itself
+    head_plugin: tuple[str, ...] | None = None,
 ) -> ArchitectureSpec:
     """Scale channels by the width multiplier, round them, and freeze the result.
 
@@ -375,11 +370,9 @@ def resolve(
     if segmentation is not None and detection is not None:
         raise ValueError("give segmentation or detection, not both")
     if detection is not None:
-        from ..tasks.detection.ssdlite import detection_backbone
-
         if padding != "symmetric":
             raise ValueError("the SSDLite head pads symmetrically; detection needs padding: symmetric")
-        raw = detection_backbone(raw, detection)
+        raw = detection.backbone(raw)
     if segmentation is not None:
         raw = segmentation_backbone(raw, segmentation)
     w = width_multiplier
@@ -407,10 +400,8 @@ def resolve(
     head_w = max(w, 1.0)
     det_head = None
     if detection is not None:  # no pooled classifier: the last conv is a width-scaled feature
-        from ..tasks.detection.ssdlite import resolve_detection
-
         last, hidden = ch(raw.last_conv), None
-        det_head = resolve_detection(raw.stem[2], tuple(blocks), last, resolution, w, detection)
+        det_head = detection.resolve(raw.stem[2], tuple(blocks), last, resolution, w)
     elif segmentation is not None:  # no pooled classifier: the last conv is a width-scaled feature
         last, hidden = ch(raw.last_conv), None
     elif raw.head_hidden is None:
@@ -442,6 +433,7 @@ def resolve(
         channel_rounding=channel_rounding,
         segmentation=seg_head,
         detection=det_head,
+        head_plugin=head_plugin,
     )
 
 
@@ -453,7 +445,8 @@ def preset(
     padding: str = "symmetric",
     channel_rounding: str = "torchvision",
     segmentation: SegmentationOptions | None = None,
-    detection: DetectionOptions | None = None,
+    detection: Any = None,  # DetectionOptions (tasks/detection/ssdlite.py): resolves itself
+    head_plugin: tuple[str, ...] | None = None,
 ) -> ArchitectureSpec:
     """A named preset at a width and resolution (with an LR-ASPP head when ``segmentation``
     is given, an SSDLite head when ``detection`` is). Unknown names list the valid ones."""
@@ -465,6 +458,6 @@ def preset(
     return resolve(
         PRESETS[name], name=name, width_multiplier=width_multiplier, num_classes=num_classes,
         resolution=res, padding=padding, channel_rounding=channel_rounding, segmentation=segmentation,
-        detection=detection,
+        detection=detection, head_plugin=head_plugin,
     )
 

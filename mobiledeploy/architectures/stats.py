@@ -78,6 +78,12 @@ def stage_table(spec: ArchitectureSpec) -> list[StageRow]:
 
         rows += [StageRow(inp, op, None, out, False, nl, s, m, p) for inp, op, out, s, nl, m, p in head_stats(spec)]
         return rows
+    if spec.head_plugin:
+        from .heads import head_module
+
+        rows += [StageRow(inp, op, None, out, False, nl, s, m, p)
+                 for inp, op, out, s, nl, m, p in head_module(spec).head_stats(spec, h, w)]
+        return rows
     rows.append(StageRow(f"{h}x{w}x{spec.last_conv}", "avg pool", None, spec.last_conv, False, "-", 1,
                          0, 0))
     c = spec.last_conv

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .spec import RawArchitecture
+from typing import Any
 
 
-def halve_last_stage(raw: RawArchitecture, field: str) -> tuple[list, int]:
+def halve_last_stage(raw: Any, field: str) -> tuple[list, int]:
     """The paper's reduced tail (segmentation and detection): the stage after the last stride-2
     block and the last conv get half the channels. ``(rows, last_conv)``; ``field`` names the
     definition section in the error."""

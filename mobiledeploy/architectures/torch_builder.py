@@ -6,6 +6,7 @@ are the canonical weight names; the Keras builder uses the same names with ``_``
 
 from __future__ import annotations
 
+from .heads import head_module
 from .spec import ArchitectureSpec, Block
 
 
@@ -129,6 +130,8 @@ def build_torch_model(spec: ArchitectureSpec, seed: int = 0):
                 from ..tasks.segmentation.lraspp import torch_head
 
                 self.head = torch_head(spec, ConvBN)
+            elif spec.head_plugin:
+                self.head = head_module(spec).torch_head(spec, nn, _act)
             else:
                 self.head = Head()
 

@@ -155,6 +155,12 @@ def sixth_folds(spec: ArchitectureSpec) -> dict[str, float]:
         for name, factor in head_folds(spec).items():
             fold(name, factor)
         return folds
+    if spec.head_plugin:
+        from .heads import head_module
+
+        for name, factor in head_module(spec).sixth_folds(spec).items():
+            fold(name, factor)
+        return folds
     nxt = "head.fc1.weight" if spec.head_hidden else "head.classifier.weight"
     if spec.last_activation == "hswish":
         fold(nxt, six)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..images import InputBatch
 from ..tolerance import Tolerance
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..definition import ModelDefinition
-    from ..targets import ResolvedTarget
+# The definition and a resolved target are what every hook receives; they are named here, not
+# imported: definition and targets import this module's registry (no cycle, not even for types).
+ModelDefinition = Any  # definition.ModelDefinition
+ResolvedTarget = Any  # targets.ResolvedTarget
 
 
 class Lowering(str, Enum):
@@ -38,6 +39,17 @@ class Lowering(str, Enum):
 
     hswish = "hswish"
     none = "none"
+
+
+class TFLiteLowering(str, Enum):
+    """TFLite / Edge TPU lowerings: ``Lowering``'s two, plus ``hswish+bilinear``, which also builds
+    a segmentation head's half-pixel bilinear resizes from ops the Edge TPU compiler maps
+    (``tasks/segmentation/upsample.py``: nearest 2x resizes, fixed 2x2 depthwise averages, slices and
+    concatenations; the same function). Tasks without a resize build what ``hswish`` builds."""
+
+    hswish = "hswish"
+    none = "none"
+    hswish_bilinear = "hswish+bilinear"
 
 
 class NoOptions(BaseModel):
@@ -63,9 +75,18 @@ class GraphVariant:
     """
 
     hswish: str = "fused"  # "fused" (one h-swish op) or "lowered" (ADD+RELU6, MUL; 1/6 folded)
+    # "builtin" (RESIZE_BILINEAR) or "lowered" (upsample.py); only segmentation heads resize
+    resize: str = "builtin"
 
     def as_dict(self) -> dict[str, str]:
-        return {"hswish": self.hswish}
+        return {"hswish": self.hswish, "resize": self.resize}
+
+    def for_definition(self, definition) -> GraphVariant:
+        """The variant as built for ``definition``: a model without resizes has no resize variant
+        (so targets differing only in it share one Keras model and export)."""
+        if self.resize != "builtin" and definition.architecture_spec().segmentation is None:
+            return GraphVariant(hswish=self.hswish)
+        return self
 
     @classmethod
     def from_dict(cls, data: dict | None) -> GraphVariant:
@@ -96,6 +117,7 @@ class ConvertContext:
         (each variant is built once per context)."""
         from ..architectures.reference import build_keras_reference
 
+        graph = graph.for_definition(self.definition)
         return self.memo(("keras", graph, batch_size), lambda: build_keras_reference(
             self.definition, batch_size=batch_size, **graph.as_dict()))
 
@@ -173,6 +195,8 @@ class Backend(ABC):
     byte_stable: ClassVar[bool] = True
     #: the Android app runtime that loads this backend's artifacts, or None
     app_runtime: ClassVar[str | None] = None
+    #: the tasks (``tasks.TASKS`` names) whose graphs this backend converts; None: every task
+    tasks: ClassVar[tuple[str, ...] | None] = None
     #: what ``bench`` calls the device the host latency is measured on
     bench_device: ClassVar[str] = "CPU"
     #: the reference twin the artifact is converted from: when the Keras twin disagrees with
@@ -188,7 +212,7 @@ class Backend(ABC):
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries that shape the artifact (part of the cache key)."""
-        from .._deps import version
+        from .._dist import version
 
         return {d: v for d in self.distributions if (v := version(d))}
 

@@ -69,7 +69,7 @@ def backend_modules(name: str) -> tuple[str, ...]:
 
 def missing(name: str) -> list[str]:
     """The backend's required import names that are not installed here."""
-    from .._deps import available
+    from .._dist import available
 
     return [m for m in backend_class(name).requires if not available(m)]
 

@@ -5,12 +5,24 @@ from __future__ import annotations
 import click
 
 
+def _runtime(ctx, param, value):
+    """An app runtime some registered backend names (checked before anything is read)."""
+    if value is None:
+        return value
+    from ..capabilities import app_runtimes
+
+    if value not in app_runtimes():
+        raise click.BadParameter(f"'{value}' is not an app runtime; allowed: {', '.join(app_runtimes())}")
+    return value
+
+
 @click.command(name="app")
 @click.argument("bundle_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help="Directory for the Gradle project (its generated files are replaced; others are kept).")
-@click.option("--runtime", type=click.Choice(["litert", "executorch"]), default=None,
-              help="On-device runtime (default: the definition's android.runtime).")
+@click.option("--runtime", default=None, metavar="RUNTIME", callback=_runtime,
+              help="On-device runtime, one the registered backends name (litert for TFLite, executorch for "
+                   ".pte; see mobiledeploy targets); default: the definition's android.runtime.")
 @click.option("--no-models", is_flag=True,
               help="Leave the model and golden images out (for a copy kept in git).")
 @click.option("--force", is_flag=True,

@@ -28,7 +28,7 @@ from ..bundle import (
 from ..digests import FileDigests, using
 from ..digests import file_sha as sha256_file
 from ..digests import path_sha as sha256_path
-from ..targets import ResolvedTarget, keras_tolerance, resolve_targets
+from ..targets import ResolvedTarget, all_targets, keras_tolerance, resolve_targets
 from . import keys
 from .graph import Cache, Step
 
@@ -133,7 +133,7 @@ def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> Bu
     out.mkdir(parents=True, exist_ok=True)
     with bundle_lock(out, opts.wait):
         digests.locked = True  # this build may write the bundle's state, digests included
-        clean_stale(out)
+        clean_stale(out, [t.artifact for t in all_targets().values()])
         run.cache = Cache(out, enabled=opts.cache)
         run.t_start = time.monotonic()
         try:
@@ -319,6 +319,13 @@ class _Run:
         if not self.opts.app:
             return
         out, d = self.out, self.d
+        from ..capabilities import serves_app, summary
+
+        if not serves_app(d.task.value):  # no app family for this task: said once, nothing rendered
+            self.record.add("app", "skipped", f"no app ({summary(d.task.value)})", 0.0)
+            self.result.explain.append(("app", "skipped", f"no Android app serves {d.task.value}"))
+            self.say(f"[bold]android[/] app: none for {d.task.value} (see mobiledeploy targets)")
+            return
         step = kind.step(self.inputs, self.manifest, out / "report" / "validation.json")
         with self.record.step(step.name) as rec:
             if not self.checked_step(step, rec):
@@ -347,17 +354,18 @@ class _Run:
 
 
 def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items) -> None:
-    from ..architectures.reference import canonical_state
+    from ..architectures.reference import canonical_state, unused_weights
     from ..architectures.weights import save_weights
     from ..images import write_image_list
 
     final = out / "model"
     tmp = tmp_path(out, final)
     tmp.mkdir(parents=True)
-    if weights_src:
+    if weights_src and not unused_weights(d.architecture_spec()):
         shutil.copy2(weights_src, tmp / weights_name)
-    else:
-        save_weights(canonical_state(d), tmp / weights_name, metadata={"seeded": str(d.seed)})
+    else:  # seeded, or the file's tensors the head leaves out dropped: the canonical file is exact
+        save_weights(canonical_state(d), tmp / weights_name,
+                     metadata={} if weights_src else {"seeded": str(d.seed)})
     (tmp / "labels.txt").write_text("".join(f"{x}\n" for x in labels), encoding="utf-8")
     write_image_list(tmp, "validation", labels, val_items)  # labels are data, never folder names
     masks = keys.mask_files(d, "validation", val_items)

@@ -8,16 +8,13 @@ import json
 import os
 from pathlib import Path
 
-# task -> (quality against labels, agreement with the reference): the validation row's metric keys
-QUALITY = {
-    "image-classification": ("top1_accuracy", "top1_agreement"),
-    "semantic-segmentation": ("miou", "pixel_agreement"),
-    "object-detection": ("map50", "box_recall"),
-}
-
 
 def quality_keys(task: str) -> tuple[str, str]:
-    return QUALITY.get(task, QUALITY["image-classification"])
+    """(quality against labels, agreement with the reference): the validation row's metric keys
+    the task ranks by (``Task.quality_keys``)."""
+    from ..tasks import get_task
+
+    return get_task(task).quality_keys
 
 
 def _quality(row: dict) -> float | None:

@@ -21,7 +21,11 @@ TASKS: dict[str, str] = {
     "image-classification": "mobiledeploy.tasks.classification.task:Classification",
     "semantic-segmentation": "mobiledeploy.tasks.segmentation.task:Segmentation",
     "object-detection": "mobiledeploy.tasks.detection.task:Detection",
+    "image-embedding": "mobiledeploy.tasks.embedding.task:Embedding",
 }
+
+#: the task of a definition that names none
+DEFAULT_TASK = "image-classification"
 
 _cache: dict[str, Task] = {}
 
@@ -30,7 +34,7 @@ def task_name(value) -> str:
     """A task name from a definition, a ``Task`` enum value or a string."""
     if hasattr(value, "task"):
         value = value.task
-    return getattr(value, "value", value) or "image-classification"
+    return getattr(value, "value", value) or DEFAULT_TASK
 
 
 def task_modules(value) -> tuple[str, ...]:
@@ -60,4 +64,9 @@ def get_task(value) -> Task:
     return _cache[name]
 
 
-__all__ = ["TASKS", "Task", "get_task", "task_modules", "task_name"]
+def all_tasks() -> list[Task]:
+    """Every registered task, in registration order."""
+    return [get_task(name) for name in TASKS]
+
+
+__all__ = ["DEFAULT_TASK", "TASKS", "Task", "all_tasks", "get_task", "task_modules", "task_name"]

@@ -24,6 +24,10 @@ class Task:
     name: ClassVar[str] = ""
     #: names of the model's outputs, in order (artifact metadata, the app, localisation)
     output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    #: what the output holds, for converters that name and describe it: "scores" (a vector in the
+    #: labels' order), "dense" (per-pixel scores in the labels' order), "heads" (a detector's raw
+    #: heads) or "vector" (a feature vector whose axis is not the labels)
+    output_kind: ClassVar[str] = "scores"
     #: the Android template family (``templates/android/<family>``-specific files) and labels
     app_family: ClassVar[str] = "classifier"
     #: one score vector per image: converters may add their classifier heads and metadata
@@ -38,6 +42,41 @@ class Task:
     tolerances: ClassVar[dict[str, Tolerance]] = {}
     #: the Keras twin's limits for this task (over the built-in ones)
     keras_tolerance: ClassVar[Tolerance] = Tolerance()
+    #: the definition's ``architecture.<head_field>`` section configuring this task's head (None:
+    #: the task takes no head options); its schema is ``head_section()``
+    head_field: ClassVar[str | None] = None
+    #: the head replaces the pooled classifier (``architecture.head`` is then refused), and its name
+    replaces_classifier_head: ClassVar[bool] = False
+    head_title: ClassVar[str] = ""
+    #: fields of the calibration/validation sources that hold this task's truth files
+    truth_fields: ClassVar[tuple[str, ...]] = ()
+    #: a row's truth is its images' labels (sub-folder names or list-file labels)
+    labels_are_truth: ClassVar[bool] = True
+    #: (quality against the labels, agreement with the reference): the row's metric keys a sweep
+    #: ranks variants by
+    quality_keys: ClassVar[tuple[str, str]] = ("top1_accuracy", "top1_agreement")
+    #: the app runtimes whose generated app serves this task (None: every one; empty: no app)
+    app_runtimes: ClassVar[tuple[str, ...] | None] = None
+    #: how the task is named in tables and messages
+    title: ClassVar[str] = ""
+
+    # ---- definition ------------------------------------------------------------------------
+    def head_section(self):
+        """The pydantic model of ``architecture.<head_field>`` (None without a head section)."""
+        return None
+
+    def check_definition(self, definition) -> None:
+        """Raise ValueError (one line, naming the field) for what this task refuses in a definition
+        that the schema alone allows."""
+
+    def check_truth_files(self, definition, field: str, images: list) -> None:
+        """Check the truth files ``field`` (calibration/validation) names for ``images`` before
+        anything is built (a one-line DefinitionError naming the file); nothing by default."""
+
+    def spec_options(self, section) -> dict[str, Any]:
+        """Keyword arguments for ``architectures.spec.preset``/``resolve`` from the head section
+        (None when the definition has none: the task's defaults)."""
+        return {}
 
     # ---- outputs -------------------------------------------------------------------------
     def output_shape(self, spec) -> tuple[int, ...]:
@@ -73,6 +112,13 @@ class Task:
         diff = np.abs(ref - out).reshape(len(ref), -1)
         return {"per_sample_max_abs": [float(v) for v in diff.max(1)]}
 
+    def sidecar_outputs(self, definition) -> dict[str, Any]:
+        """The ExecuTorch sidecar's description of the outputs (an app reads it beside the .pte)."""
+        shape = [1, *self.output_shape(definition.architecture_spec())]
+        return {"output": {"name": self.output_names[0], "dtype": "float32", "shape": shape,
+                           "meaning": self.output_description(definition.num_classes, "the labels")},
+                **self.manifest_facts(definition)}
+
     def manifest_facts(self, definition) -> dict[str, Any]:
         """What the manifest (and the ExecuTorch sidecar) records for this task beside the
         artifacts, e.g. a detector's decoding spec; empty by default."""
@@ -89,8 +135,19 @@ class Task:
         keys the bundle's definition adds to its ``which`` source."""
         return {}
 
-    #: metrics this task's rows never have: a backend's default limits on them are dropped
-    unmeasured: ClassVar[frozenset[str]] = frozenset({"pixel_agreement", "miou_vs_reference", "miou_drop"})
+    #: metrics of the shared limits (``Tolerance``'s own fields) this task's rows never have: a
+    #: backend's default limits on them are dropped, as are limits other tasks registered
+    unmeasured: ClassVar[frozenset[str]] = frozenset()
+
+    def labelled_count(self, truth, batch) -> int:
+        """How many validation images carry labelled truth."""
+        if self.labels_are_truth:
+            return sum(lab is not None for lab in batch.labels)
+        return len(truth) if truth is not None else 0
+
+    def report_reference(self, ref, ref_metrics: dict) -> dict[str, Any]:
+        """What the report keeps of the reference's outputs (the views it draws read them)."""
+        return {"reference_metrics": ref_metrics}
 
     def tolerance(self, precision: str) -> Tolerance:
         """This task's limits for ``precision`` (laid over the backend's defaults)."""
@@ -99,10 +156,10 @@ class Task:
     def backend_defaults(self, tolerance: Tolerance) -> Tolerance:
         """A backend's default limits without those on metrics this task never measures (a
         classifier's top-1 limits mean nothing to a mask). Profiles and definitions are kept."""
-        from ..tolerance import LIMITS
+        from ..tolerance import LIMITS, OWNER
 
         return Tolerance(**{k: v for k, v in tolerance.set_values().items()
-                            if LIMITS[k][0] not in self.unmeasured})
+                            if OWNER.get(k, self.name) == self.name and LIMITS[k][0] not in self.unmeasured})
 
     # ---- report --------------------------------------------------------------------------
     def report_section(self, report: dict, manifest: dict) -> str:

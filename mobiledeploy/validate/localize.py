@@ -64,7 +64,8 @@ def module_points(model) -> list[tuple[str, set[str]]]:
         # resize convention fault first shows at head.high (the resize feeds it)
         points += [("head.cbr", conv_bn("head.cbr")), ("head.scale", {"head_scale"}),
                    ("head.low", {"head_low"}), ("head.high", {"head_high"}),
-                   ("head", {"head_resize", OUTPUT})]
+                   # the lowered final resize (tasks/segmentation/upsample.py) ends in its crop
+                   ("head", {"head_resize", "head_resize_crop", OUTPUT})]
         return points
     points.append(("head", {"head_classifier", OUTPUT}))
     return points

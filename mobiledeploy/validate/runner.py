@@ -51,10 +51,10 @@ def _finish(row: dict, ref: np.ndarray, out: np.ndarray, batch, ref_metrics, tas
     ``ref_metrics`` is the reference row's metrics (its scores against the truth); classification
     callers may still pass the reference's top-1 accuracy alone (a float or None).
     """
-    from ..tasks import get_task
+    from ..tasks import DEFAULT_TASK, get_task
 
-    task = task or get_task("image-classification")
-    if truth is None and task.name == "image-classification":
+    task = task or get_task(DEFAULT_TASK)
+    if truth is None and task.labels_are_truth:
         truth = batch.labels
     if not isinstance(ref_metrics, dict):
         ref_metrics = {"top1_accuracy": ref_metrics}
@@ -269,8 +269,7 @@ class Validation:
             "reference": "pytorch",
             "samples": len(batch),
             "task": task.name,
-            "labelled": (len(truth) if truth is not None else 0) if task.name != "image-classification"
-            else sum(lab is not None for lab in batch.labels),
+            "labelled": task.labelled_count(truth, batch),
             "status": status,
             "passed": sum(r["status"] == "pass" for r in judged),
             "failed": sum(r["status"] == "fail" for r in rows),
@@ -282,10 +281,7 @@ class Validation:
                        "labels": batch.labels},
             "results": rows,
         }
-        if task.name == "image-classification":
-            report["reference_top1"] = [int(v) for v in ref.argmax(1)]
-        else:  # what the report's worst-image views draw: the reference's class ids per image
-            report["reference_metrics"] = self.ref_metrics
+        report.update(task.report_reference(ref, self.ref_metrics))  # what the report's views draw
         if self.write:
             write_report(bundle, report, manifest, json_path)
         elif json_path:

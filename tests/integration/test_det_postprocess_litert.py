@@ -8,11 +8,15 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
-from mobiledeploy.architectures.spec import DetectionOptions, preset  # noqa: E402
+from mobiledeploy.architectures.spec import preset  # noqa: E402
 from mobiledeploy.backends.tflite.detection_postprocess import OP, postprocess_fn, saved_model_to_tflite  # noqa: E402
 from mobiledeploy.backends.tflite.reader import parse  # noqa: E402
 from mobiledeploy.tasks.detection.decode import postprocess  # noqa: E402
-from mobiledeploy.tasks.detection.ssdlite import anchors, decoding_spec  # noqa: E402
+from mobiledeploy.tasks.detection.ssdlite import (  # noqa: E402
+    DetectionOptions,  # noqa: E402
+    anchors,
+    decoding_spec,
+)
 
 SPEC = preset("mobilenet_v3_small", 1.0, 10, 160, detection=DetectionOptions())
 

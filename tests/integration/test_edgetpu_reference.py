@@ -157,3 +157,27 @@ def test_op_versions_the_last_compiler_refuses(ref):
     rep = predict(newer)
     assert rep["parse_errors"] == ["Didn't find op for builtin opcode 'CONV_2D' version '6'"]
     assert any("cannot parse" in w for w in rep["warnings"])
+
+
+def test_resize_limits_rest_on_cited_observations(ref):
+    """The x33 bilinear upsampling Coral's DeepLab keeps on the CPU is refused with its evidence
+    named; an x8 one (no public log between x2 and x33) is predicted mapped and reported as a
+    guess; an x2 one (logged mapped) is not a guess."""
+    import dataclasses
+
+    from mobiledeploy.backends.edgetpu.analysis import GUESSES, MAPPED, UNSPECIFIED, check_op, predict
+
+    model = read_tflite(ref / "deeplabv3_mnv2_pascal_quant.tflite")
+    sg = model.main
+    first = predict(model)["first_cpu_op"]
+    assert first["op"] == "RESIZE_BILINEAR" and first["status"] == UNSPECIFIED
+    assert "x33" in first["reason"] and "DeepLab" in first["reason"]
+    x1 = next(op for op in sg.operators if op.op == "RESIZE_BILINEAR"
+              and sg.tensors[op.inputs[0]].shape == sg.tensors[op.outputs[0]].shape)
+    for factor, guessed in ((8, True), (2, False)):
+        out = sg.tensors[x1.outputs[0]]
+        bigger = dataclasses.replace(out, shape=[1, 33 * factor, 33 * factor, out.shape[3]])
+        g = dataclasses.replace(sg, tensors=[bigger if i == x1.outputs[0] else t for i, t in enumerate(sg.tensors)])
+        assert check_op(x1, g)[0] == MAPPED
+        note = GUESSES[x1.op](x1, g)
+        assert bool(note) is guessed and (not note or "a guess" in note)

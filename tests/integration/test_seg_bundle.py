@@ -76,16 +76,21 @@ def test_every_row_is_judged_on_masks(seg_bundle):
     assert len(list((seg_bundle / "model" / "masks" / "validation").glob("*.png"))) == 24
 
 
-def test_edgetpu_analysis_names_each_cpu_op_with_its_reason(seg_bundle):
+def test_edgetpu_artifact_is_one_accelerator_graph(seg_bundle):
+    """With the default ``lowering: hswish+bilinear`` the half-pixel resizes are built from ops the
+    compiler maps (issue 30): every op is predicted on the Edge TPU, in one subgraph, with no
+    guessed mapping; the stock half-pixel RESIZE_BILINEAR (version 3) is gone."""
     rep = json.loads((seg_bundle / "edgetpu" / "edgetpu.json").read_text())
     rep = rep.get("analysis", rep)
-    cpu = rep["cpu_ops"]
-    assert cpu and all(c["reason"] for c in cpu)
-    resizes = [c for c in cpu if c["op"] == "RESIZE_BILINEAR"]
-    assert resizes and all(c["status"] == "Operation version not supported" for c in resizes)
-    assert rep["first_cpu_op"]["op"] == "RESIZE_BILINEAR"
-    # everything before the head's first resize maps: the backbone is whole on the Edge TPU
-    assert rep["edgetpu_ops"] == rep["first_cpu_op"]["index"] or rep["edgetpu_ops"] >= rep["ops_total"] - len(cpu)
+    assert rep["cpu_ops"] == [] and rep["first_cpu_op"] is None, rep["cpu_ops"]
+    assert rep["edgetpu_ops"] == rep["ops_total"] and rep["edgetpu_subgraphs"] == 1
+    ops = {row["operator"] for row in rep["summary"]}
+    assert "RESIZE_BILINEAR" not in ops and {"RESIZE_NEAREST_NEIGHBOR", "DEPTHWISE_CONV_2D"} <= ops
+    assert rep["guesses"] == []
+    manifest = json.loads((seg_bundle / "manifest.json").read_text())
+    art = next(a for a in manifest["artifacts"] if a["target"] == "edgetpu")
+    assert art["graph"] == {"hswish": "lowered", "resize": "lowered"}
+    assert art["options"]["lowering"] == "hswish+bilinear"
 
 
 def _align_corners_tflite(bundle: Path) -> bytes:

@@ -11,9 +11,10 @@ pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from mobiledeploy.architectures.keras_builder import build_keras_model  # noqa: E402
-from mobiledeploy.architectures.spec import PRESETS, DetectionOptions, preset  # noqa: E402
+from mobiledeploy.architectures.spec import PRESETS, preset  # noqa: E402
 from mobiledeploy.architectures.torch_builder import build_torch_model, recalibrate_bn  # noqa: E402
 from mobiledeploy.architectures.weights import load_keras_weights, state_dict_numpy  # noqa: E402
+from mobiledeploy.tasks.detection.ssdlite import DetectionOptions  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 DET_EXAMPLE = ROOT / "examples" / "shapes_det"

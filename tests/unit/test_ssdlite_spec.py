@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from mobiledeploy.architectures.reference import expected_shapes
-from mobiledeploy.architectures.spec import PRESETS, DetectionOptions, preset
+from mobiledeploy.architectures.spec import PRESETS, preset
 from mobiledeploy.architectures.stats import stage_table, totals
 from mobiledeploy.definition import load_definition
 from mobiledeploy.errors import DefinitionError, UserError
-from mobiledeploy.tasks.detection.ssdlite import anchors, decoding_spec
+from mobiledeploy.tasks.detection.ssdlite import DetectionOptions, anchors, decoding_spec
 from tests.conftest import ROOT
 
 DET_EXAMPLE = ROOT / "examples" / "shapes_det"
@@ -38,7 +38,7 @@ def test_large_head_taps_the_paper_layers():
     assert det.feature_sizes == ((20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1))
     assert det.anchors_per_location == (3, 6, 6, 6, 6, 6)
     assert det.num_anchors == 400 * 3 + (100 + 25 + 9 + 4 + 1) * 6 == 2034
-    assert spec.task == "object-detection"
+    assert spec.detection is not None
 
 
 def test_default_extras_stop_at_one_pixel_and_explicit_ones_are_kept():
@@ -128,7 +128,7 @@ def _write(tmp_path, data):
 def test_the_shipped_definition_resolves_to_the_ssdlite_head():
     d = load_definition(DET_EXAMPLE / "shapes_det.yaml", check_files=False)
     spec = d.architecture_spec()
-    assert spec.task == "object-detection" and spec.num_classes == 10
+    assert spec.detection is not None and spec.num_classes == 10
     assert spec.detection.extras == (256, 128, 128)
     assert spec.detection.options.aspect_ratios[-1] == pytest.approx(1 / 3, abs=1e-4)
 

@@ -65,6 +65,9 @@ def convert_torch_to_mlpackage(
     fields: dict[str, Any] | None = None,
     classifier: bool = True,
     detector: bool = False,
+    per_label: bool = True,
+    output_name: str = LOGITS,
+    output_text: str | None = None,
 ) -> dict[str, Any]:
     """Convert an eval-mode ``module`` (normalised NCHW float -> logits) to an ML Program.
 
@@ -112,7 +115,7 @@ def convert_torch_to_mlpackage(
         y = wrapper(example)
         n_out = y[0].shape[-1] - 1 if detector else (y[0] if classifier else y).shape[1]
         traced = torch.jit.trace(wrapper, example)
-    if n_out != len(labels):
+    if per_label and n_out != len(labels):
         raise UserError(f"labels: {len(labels)} labels but the model has {n_out} outputs")
     # Name the two outputs so the classifier reads "probs" and "logits" stays a model output.
     # Inline first: the converter inlines submodule calls, which would drop names set on them.
@@ -131,7 +134,7 @@ def convert_torch_to_mlpackage(
     mlmodel = ct.convert(
         traced,
         inputs=[inp],
-        outputs=None if classifier or detector else [ct.TensorType(name=LOGITS)],
+        outputs=None if classifier or detector else [ct.TensorType(name=output_name)],
         classifier_config=ct.ClassifierConfig(list(labels), predicted_probabilities_output=PROBS)
         if classifier and not detector else None,
         convert_to="mlprogram",
@@ -149,12 +152,14 @@ def convert_torch_to_mlpackage(
             ct.utils.rename_feature(spec, old_name, new_name)
         mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir)
         names = [o.name for o in mlmodel.get_spec().description.output]
-    wanted = DETECTOR_OUTPUTS if detector else (LOGITS,)
+    wanted = DETECTOR_OUTPUTS if detector else (LOGITS if classifier else output_name,)
     if not set(wanted) <= set(names):  # pragma: no cover - a converter change; fail loudly, not silently
         raise RuntimeError(f"Core ML outputs {names} lack {wanted}")
     if detector:
         mlmodel.output_description[DETECTOR_OUTPUTS[0]] = "raw class logits per anchor (background first)"
         mlmodel.output_description[DETECTOR_OUTPUTS[1]] = "raw box encodings (ty, tx, th, tw) per anchor"
+    elif output_text is not None:
+        mlmodel.output_description[output_name] = output_text
     else:
         mlmodel.output_description[LOGITS] = "raw class scores (pre-softmax)" if classifier else \
             f"per-pixel raw class scores (1, {len(labels)}, {height}, {width}), pre-softmax"
@@ -175,7 +180,7 @@ def convert_torch_to_mlpackage(
         "minimum_deployment_target": minimum_deployment_target,
         "input": desc,
         "outputs": list(DETECTOR_OUTPUTS) if detector else
-        ["classLabel", "classLabel_probs", LOGITS] if classifier else [LOGITS],
+        ["classLabel", "classLabel_probs", LOGITS] if classifier else [output_name],
         "content_sha256": content_sha256(out),
         "note": NOT_BYTE_STABLE,
     }
@@ -223,7 +228,7 @@ class _MILRunner(Runner):
             raise SkipRun(str(exc)) from exc
         if all(k in out for k in DETECTOR_OUTPUTS):
             return tuple(np.asarray(out[k], dtype=np.float32) for k in DETECTOR_OUTPUTS)
-        y = np.asarray(out[LOGITS], dtype=np.float32)
+        y = np.asarray(out[LOGITS] if LOGITS in out else out[self.program.output_names[0]], dtype=np.float32)
         return y.reshape(len(batch), *y.shape[1:]) if y.ndim > 1 else y.reshape(len(batch), -1)
 
     def intermediates(self, batch: InputBatch) -> list[Tap]:
@@ -259,7 +264,8 @@ class _CoreMLRunner(Runner):
             if all(k in pred for k in DETECTOR_OUTPUTS):
                 rows.append(tuple(np.asarray(pred[k], np.float32) for k in DETECTOR_OUTPUTS))
                 continue
-            rows.append(np.asarray(pred[LOGITS]))
+            # a classifier's or dense task's "logits", else the program's one output (a vector task's)
+            rows.append(np.asarray(pred[LOGITS] if LOGITS in pred else next(iter(pred.values()))))
         if rows and isinstance(rows[0], tuple):
             return tuple(np.concatenate([r[k] for r in rows]) for k in range(len(rows[0])))
         return np.concatenate([r.reshape(1, *r.shape[1:]) if r.ndim > 1 else r.reshape(1, -1)
@@ -323,7 +329,11 @@ class CoreMLBackend(Backend):
             image_input=target.option("image_input"),
             classifier=task.is_classifier,
             fields=coreml_fields(d),
-            detector=task.name == "object-detection",
+            detector=task.output_kind == "heads",
+            per_label=task.output_kind != "vector",
+            output_name=task.output_names[0],
+            output_text=None if task.output_kind != "vector" else task.output_description(
+                len(d.labels_list()), "the labels"),
         )
 
     def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analysis import BAD_DTYPE, BAD_RANK, SECOND_SUBGRAPH, UNSPECIFIED
+from .analysis import BAD_DTYPE, BAD_RANK, BAD_VERSION, SECOND_SUBGRAPH, UNSPECIFIED
 
 MINIMALISTIC = ("mobilenet_v3_small_minimalistic", "mobilenet_v3_large_minimalistic")
 EDGETPU_PRESET = "mobilenet_edgetpu"
@@ -68,6 +68,16 @@ def advise(report: dict[str, Any]) -> dict[str, Any]:
             "set `lowering: hswish` on the int8/edgetpu target (rewrites x*relu6(x+3)/6 into "
             f"ADD with fused RELU6 + MUL, both mapped), or build the {_PRESETS} preset "
             "(ReLU only)")
+    half_pixel = [r for r in by_op.get("RESIZE_BILINEAR", []) if r["status"] == BAD_VERSION]
+    if half_pixel:
+        by_op["RESIZE_BILINEAR"] = [r for r in by_op["RESIZE_BILINEAR"] if r["status"] != BAD_VERSION]
+        add("resize_bilinear",
+            f"half-pixel bilinear resize (RESIZE_BILINEAR version 3) is refused by the compiler: "
+            f"{len(half_pixel)} op(s), the first at #{half_pixel[0]['index']}" + (f"; {cost}" if cost else ""),
+            "`lowering: hswish+bilinear` (the edgetpu default) builds power-of-two upsamplings "
+            "from nearest 2x resizes, fixed 2x2 depthwise averages, slices and concatenations (the "
+            "same function); it applies when the input height and width are multiples of the "
+            "segmentation output stride (LR-ASPP's factors are then powers of two)")
     gates = _se_gates(rows)
     se_cpu = [g for g in gates if not g["mapped"]]
     if se_cpu:

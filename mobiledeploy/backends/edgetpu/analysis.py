@@ -128,25 +128,68 @@ def _prelu(op: OpInfo, sg: SubgraphInfo) -> str | None:
     return None
 
 
-# "Depending on input/output size, this operation may not be mapped to the Edge TPU to avoid loss
-# in precision" (Coral's op table). Calibrated on the real compiler's DeepLab v3 output
-# (shared/edgetpu-reference): its 1x1 -> 33x33 image-pooling upsample falls back and cuts the
-# graph there, while resizes by the small factors of decoder heads map.
-MAX_RESIZE_FACTOR = 8
+# Resize size limits. Coral's op table gives none: "Depending on input/output size, this operation
+# may not be mapped to the Edge TPU to avoid loss in precision" (coral.ai/docs/edgetpu/models-intro,
+# ResizeBilinear and ResizeNearestNeighbor), and the compiler's rule is not public. What public
+# compiler output shows, and nothing more, is used here:
+#
+# * refused: RESIZE_BILINEAR 1x1 -> 33x33 (x33) in Coral's own DeepLab v3 (shared/edgetpu-reference:
+#   the compiled model keeps it on the CPU and cuts the graph there; the x1 and x15.5 resizes after
+#   it are on the CPU already as its dependants, so they say nothing about their factors);
+# * mapped: RESIZE_NEAREST_NEIGHBOR x2 (compiler 16.0: YOLOv5s at 224 with 7x7 -> 14x14 and
+#   14x14 -> 28x28 upsamplings, the log in jveitchmichaelis/edgetpu-yolo's README; YOLOv7-tiny,
+#   WongKinYiu/yolov7 #1672);
+#   RESIZE_BILINEAR x2 (64x64 -> 128x128, google-coral/edgetpu #31, where the same model at
+#   512x512 input, 256x256x32 -> 512x512, was refused by the compiler of the time, 2.0; a
+#   maintainer later pointed to an updated compiler without saying what changed).
+#
+# A factor at or above the refused one is predicted refused; a factor at or below the mapped one
+# is predicted mapped; anything between is predicted mapped and marked as a guess in the output.
+REFUSED_RESIZE_FACTOR = {"RESIZE_BILINEAR": 33.0}
+MAPPED_RESIZE_FACTOR = {"RESIZE_BILINEAR": 2.0, "RESIZE_NEAREST_NEIGHBOR": 2.0}
+_RESIZE_EVIDENCE = {
+    "RESIZE_BILINEAR": ("1x1 -> 33x33 refused in Coral's DeepLab v3 (shared/edgetpu-reference); x2 mapped "
+                        "(google-coral/edgetpu #31)"),
+    "RESIZE_NEAREST_NEIGHBOR": ("x2 mapped by compiler 16.0 (jveitchmichaelis/edgetpu-yolo README, "
+                                "WongKinYiu/yolov7 #1672)"),
+}
+
+
+def _resize_factor(op: OpInfo, sg: SubgraphInfo) -> float | None:
+    shape = _in_shape(op, sg)
+    out = list(sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []
+    if len(shape) == 4 and len(out) == 4 and all(d > 0 for d in shape[1:3]):
+        return max(out[1] / shape[1], out[2] / shape[2])
+    return None
 
 
 def _resize(op: OpInfo, sg: SubgraphInfo) -> str | None:
     shape = _in_shape(op, sg)
     if len(shape) == 4 and shape[0] > 1:
         return f"input {shape} is not a 3-dimensional tensor (documented limit)"
-    out = list(sg.tensors[op.outputs[0]].shape) if op.outputs and op.outputs[0] >= 0 else []
-    if len(shape) == 4 and len(out) == 4 and all(d > 0 for d in shape[1:3]):
-        factor = max(out[1] / shape[1], out[2] / shape[2])
-        if factor > MAX_RESIZE_FACTOR:
-            return (f"resize {shape[1]}x{shape[2]} -> {out[1]}x{out[2]} (x{factor:.3g}) exceeds the x"
-                    f"{MAX_RESIZE_FACTOR} the compiler maps without precision loss (size-dependent limit; "
-                    "seen in the compiler's DeepLab output)")
+    factor = _resize_factor(op, sg)
+    refused = REFUSED_RESIZE_FACTOR.get(op.op)
+    if factor is not None and refused is not None and factor >= refused:
+        out = sg.tensors[op.outputs[0]].shape
+        return (f"resize {shape[1]}x{shape[2]} -> {out[1]}x{out[2]} (x{factor:.3g}): the compiler refused "
+                f"x{refused:g} ({_RESIZE_EVIDENCE[op.op]}); size-dependent, to avoid precision loss")
     return None
+
+
+def _resize_guess(op: OpInfo, sg: SubgraphInfo) -> str | None:
+    factor = _resize_factor(op, sg)
+    mapped = MAPPED_RESIZE_FACTOR.get(op.op)
+    if factor is None or mapped is None or factor <= mapped:
+        return None
+    refused = REFUSED_RESIZE_FACTOR.get(op.op)
+    between = f"between x{mapped:g} (mapped) and x{refused:g} (refused)" if refused else \
+        f"above x{mapped:g} (the largest factor a public log shows mapped)"
+    return (f"{op.op} x{factor:.3g} predicted mapped, a guess: no public compiler log {between}; "
+            f"evidence: {_RESIZE_EVIDENCE[op.op]}")
+
+
+# mapped ops whose mapping no public document or log backs: their note is a guess, said so
+GUESSES: dict[str, Check] = {"RESIZE_BILINEAR": _resize_guess, "RESIZE_NEAREST_NEIGHBOR": _resize_guess}
 
 
 def _softmax(op: OpInfo, sg: SubgraphInfo) -> str | None:
@@ -202,6 +245,20 @@ SUPPORTED: dict[str, Check | None] = {
     "SUM": lambda op, sg: _reduce(op, sg, z_multiple_of_4=False),
     "SQUARED_DIFFERENCE": None, "TANH": None, "TRANSPOSE": None, "TRANSPOSE_CONV": None,
 }
+
+# The ops of the lowered bilinear upsampling (tasks/segmentation/upsample.py), as today's converter
+# writes them in int8, and what stands behind predicting them mapped:
+# * RESIZE_NEAREST_NEIGHBOR version 2 (legacy sampling, x2 only): Coral's table (3-D tensors;
+#   size-dependent, see the resize rules above); logged mapped at x2 by compiler 16.0
+#   (jveitchmichaelis/edgetpu-yolo README, WongKinYiu/yolov7 #1672; version 3, half-pixel, is refused);
+# * DEPTHWISE_CONV_2D version 3, 2x2 kernel, stride 1, VALID: the table's only limit is equal
+#   dilation in x and y; no kernel-size limit is documented and none is applied;
+# * STRIDED_SLICE version 2, strides 1, no ellipsis/new-axis mask: the table's limits (_strided_slice);
+#   logged mapped by compiler 16.0 in YOLOv5s (jveitchmichaelis/edgetpu-yolo README);
+# * CONCATENATION version 2, no constant input, no fused activation: the table's limits
+#   (_concatenation); logged mapped in the same YOLOv5s and YOLOv7-tiny logs.
+# No public log shows any of them refused at these versions, so no version limit is applied
+# (MAX_MAPPED_VERSION / MAX_PARSED_VERSION below hold the observed refusals only).
 
 # why well-known ops are missing from the table: named in the reason and used by advice
 _NOT_SUPPORTED_WHY = {
@@ -382,6 +439,7 @@ def predict(model: TFLiteModel) -> dict[str, Any]:
                         "one can map (control flow runs on the CPU)")
     cpu_tensors: dict[int, int] = {}  # tensor -> CPU op that produced it
     rows = []
+    guesses: list[dict] = []
     for op in sg.operators:
         status, reason = check_op(op, sg)
         if status == MAPPED:
@@ -392,12 +450,15 @@ def predict(model: TFLiteModel) -> dict[str, Any]:
                 reason = (f"depends on op #{src.index} {src.op}, which runs on the CPU; "
                           "the compiler builds one Edge TPU subgraph")
         on_cpu = status != MAPPED
+        guess = GUESSES[op.op](op, sg) if status == MAPPED and op.op in GUESSES else None
+        if guess:
+            guesses.append({"index": op.index, "op": op.op, "note": guess})
         if on_cpu and not _is_input_quantize(op, sg):
             cpu_tensors.update({o: op.index for o in op.outputs})
         rows.append({
             "index": op.index, "op": op.op, "status": status, "mapped": not on_cpu,
             "reason": reason, "macs": op_macs(op, sg), "kernel": _kernel(op, sg),
-            "activation": op.options.get("fused_activation_function"),
+            "activation": op.options.get("fused_activation_function"), "guess": guess,
             "inputs": [_t(sg, i).shape for i in op.inputs if _t(sg, i) is not None
                        and not _t(sg, i).is_constant],
             "outputs": [_t(sg, o).shape for o in op.outputs if _t(sg, o) is not None],
@@ -433,7 +494,8 @@ def predict(model: TFLiteModel) -> dict[str, Any]:
         "cpu_macs": sum(r["macs"] for r in cpu),
         "summary": summarize(rows),
         "ops": rows,
-        "warnings": warnings,
+        "warnings": warnings + [f"op #{g['index']} {g['note']}" for g in guesses],
+        "guesses": guesses,
         "parse_errors": unparsable,
     }
 

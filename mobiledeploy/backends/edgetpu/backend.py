@@ -12,14 +12,17 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel
 
 from ...tolerance import Tolerance
-from ..base import ConvertContext, GraphVariant, Lowering, Runner
-from ..tflite.backend import INT8_TOLERANCE, TFLiteBackend, TFLiteInt8Options, TFLiteRunner
+from ..base import ConvertContext, GraphVariant, Runner, TFLiteLowering
+from ..tflite.backend import INT8_TOLERANCE, TFLiteBackend, TFLiteInt8Options, TFLiteRunner, int8_graph
 
 
 class EdgeTPUOptions(TFLiteInt8Options):
     """The Edge TPU's int8 model: uint8 I/O, as Coral's examples and camera pipelines feed it."""
 
     io_dtype: Literal["int8", "uint8"] = "uint8"
+    # the compiler refuses half-pixel RESIZE_BILINEAR (version 3) and cuts a segmentation
+    # head there; the lowered resizes keep LR-ASPP in one Edge TPU graph
+    lowering: TFLiteLowering = TFLiteLowering.hswish_bilinear
 
 
 class EdgeTPUBackend(TFLiteBackend):
@@ -33,7 +36,7 @@ class EdgeTPUBackend(TFLiteBackend):
     convert_seconds: ClassVar[dict[str, float]] = {"int8": 4.0}  # tflite-int8's export, shared
 
     def graph(self, target) -> GraphVariant:
-        return GraphVariant(hswish="lowered" if target.option("lowering") == Lowering.hswish.value else "fused")
+        return int8_graph(target)
 
     def convert(self, ctx: ConvertContext, target, out: Path) -> dict[str, Any]:
         from . import analyze, compiler_command, find_compiler, format_log, run_compiler

@@ -24,6 +24,7 @@ from ..base import (
     Runner,
     SkipRun,
     Tap,
+    TFLiteLowering,
 )
 
 
@@ -191,11 +192,20 @@ def layers_of(tensor_name: str) -> set[str]:
     return layers
 
 
+def int8_graph(target) -> GraphVariant:
+    """The graph an int8 TFLite / Edge TPU target's ``lowering`` asks for."""
+    lowering = target.option("lowering")
+    return GraphVariant(
+        hswish="lowered" if lowering in (Lowering.hswish.value, TFLiteLowering.hswish_bilinear.value) else "fused",
+        resize="lowered" if lowering == TFLiteLowering.hswish_bilinear.value else "builtin")
+
+
 class TFLiteInt8Options(Int8Options):
     """int8 TFLite: I/O tensor type (apps and MediaPipe feed uint8; int8 for pipelines that need it)."""
 
     # uint8: MediaPipe Tasks and camera pipelines feed the pixel bytes (q = p, see tflite_metadata)
     io_dtype: Literal["int8", "uint8"] = "uint8"
+    lowering: TFLiteLowering = TFLiteLowering.hswish
 
 
 FLOAT_TOLERANCE = Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0, max_accuracy_drop=0.0)
@@ -346,13 +356,12 @@ class TFLiteBackend(Backend):
     bench_device = "CPU (LiteRT + XNNPACK)"
 
     def graph(self, target) -> GraphVariant:
-        lowered = target.precision == "int8" and target.option("lowering") == Lowering.hswish.value
-        return GraphVariant(hswish="lowered" if lowered else "fused")
+        return int8_graph(target) if target.precision == "int8" else GraphVariant()
 
     def convert(self, ctx: ConvertContext, target, out: Path) -> dict[str, Any]:
         from . import metadata as meta
 
-        graph = self.graph(target)
+        graph = self.graph(target).for_definition(ctx.definition)
         io_dtype = target.option("io_dtype", "int8") if target.precision == "int8" else "float32"
         # the artifact takes what its metadata can say (one mean/std over RGB pixels): see input_plan
         # targets with the same graph and input adapter share the wrapped model and its export

@@ -445,12 +445,14 @@ def metadata_for(definition, *, io_dtype: str = "float32", stats: tuple[list, li
         # float32, as the flatbuffer stores them, so that what is read back equals what was meant
         stats_min=_f32(stats[0]) if stats else [], stats_max=_f32(stats[1]) if stats else [],
     )
+    task = get_task(definition)
     scores = TensorInfo(
-        name="logits",
-        description=get_task(definition).output_description(len(labels), LABEL_FILE),
+        name=task.output_names[0],
+        description=task.output_description(len(labels), LABEL_FILE),
         content="feature",
+        # the labels name the output's last axis unless it is a feature vector
         associated_files=[AssociatedFile(LABEL_FILE, "class labels, one per line, in output order",
-                                         "TENSOR_AXIS_LABELS")],
+                                         "TENSOR_AXIS_LABELS")] if task.output_kind != "vector" else [],
     )
     return ModelInfo(
         name=definition.name, description=definition.description_text(), version=meta.version,
@@ -568,7 +570,10 @@ def check_against_definition(info: ModelInfo | None, files: dict[str, bytes], de
         bad.append(f"image size {got.image_size} != {exp.image_size}")
     label_files = [f.name for t in info.outputs for f in t.associated_files
                    if f.type in ("TENSOR_AXIS_LABELS", "TENSOR_VALUE_LABELS")]
-    if not label_files or label_files[0] not in files:
+    if not any(f.type in ("TENSOR_AXIS_LABELS", "TENSOR_VALUE_LABELS") for t in want.outputs
+               for f in t.associated_files):
+        pass  # a feature vector: no output is indexed by the labels
+    elif not label_files or label_files[0] not in files:
         bad.append("no labels file (TENSOR_AXIS_LABELS / TENSOR_VALUE_LABELS) in the model")
     elif files[label_files[0]] != labels_file(definition):
         bad.append(f"{label_files[0]} differs from the definition's labels")

@@ -11,6 +11,10 @@ class Classification(Task):
     name = "image-classification"
     output_names = ("logits",)
     app_family = "classifier"
+    title = "classification"
+
+    def report_reference(self, ref, ref_metrics):
+        return {"reference_top1": [int(v) for v in ref.argmax(1)]}
 
     def reference_metrics(self, ref, truth):
         from ...validate import metrics as M

@@ -63,6 +63,16 @@ class DetectionOptions:
     use_regular_nms: bool = False
     detections_per_class: int = 100
 
+    def backbone(self, raw: RawArchitecture) -> RawArchitecture:
+        """The backbone change these options ask for (``detection_backbone``)."""
+        return detection_backbone(raw, self)
+
+    def resolve(self, stem_stride: int, blocks: tuple[Block, ...], last_conv: int, resolution: tuple[int, int],
+                width: float) -> DetHead:
+        """The resolved head (``resolve_detection``): called by ``architectures.spec.resolve``, which
+        imports nothing of this module."""
+        return resolve_detection(stem_stride, blocks, last_conv, resolution, width, self)
+
 
 @dataclass(frozen=True)
 class DetHead:

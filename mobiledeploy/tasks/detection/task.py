@@ -21,9 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from ...tolerance import Tolerance
+from ...tolerance import Tolerance, register_limit
 from ..base import Task
 from .decode import RuntimeDetections
+
+NAME = "object-detection"
+
+register_limit(NAME, "min_box_recall", "box_recall", "min", 0, 1)
+register_limit(NAME, "min_box_precision", "box_precision", "min", 0, 1)
+register_limit(NAME, "min_matched_iou", "matched_iou", "min", 0, 1)
+register_limit(NAME, "max_score_abs", "score_max_abs", "max", 0, 1)
+register_limit(NAME, "max_map50_drop", "map50_drop", "max", 0, 1)
+register_limit(NAME, "min_decoder_recall", "decoder_recall", "min", 0, 1)
 
 FLOAT = Tolerance(min_box_recall=1.0, min_box_precision=1.0, min_matched_iou=0.99, max_score_abs=0.01,
                   max_map50_drop=0.005, min_decoder_recall=1.0)
@@ -68,7 +77,7 @@ class DetTruth:
 
 
 class Detection(Task):
-    name = "object-detection"
+    name = NAME
     is_classifier = False
     output_names = ("class_logits", "box_encodings")
     app_family = "detector"
@@ -76,8 +85,35 @@ class Detection(Task):
                ("matched_iou", "matched IoU"), ("map50", "mAP@0.5"))
     tolerances = {"fp32": FLOAT, "fp16": FP16, "int8": INT8}
     # a detector has no top-1 and no masks: the backends' classifier limits do not apply
-    unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop", "pixel_agreement",
-                            "miou_vs_reference", "miou_drop"})
+    unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop"})
+    title = "detection"
+    output_kind = "heads"
+    head_field = "detection"
+    head_title = "SSDLite head"
+    replaces_classifier_head = True
+    truth_fields = ("boxes",)
+    labels_are_truth = False
+    quality_keys = ("map50", "box_recall")
+
+    def check_truth_files(self, definition, field, images):
+        from .boxes import load_boxes
+
+        load_boxes(definition, field, images)  # every image has a well-formed boxes entry
+
+    def head_section(self):
+        from .section import DetectionSection
+
+        return DetectionSection
+
+    def spec_options(self, section):
+        from .section import DetectionSection
+
+        return {"detection": (section or DetectionSection()).options()}
+
+    def check_definition(self, definition):
+        if definition.conventions.padding.value != "symmetric":
+            raise ValueError("the SSDLite head pads symmetrically: object-detection needs conventions.padding: "
+                             "symmetric")
     keras_tolerance = Tolerance(min_box_recall=1.0, min_box_precision=1.0, min_matched_iou=0.999, max_score_abs=1e-3)
 
     def output_shape(self, spec):
@@ -109,6 +145,16 @@ class Detection(Task):
         spec = definition.architecture_spec()
         return DetTruth(anchors(spec), decoding_spec(spec), spec.num_classes,
                         load_boxes(definition, which, batch.files), definition.labels_list())
+
+    def sidecar_outputs(self, definition):
+        spec = definition.architecture_spec()
+        a, c = spec.detection.num_anchors, definition.num_classes
+        return {"outputs": [
+            {"name": "class_logits", "dtype": "float32", "shape": [1, a, c + 1],
+             "meaning": "raw class logits per anchor, background at index 0, then the labels in order"},
+            {"name": "box_encodings", "dtype": "float32", "shape": [1, a, 4],
+             "meaning": "raw (ty, tx, th, tw) per anchor; decode with the decoding spec"}],
+            **self.manifest_facts(definition)}
 
     def manifest_facts(self, definition):
         """The one decoding spec every runtime, the host validator and the app decode with, and

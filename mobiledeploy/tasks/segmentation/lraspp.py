@@ -108,8 +108,13 @@ def torch_head(spec: ArchitectureSpec, conv_bn):
     return LRASPP()
 
 
-def keras_head(spec: ArchitectureSpec, low, high, conv_bn):
-    """The head in Keras layers (NHWC), named ``head_*`` after the canonical tensors."""
+def keras_head(spec: ArchitectureSpec, low, high, conv_bn, resize: str = "builtin"):
+    """The head in Keras layers (NHWC), named ``head_*`` after the canonical tensors.
+
+    ``resize="lowered"`` builds each bilinear resize whose factor is a power of two from ops the
+    Edge TPU compiler maps (``upsample.upsample_bilinear_lowered``: the same function); other
+    factors keep the builtin resize.
+    """
     import keras
 
     layers = keras.layers
@@ -121,8 +126,22 @@ def keras_head(spec: ArchitectureSpec, low, high, conv_bn):
     s = layers.Activation("sigmoid", name="head_gate")(s)
     x = layers.Multiply(name="head_mul")([x, s])
     # half-pixel centres (tf.image.resize), as PyTorch's align_corners=False
-    x = layers.Resizing(int(low.shape[1]), int(low.shape[2]), interpolation="bilinear", name="head_up")(x)
+    x = _resize(x, int(low.shape[1]), int(low.shape[2]), "head_up", resize)
     x = layers.Conv2D(spec.num_classes, 1, name="head_high")(x)
     y = layers.Conv2D(spec.num_classes, 1, name="head_low")(low)
     y = layers.Add(name="head_add")([y, x])
-    return layers.Resizing(h, w, interpolation="bilinear", name="head_resize")(y)
+    return _resize(y, h, w, "head_resize", resize)
+
+
+def _resize(x, out_h: int, out_w: int, name: str, resize: str):
+    """Half-pixel bilinear resize of NHWC ``x``: Keras ``Resizing`` or, when asked and the factor
+    allows it, the lowered form (same function, Edge TPU ops)."""
+    import keras
+
+    from .upsample import lowerable, upsample_bilinear_lowered
+
+    if resize not in ("builtin", "lowered"):
+        raise ValueError(f"resize must be 'builtin' or 'lowered', not {resize!r}")
+    if resize == "lowered" and lowerable((int(x.shape[1]), int(x.shape[2])), (out_h, out_w)):
+        return upsample_bilinear_lowered(x, out_h, out_w, name)
+    return keras.layers.Resizing(out_h, out_w, interpolation="bilinear", name=name)(x)

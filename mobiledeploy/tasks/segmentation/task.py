@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...tolerance import Tolerance
+from ...tolerance import Tolerance, register_limit
 from ..base import Task
+
+NAME = "semantic-segmentation"
+
+register_limit(NAME, "min_pixel_agreement", "pixel_agreement", "min", 0, 1)
+register_limit(NAME, "min_miou_vs_reference", "miou_vs_reference", "min", 0, 1)
+register_limit(NAME, "max_miou_drop", "miou_drop", "max", 0, 1)
 
 # max_abs: a dense output has classes x H x W logits per image (180k here, against 10 for the
 # shapes classifier), and the largest of that many float32 rounding differences is ~1e-4 on its
@@ -23,7 +29,7 @@ INT8 = Tolerance(min_pixel_agreement=0.97, max_miou_drop=0.02)
 
 
 class Segmentation(Task):
-    name = "semantic-segmentation"
+    name = NAME
     output_names = ("logits",)
     app_family = "segmenter"
     is_classifier = False
@@ -32,6 +38,29 @@ class Segmentation(Task):
     tolerances = {"fp32": FLOAT, "fp16": HALF, "int8": INT8}
     keras_tolerance = Tolerance(min_pixel_agreement=0.999)
     unmeasured = frozenset({"top1_agreement", "top5_agreement", "accuracy_drop"})
+    title = "segmentation"
+    output_kind = "dense"
+    head_field = "segmentation"
+    head_title = "LR-ASPP head"
+    replaces_classifier_head = True
+    truth_fields = ("masks",)
+    labels_are_truth = False
+    quality_keys = ("miou", "pixel_agreement")
+
+    def check_truth_files(self, definition, field, images):
+        from .masks import probe_masks
+
+        probe_masks(definition, field, images)  # every mask decodes, at its image's size
+
+    def head_section(self):
+        from .section import SegmentationSection
+
+        return SegmentationSection
+
+    def spec_options(self, section):
+        from .section import SegmentationSection
+
+        return {"segmentation": (section or SegmentationSection()).options()}
 
     def output_shape(self, spec):
         return (spec.num_classes, *spec.resolution)
