@@ -51,6 +51,22 @@ def backend_class(name: str):
     return found
 
 
+def backend_modules(name: str) -> tuple[str, ...]:
+    """The modules a backend name loads: its class's module with the whole folder it lives in
+    (``backends/<name>/``, scripts run in another interpreter included, such as
+    ``tflite/mediapipe_runner.py``), and the same for every backend class it extends (the Edge
+    TPU backend is a TFLite one). Build keys hash them (``pipeline/keys.py``): the class is
+    loaded by name, so no import reaches these modules."""
+    from .._modules import folder_modules
+    from .base import Backend
+
+    found: dict[str, None] = {}
+    for klass in backend_class(name).__mro__:
+        if isinstance(klass, type) and issubclass(klass, Backend) and klass is not Backend:
+            found.update(dict.fromkeys(folder_modules(klass.__module__, __package__)))
+    return tuple(found)
+
+
 def missing(name: str) -> list[str]:
     """The backend's required import names that are not installed here."""
     from .._dist import available

@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
-from .._deps import version
 from ..backends.registry import backend_class, check, get_backend
 from ..bundle import (
     STATE_DIR,
@@ -30,13 +29,8 @@ from ..digests import FileDigests, using
 from ..digests import file_sha as sha256_file
 from ..digests import path_sha as sha256_path
 from ..targets import ResolvedTarget, all_targets, keras_tolerance, resolve_targets
-from .graph import Cache, Step, digest
-from .sources import source_digest
-
-# what the references and the validator run on: their versions are inputs of validation
-REFERENCE_TOOLCHAIN = ("torch", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pillow")
-# the definition's sections that do not shape an artifact (each is keyed where it matters)
-_NOT_ARTIFACT = ("targets", "android", "tolerances", "target_options", "validation", "calibration")
+from . import keys
+from .graph import Cache, Step
 
 
 @dataclass
@@ -113,54 +107,6 @@ class Reporter:
             self.console.print(msg)
 
 
-def _images_digest(d, which: str, truth: bool = True) -> str:
-    """Contents of the images a definition uses (relative names, labels, sha256): never their
-    absolute paths, so a moved project keeps its keys. ``truth``: with their masks and boxes
-    (what validation judges); int8 calibration reads the pixels only, so its keys leave them out
-    (an edited calibration mask rebuilt every int8 artifact for nothing)."""
-    from ..images import select_images
-    from ..tasks import get_task
-
-    src = getattr(d, which)
-    root = d.path(src.source)
-    items = select_images(d, which)
-    masks = (_mask_files(d, which, items) if truth else None) or [None] * len(items)
-    return digest([(p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name, lab, sha256_file(p),
-                    sha256_file(m) if m else None)
-                   for (p, lab), m in zip(items, masks, strict=True)]
-                  + ([get_task(d).truth_digest(d, which)] if truth else []))
-
-
-def _mask_files(d, which: str, items) -> list[Path] | None:
-    """The labelled mask of every selected image (segmentation), or None when the source names none."""
-    src = getattr(d, which)
-    if getattr(src, "masks", None) is None:
-        return None
-    from ..tasks.segmentation.masks import mask_path
-
-    source, masks = d.confined(src.source, f"{which}.source"), d.confined(src.masks, f"{which}.masks")
-    return [mask_path(p, source, masks) for p, _ in items]
-
-
-def _resolved_definition(d, weights_name: str) -> dict:
-    """The definition as the bundle keeps it: self-contained paths under model/."""
-    data = d.model_dump(mode="json", exclude={"base_dir", "source_path"})
-    data["weights"] = weights_name
-    data["labels"] = "labels.txt"
-    data["validation"] = {"source": "validation.txt", "max_images": None}
-    if d.validation.masks is not None:  # copied beside the images: model/masks/validation/00003.png
-        data["validation"]["masks"] = "masks"
-    # calibration images stay with the project; as written (relative), never an absolute path
-    data["calibration"] = {"source": d.calibration.source, "max_images": d.calibration.max_images}
-    if d.calibration.masks is not None:
-        data["calibration"]["masks"] = d.calibration.masks
-    return data
-
-
-def _toolchain(dists) -> dict[str, str]:
-    return {dist: v for dist in dists if (v := version(dist))}
-
-
 def build(definition_path: str, opts: BuildOptions) -> BuildResult:
     """Build the whole bundle for a definition into ``opts.out``.
 
@@ -182,175 +128,229 @@ def build(definition_path: str, opts: BuildOptions) -> BuildResult:
 
 
 def _build(definition_path: str, opts: BuildOptions, digests: FileDigests) -> BuildResult:
-    from ..definition import load_definition
-    from ..images import select_images
-
-    say = Reporter(opts.quiet)
-    d = load_definition(definition_path)
-    targets = resolve_targets(d, opts.targets)
-    if d.weights:  # weights that do not fit the architecture: refuse before writing anything
-        from ..architectures.reference import check_weights_file
-
-        check_weights_file(d)
-    out = Path(opts.out)
-    check_output_folder(out, opts.force)  # a user's folder is not a bundle: refused unless --force
-    if opts.app:
-        from ..app import check_output_dir
-
-        check_output_dir(out / "android", opts.force)  # a hand-written android/ is not ours
-    labels = d.labels_list()
-    val_items = select_images(d, "validation")
-    needs_calibration = any(t.precision == "int8" for t in targets)
-    calib_digest = _images_digest(d, "calibration", truth=False) if needs_calibration else None
-    for t in targets:  # the definition is sound; a missing extra is a user error before any write
-        check(t.backend)
-
+    run = _Run.checked(definition_path, opts)  # every refusal before anything is written
+    out = run.out
     out.mkdir(parents=True, exist_ok=True)
-    result = BuildResult(manifest={})
-    record = BuildRecord()
     with bundle_lock(out, opts.wait):
         digests.locked = True  # this build may write the bundle's state, digests included
         clean_stale(out, [t.artifact for t in all_targets().values()])
-        manifest_path = out / "manifest.json"
-        # the manifest goes only when the first new output is about to be written (a refusal
-        # or a crash before that leaves a good bundle whole): see each `if not fresh` below
-        cache = Cache(out, enabled=opts.cache)
-        t_start = time.monotonic()
-        labels_digest = digest(labels)
-        weights_src = d.path(d.weights) if d.weights else None
-        weights_name = f"{d.name}.safetensors"
-        resolved = _resolved_definition(d, weights_name)
-        shaping = digest({k: v for k, v in resolved.items() if k not in _NOT_ARTIFACT})
-        # the task's module is loaded by name (tasks.TASKS), so no import walk reaches it: it is
-        # an entry of every step's source key (it writes metadata text, bundles truth, judges rows)
-        from ..tasks import task_module
+        run.cache = Cache(out, enabled=opts.cache)
+        run.t_start = time.monotonic()
+        try:
+            for kind in keys.STEPS:  # model, convert, validate, app: each keys, skips or runs its steps
+                getattr(run, kind.kind)(kind)
+                run.record.phase(kind.kind)
+        finally:
+            if run.early is not None:
+                run.early.cancel()  # a no-op once finished
+        run.write_manifest()  # last: the bundle is whole
+    return run.result
 
-        task_src = task_module(d)
-        val_digest = _images_digest(d, "validation")
 
-        # -- model/: canonical weights, labels, validation images, resolved definition
-        model_step = Step("model", {
-            "definition": digest(resolved),
-            "weights": sha256_file(weights_src) if weights_src else f"seed:{d.seed}",
-            "labels": labels_digest,
-            "validation_images": val_digest,
-            "source": source_digest("mobiledeploy.pipeline.run", "mobiledeploy.architectures.reference",
-                                    task_src),
-        }, outputs=["model"])
-        with record.step(model_step.name) as rec:
-            fresh, why = cache.check(model_step)
-            rec.update(status="skipped" if fresh else "ran", why=why)
-            result.explain.append(("model", rec["status"], why))
-            if not fresh:
-                manifest_path.unlink(missing_ok=True)  # the bundle changes: no manifest until whole
-                _write_model_dir(out, d, weights_src, weights_name, labels, val_items)
-                cache.record(model_step)
-        weights_sha = sha256_file(out / "model" / weights_name)
-        record.phase("model")
+class _Run:
+    """One build, phase by phase. Each phase builds its steps' keys from their declarations
+    (``keys.py``), skips the fresh ones and runs the rest. The manifest goes when the first new
+    output is about to be written (``changing``): a refusal or a crash before that leaves a good
+    bundle whole."""
 
-        # -- conversions: each key holds every input that can change the artifact's bytes
-        steps: dict[str, tuple[Step, ResolvedTarget]] = {}
-        for t in targets:
-            rel = t.artifact_path(d.name)
-            cls = backend_class(t.backend)
-            inputs = {
-                "definition": shaping,  # name, task, input, architecture, seed, metadata ...
-                "labels": labels_digest,  # Core ML and the TFLite metadata embed the label text
-                "weights": weights_sha,
-                "target": digest({k: v for k, v in t.record().items() if k != "tolerance"}),
-                "options": json.dumps(t.options_dict(), sort_keys=True),
-                "toolchain": json.dumps(get_backend(t.backend).toolchain(), sort_keys=True),
-                "source": source_digest("mobiledeploy.pipeline.worker", cls.__module__, task_src),
-            }
-            if t.precision == "int8":
-                inputs["calibration"] = calib_digest
-            steps[t.name] = (Step(f"convert:{t.name}", inputs, outputs=[rel]), t)
+    def __init__(self, d, targets: list[ResolvedTarget], opts: BuildOptions, val_items, inputs: keys.BuildInputs):
+        self.d, self.targets, self.opts, self.val_items, self.inputs = d, targets, opts, val_items, inputs
+        self.out = Path(opts.out)
+        self.say = Reporter(opts.quiet)
+        self.result = BuildResult(manifest={})
+        self.record = BuildRecord()
+        self.cache: Cache | None = None
+        self.t_start = time.monotonic()
+        self.early = None  # validation beside the conversions (early.py), when it runs
+        self.twin_req: dict | None = None
+        self.steps: dict[str, tuple[Step, ResolvedTarget]] = {}  # target -> its conversion step
+        self.records: dict[str, dict] = {}  # target -> its manifest record, computed once
+        self.reference: dict = {}
+        self.manifest: dict = {}
+
+    @classmethod
+    def checked(cls, definition_path: str, opts: BuildOptions) -> _Run:
+        """The definition loaded and checked with everything the build reads before writing."""
+        from ..definition import load_definition
+        from ..images import select_images
+
+        d = load_definition(definition_path)
+        targets = resolve_targets(d, opts.targets)
+        if d.weights:  # weights that do not fit the architecture: refuse before writing anything
+            from ..architectures.reference import check_weights_file
+
+            check_weights_file(d)
+        check_output_folder(Path(opts.out), opts.force)  # a user's folder is not a bundle: refused unless --force
+        if opts.app:
+            from ..app import check_output_dir
+
+            check_output_dir(Path(opts.out) / "android", opts.force)  # a hand-written android/ is not ours
+        inputs = keys.BuildInputs(d)
+        inputs.labels  # noqa: B018 (unreadable labels, images or calibration: refused here, not half-way)
+        val_items = select_images(d, "validation")
+        if any(t.precision == "int8" for t in targets):
+            inputs.calibration_images  # noqa: B018
+        for t in targets:  # the definition is sound; a missing extra is a user error before any write
+            check(t.backend)
+        return cls(d, targets, opts, val_items, inputs)
+
+    def changing(self) -> None:
+        """The bundle changes: no manifest until it is whole again."""
+        (self.out / "manifest.json").unlink(missing_ok=True)
+
+    def checked_step(self, step: Step, rec: dict) -> bool:
+        """Whether ``step`` is fresh; its status and reason go to the record and --explain."""
+        fresh, why = self.cache.check(step)
+        rec.update(status="skipped" if fresh else "ran", why=why)
+        self.result.explain.append((step.name, rec["status"], why))
+        return fresh
+
+    def model(self, kind: keys.ModelStep) -> None:
+        """model/: canonical weights, labels, validation images, resolved definition."""
+        d, inputs, out = self.d, self.inputs, self.out
+        step = kind.step(inputs)
+        with self.record.step(step.name) as rec:
+            if not self.checked_step(step, rec):
+                self.changing()
+                weights_src = d.path(d.weights) if d.weights else None
+                _write_model_dir(out, d, weights_src, inputs.weights_name, d.labels_list(), self.val_items)
+                self.cache.record(step)
+        weights_sha = sha256_file(out / "model" / inputs.weights_name)
+        self.reference = {"weights": f"model/{inputs.weights_name}", "weights_sha256": weights_sha,
+                          # definition, labels, validation images: readers check it before use
+                          "model_sha256": sha256_path(out / "model"),
+                          "definition": "model/definition.yaml", "seeded_weights": d.weights is None,
+                          "keras_tolerance": keras_tolerance(d).set_values()}
+
+    def convert(self, kind: keys.ConvertStep) -> None:
+        """The artifacts: each key holds every input that can change its bytes."""
+        result, weights_sha = self.result, self.reference["weights_sha256"]
+        self.steps = {t.name: (kind.step(self.inputs, t, weights_sha), t) for t in self.targets}
         todo = []
-        for name, (step, t) in steps.items():
-            fresh, why = cache.check(step)
+        for name, (step, t) in self.steps.items():
+            fresh, why = self.cache.check(step)
             result.explain.append((step.name, "skipped" if fresh else "ran", why))
             if fresh:
                 result.skipped.append(name)
-                record.add(step.name, "skipped", why, 0.0)
+                self.record.add(step.name, "skipped", why, 0.0)
             else:
                 todo.append((step, t, why))
-        reference = {"weights": f"model/{weights_name}", "weights_sha256": weights_sha,
-                     # definition, labels, validation images: readers check it before use
-                     "model_sha256": sha256_path(out / "model"),
-                     "definition": "model/definition.yaml", "seeded_weights": d.weights is None,
-                     "keras_tolerance": keras_tolerance(d).set_values()}
-        early = twin_req = None
-        records: dict[str, dict] = {}  # target -> its manifest record, computed once
         if todo:
-            manifest_path.unlink(missing_ok=True)
-            say(f"[bold]converting[/] {len(todo)} target(s) with {opts.jobs} job(s): "
-                + ", ".join(t.name for _, t, _ in todo))
-            if opts.validate and opts.jobs >= 2:
-                # judge each artifact as soon as it exists, beside the remaining conversions
-                from .early import EarlyValidation
-                from .pool import worker_env
+            self.changing()
+            self.say(f"[bold]converting[/] {len(todo)} target(s) with {self.opts.jobs} job(s): "
+                     + ", ".join(t.name for _, t, _ in todo))
+            if self.opts.validate and self.opts.jobs >= 2:
+                self.start_early(todo)
+        _run_conversions(self.out, self.d, todo, self.opts, self.cache, result, self.say, self.record,
+                         on_installed=self.installed if self.early else None, twin=self.twin_req)
+        self.manifest = self.new_manifest()
 
-                twin = None
-                if any(backend_class(t.backend).built_from == "keras" for _, t, _ in todo):
-                    # the worker converting a TensorFlow target computes the twin's outputs
-                    twin = out / STATE_DIR / "tmp" / f"keras-twin-{os.getpid()}.npz"
-                    twin_req = {"path": str(twin), "bundle": str(out), "reference": reference,
-                                "samples": opts.samples}
-                early = EarlyValidation(out, reference, opts.samples, out / STATE_DIR / "logs",
-                                        worker_env(opts.jobs), twin=twin)
-                for name, (step, t) in steps.items():
-                    if name in result.skipped:
-                        early.artifact(records.setdefault(name, _artifact_record(out, step, t, cache)))
+    def start_early(self, todo) -> None:
+        """Judge each artifact as soon as it exists, beside the remaining conversions."""
+        from .early import EarlyValidation
+        from .pool import worker_env
 
-        def installed(name: str, art: dict) -> None:
-            records[name] = art
-            early.artifact(art)
+        out, twin = self.out, None
+        if any(backend_class(t.backend).built_from == "keras" for _, t, _ in todo):
+            # the worker converting a TensorFlow target computes the twin's outputs
+            twin = out / STATE_DIR / "tmp" / f"keras-twin-{os.getpid()}.npz"
+            self.twin_req = {"path": str(twin), "bundle": str(out), "reference": self.reference,
+                             "samples": self.opts.samples}
+        self.early = EarlyValidation(out, self.reference, self.opts.samples, out / STATE_DIR / "logs",
+                                     worker_env(self.opts.jobs), twin=twin)
+        for name, (step, t) in self.steps.items():
+            if name in self.result.skipped:
+                self.early.artifact(self.records.setdefault(name, _artifact_record(out, step, t, self.cache)))
 
+    def installed(self, name: str, art: dict) -> None:
+        self.records[name] = art
+        self.early.artifact(art)
+
+    def new_manifest(self) -> dict:
+        """The manifest's facts and artifact records (the resolved target, as built; once per build)."""
+        from ..tasks import get_task
+
+        d, result = self.d, self.result
+        artifacts = [self.records.get(name) or _artifact_record(self.out, step, t, self.cache)
+                     for name, (step, t) in self.steps.items() if name not in result.failed]
+        return {
+            "name": d.name,
+            "definition_sha256": d.sha256(),
+            "mobiledeploy_version": __version__,
+            "reference": self.reference,
+            "artifacts": artifacts,
+            "failed": [{"target": k, "reason": v} for k, v in result.failed.items()],
+            **get_task(d).manifest_facts(d),  # a detector: the one decoding spec
+        }
+
+    def validate(self, kind: keys.ValidateStep) -> None:
+        """report/: every artifact judged against the references on real images."""
+        if not self.opts.validate:
+            return
         try:
-            _run_conversions(out, d, todo, opts, cache, result, say, record,
-                             on_installed=installed if early else None,
-                             twin=twin_req if early is not None else None)
-            record.phase("convert")
-
-            # -- the manifest's artifact records: the resolved target, as built (once per build)
-            artifacts = [records.get(name) or _artifact_record(out, step, t, cache)
-                         for name, (step, t) in steps.items() if name not in result.failed]
-            from ..tasks import get_task
-
-            manifest = {
-                "name": d.name,
-                "definition_sha256": d.sha256(),
-                "mobiledeploy_version": __version__,
-                "reference": reference,
-                "artifacts": artifacts,
-                "failed": [{"target": k, "reason": v} for k, v in result.failed.items()],
-                **get_task(d).manifest_facts(d),  # a detector: the one decoding spec
-            }
-            inputs_common = {"labels": labels_digest, "validation_images": val_digest, "definition": shaping,
-                             "input": digest(d.input.model_dump(mode="json")),
-                             "task_source": source_digest(task_src)}
-            if opts.validate:
-                result.validation = _validate_step(out, manifest, cache, opts, result, say, record,
-                                                   inputs_common, early)
-                manifest["validation"] = {"status": result.validation["status"],
-                                          "report": "report/validation.json", "html": "report/index.html"}
+            self.result.validation = self.validation(kind.step(self.inputs, self.manifest, self.opts.samples))
         finally:
-            if early is not None:
-                early.cancel()  # a no-op once finished
-        record.phase("validate")
-        if opts.app:
-            app = _app_step(out, d, manifest, cache, result, say, record, inputs_common)
-            if app:
-                manifest["android"] = app
-        record.phase("app")
-        write_json_atomic(manifest_path, manifest)  # last: the bundle is whole
-        result.manifest = manifest
-        record.phase("manifest")
-        record.write(out, total=time.monotonic() - t_start)
-        ran = sum(st["status"] == "ran" for st in record.steps)
-        say(f"[bold]bundle[/] {out} written in {time.monotonic() - t_start:.1f}s "
-            f"({ran} step(s) ran, {len(result.skipped)} target(s) up to date)")
-    return result
+            if self.early is not None:
+                self.early.cancel()  # a no-op once finished
+        self.manifest["validation"] = {"status": self.result.validation["status"],
+                                       "report": "report/validation.json", "html": "report/index.html"}
+
+    def validation(self, step: Step) -> dict:
+        out, early, say = self.out, self.early, self.say
+        with self.record.step(step.name) as rec:
+            if self.checked_step(step, rec):
+                return json.loads((out / "report" / "validation.json").read_text())
+            self.changing()
+            say("[bold]validating[/] every artifact against the PyTorch reference on real images …")
+            report = early.finish(self.manifest) if early is not None else None
+            if report is not None:
+                for r in report["results"][1:]:
+                    say(f"  {r['target']}: {r['status']} {r['reason']}")
+                rec["early"] = sorted(early.sent)  # judged while conversions ran
+            else:
+                from ..validate.runner import validate_bundle  # imported only when validation runs
+
+                report = validate_bundle(out, manifest=self.manifest, samples=self.opts.samples, say=say)
+            self.cache.record(step)
+        return report
+
+    def app(self, kind: keys.AppStep) -> None:
+        """android/: the app project, quoting the validation's figures."""
+        if not self.opts.app:
+            return
+        out, d = self.out, self.d
+        from ..capabilities import serves_app, summary
+
+        if not serves_app(d.task.value):  # no app family for this task: said once, nothing rendered
+            self.record.add("app", "skipped", f"no app ({summary(d.task.value)})", 0.0)
+            self.result.explain.append(("app", "skipped", f"no Android app serves {d.task.value}"))
+            self.say(f"[bold]android[/] app: none for {d.task.value} (see mobiledeploy targets)")
+            return
+        step = kind.step(self.inputs, self.manifest, out / "report" / "validation.json")
+        with self.record.step(step.name) as rec:
+            if not self.checked_step(step, rec):
+                self.changing()
+                from ..app import context_from_artifacts, render_android_app  # only when the app is rendered
+
+                arts = {a["target"]: out / a["path"] for a in self.manifest["artifacts"]}
+                ctx = context_from_artifacts(d, arts, bundle_dir=out)
+                # checked before the build started (check_output_dir with --force): ours to write
+                render_android_app(ctx, out / "android", force=True)
+                self.cache.record(step, facts={"runtime": ctx.runtime, "model": ctx.model_target,
+                                               "application_id": ctx.application_id})
+                self.say(f"[bold]android[/] app generated in {out / 'android'} ({ctx.runtime}, {ctx.model_target})")
+        self.manifest["android"] = {"path": "android", **self.cache.facts("app")}
+
+    def write_manifest(self) -> None:
+        """The manifest, last: the bundle is whole; then the build's record."""
+        write_json_atomic(self.out / "manifest.json", self.manifest)
+        self.result.manifest = self.manifest
+        self.record.phase("manifest")
+        self.record.write(self.out, total=time.monotonic() - self.t_start)
+        ran = sum(st["status"] == "ran" for st in self.record.steps)
+        self.say(f"[bold]bundle[/] {self.out} written in {time.monotonic() - self.t_start:.1f}s "
+                 f"({ran} step(s) ran, {len(self.result.skipped)} target(s) up to date)")
+
 
 
 def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items) -> None:
@@ -368,14 +368,14 @@ def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items)
                      metadata={} if weights_src else {"seeded": str(d.seed)})
     (tmp / "labels.txt").write_text("".join(f"{x}\n" for x in labels), encoding="utf-8")
     write_image_list(tmp, "validation", labels, val_items)  # labels are data, never folder names
-    masks = _mask_files(d, "validation", val_items)
+    masks = keys.mask_files(d, "validation", val_items)
     if masks is not None:  # named as write_image_list names the images, so mask_path finds them
         (tmp / "masks" / "validation").mkdir(parents=True)
         for i, m in enumerate(masks):  # each one checked with the definition (masks.probe_masks)
             shutil.copyfile(m, tmp / "masks" / "validation" / f"{i:05d}.png")
     from ..tasks import get_task
 
-    resolved = _resolved_definition(d, weights_name)
+    resolved = keys.resolved_definition(d, weights_name)
     # the task's labelled truth (detection: boxes) travels with the copied images
     resolved["validation"].update(get_task(d).bundle_truth(d, "validation", val_items, tmp))
     (tmp / "definition.yaml").write_text(
@@ -481,94 +481,3 @@ def _run_conversions(out: Path, d, todo, opts: BuildOptions, cache: Cache, resul
             on_installed(t.name, _artifact_record(out, step, t, cache))
 
     Pool(opts.jobs, logs).run(jobs, started, finished)
-
-
-def _validate_step(out: Path, manifest: dict, cache: Cache, opts: BuildOptions, result: BuildResult, say,
-                   record: BuildRecord, common: dict, early=None) -> dict:
-    from ..backends.tflite.mediapipe import mediapipe_version
-
-    runs = {a["backend"] for a in manifest["artifacts"]}
-    step = Step("validate", {
-        **common,
-        "artifacts": digest([(a["target"], a["sha256"]) for a in manifest["artifacts"]]),
-        "failed": digest(manifest["failed"]),
-        "targets": digest([{k: a[k] for k in ("target", "backend", "precision", "options", "tolerance", "graph")}
-                           for a in manifest["artifacts"]]),
-        "keras_tolerance": digest(manifest["reference"]["keras_tolerance"]),
-        "weights": manifest["reference"]["weights_sha256"],
-        "samples": opts.samples,
-        # a newly installed (or removed) MediaPipe adds (or drops) the mediapipe:<target> rows
-        "mediapipe": mediapipe_version(),
-        # the runtimes that run the artifacts and the references they are compared with
-        "toolchain": json.dumps(_toolchain(REFERENCE_TOOLCHAIN) | {
-            k: v for a in manifest["artifacts"] for k, v in a["toolchain"].items()}, sort_keys=True),
-        # mediapipe_runner runs as a script in MediaPipe's venv: no import reaches it either
-        "source": source_digest("mobiledeploy.validate.runner", "mobiledeploy.backends.tflite.mediapipe_runner",
-                                "mobiledeploy.pipeline.early", *sorted(backend_class(b).__module__ for b in runs)),
-    }, outputs=["report/validation.json", "report/index.html"])
-    with record.step("validate") as rec:
-        fresh, why = cache.check(step)
-        rec.update(status="skipped" if fresh else "ran", why=why)
-        result.explain.append(("validate", rec["status"], why))
-        if fresh:
-            if early is not None:
-                early.cancel()
-            return json.loads((out / "report" / "validation.json").read_text())
-        (out / "manifest.json").unlink(missing_ok=True)  # the report changes: no manifest until whole
-        say("[bold]validating[/] every artifact against the PyTorch reference on real images …")
-        report = early.finish(manifest) if early is not None else None
-        if report is not None:
-            for r in report["results"][1:]:
-                say(f"  {r['target']}: {r['status']} {r['reason']}")
-            rec["early"] = sorted(early.sent)  # judged while conversions ran
-        else:
-            from ..validate.runner import validate_bundle  # imported only when validation runs
-
-            report = validate_bundle(out, manifest=manifest, samples=opts.samples, say=say)
-        cache.record(step)
-    return report
-
-
-def _app_step(out: Path, d, manifest: dict, cache: Cache, result: BuildResult, say, record: BuildRecord,
-              common: dict) -> dict:
-    report = out / "report" / "validation.json"
-    step = Step("app", {
-        **common,
-        "artifacts": digest([(a["target"], a["sha256"]) for a in manifest["artifacts"]]),
-        "android": digest(d.android.model_dump(mode="json")),
-        "report": sha256_file(report) if report.is_file() else None,  # the app quotes its figures
-        "templates": _templates_digest(),
-        "source": source_digest("mobiledeploy.app"),
-    }, outputs=["android"])
-    from ..capabilities import serves_app, summary
-
-    if not serves_app(d.task.value):  # no app family for this task: said once, nothing rendered
-        record.add("app", "skipped", f"no app ({summary(d.task.value)})", 0.0)
-        result.explain.append(("app", "skipped", f"no Android app serves {d.task.value}"))
-        say(f"[bold]android[/] app: none for {d.task.value} (see mobiledeploy targets)")
-        return {}
-    with record.step("app") as rec:
-        fresh, why = cache.check(step)
-        rec.update(status="skipped" if fresh else "ran", why=why)
-        result.explain.append(("app", rec["status"], why))
-        if not fresh:
-            (out / "manifest.json").unlink(missing_ok=True)
-            from ..app import context_from_artifacts, render_android_app  # only when the app is rendered
-
-            arts = {a["target"]: out / a["path"] for a in manifest["artifacts"]}
-            ctx = context_from_artifacts(d, arts, bundle_dir=out)
-            # checked before the build started (check_output_dir with --force): ours to write
-            render_android_app(ctx, out / "android", force=True)
-            cache.record(step, facts={"runtime": ctx.runtime, "model": ctx.model_target,
-                                      "application_id": ctx.application_id})
-            say(f"[bold]android[/] app generated in {out / 'android'} ({ctx.runtime}, {ctx.model_target})")
-    return {"path": "android", **cache.facts("app")}
-
-
-def _templates_digest() -> str:
-    from ..resources import resource_dir
-
-    root = resource_dir("templates") / "android"
-    if not root.is_dir():
-        return "none"
-    return digest([(p.relative_to(root).as_posix(), sha256_file(p)) for p in sorted(root.rglob("*")) if p.is_file()])

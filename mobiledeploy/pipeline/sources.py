@@ -3,8 +3,10 @@
 The version string alone would let a changed converter module reuse stale artifacts. A step's
 key holds the digest of the files of every ``mobiledeploy`` module its entry modules import,
 transitively, imports inside functions included (the code base imports heavy pieces lazily).
-Modules loaded by name at run time (a backend named in the registry) are entry modules of the
-steps that run them.
+Modules loaded by name at run time (a backend's or a task's, with their folders) are entry modules
+of the steps that run them, as the registries list them (``keys.py``). An entry module outside the
+package (a plugin backend's "package.module") is hashed too, by its file; its imports are followed
+into this package only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import sys
 from pathlib import Path
 
 _PKG = Path(__file__).resolve().parents[1]
@@ -99,6 +102,12 @@ def _parse_imports(path: Path, name: str) -> set[str]:
     return found
 
 
+def _plugin_file(name: str) -> Path | None:
+    """The source file of an imported module outside the package (a plugin the registry loaded)."""
+    file = getattr(sys.modules.get(name), "__file__", None)
+    return Path(file).resolve() if file and file.endswith(".py") else None
+
+
 @functools.cache
 def closure(*entry: str) -> tuple[Path, ...]:
     """Every source file the entry modules reach through imports, sorted."""
@@ -108,7 +117,7 @@ def closure(*entry: str) -> tuple[Path, ...]:
         name = todo.pop()
         if name in seen:
             continue
-        path = module_file(name)
+        path = module_file(name) or (_plugin_file(name) if name in entry else None)
         if path is None:
             continue
         seen[name] = path
@@ -126,5 +135,7 @@ def source_digest(*entry: str) -> str:
 
     h = hashlib.sha256()
     for p in closure(*entry):
-        h.update(p.relative_to(_PKG).as_posix().encode() + b"\0" + bytes.fromhex(file_sha(p)))
+        # by path inside the package (a moved checkout keeps its keys); a plugin's file by its name
+        rel = p.relative_to(_PKG).as_posix() if p.is_relative_to(_PKG) else f"plugin:{p.name}"
+        h.update(rel.encode() + b"\0" + bytes.fromhex(file_sha(p)))
     return h.hexdigest()

@@ -211,13 +211,11 @@ def _input_files(sweep: Sweep) -> dict[str, Path]:
 
 def _plan(sweep: Sweep, store: Store) -> Plan:
     from .._deps import version
-    from ..backends.registry import get_backend
     from ..bench import machine_info
     from ..bundle import sha256_file
     from ..pipeline.graph import digest
-    from ..pipeline.run import REFERENCE_TOOLCHAIN
+    from ..pipeline.keys import sweep_build_key
     from ..pipeline.sources import source_digest
-    from ..targets import get_target
 
     files = _input_files(sweep)
     shas = {rel: sha256_file(p) for rel, p in files.items()}
@@ -227,11 +225,7 @@ def _plan(sweep: Sweep, store: Store) -> Plan:
     machine = machine_info(spec.bench.threads)
     machine_id = {k: machine.get(k) for k in ("cpu", "cores", "isa_flags")}
     train_src = source_digest("mobiledeploy.sweep.steps", "mobiledeploy.demo.train")
-    from ..backends.tflite.mediapipe import mediapipe_version
-
-    mediapipe = mediapipe_version()  # adds (or drops) validation rows, as in the build's own key
     bench_src = source_digest("mobiledeploy.bench")
-    ref_tools = {d: v for d in REFERENCE_TOOLCHAIN if (v := version(d))}
     plan = Plan()
     for v in sweep.variants:
         data = v.data
@@ -256,18 +250,15 @@ def _plan(sweep: Sweep, store: Store) -> Plan:
             weights_ref = {"file": _rel(v, data["weights"])}
             weights_key = {"sha256": shas[weights_ref["file"]]}
         for t in v.targets:
-            prof = get_target(t)
             bdata = copy.deepcopy(data)
             bdata["targets"] = [t]
             bdata["target_options"] = {k: x for k, x in (data.get("target_options") or {}).items() if k == t}
             bdata["tolerances"] = {k: x for k, x in (data.get("tolerances") or {}).items()
                                    if k in (t, "reference-keras")}
             bdata.pop("weights", None)
-            key_def = {k: x for k, x in bdata.items() if k not in ("android",)}
-            key = digest({"kind": "build", "definition": key_def, "weights": weights_key, "data": pack,
-                          "samples": spec.samples, "target": t,
-                          "toolchain": {**ref_tools, **get_backend(prof.backend).toolchain()},
-                          "mediapipe": mediapipe, "source": build_source(v.definition, prof.backend)})
+            # the build's own step declarations (pipeline/keys.py): its sources, toolchains, target
+            key = sweep_build_key(v.definition, {k: x for k, x in bdata.items() if k != "android"}, t,
+                                  weights=weights_key, files=pack, samples=spec.samples)
             bench_key = digest({"kind": "bench", "build": key, "bench": spec.bench.model_dump(),
                                 "machine": machine_id, "source": bench_src})
             what = f"{v.id} x {t} ({v.label})"
@@ -278,25 +269,6 @@ def _plan(sweep: Sweep, store: Store) -> Plan:
             plan.cells.append({"variant": v.id, "target": t, "build": key, "bench": bench_key,
                                "train": (weights_ref or {}).get("train")})
     return plan
-
-
-def build_source(d, backend: str) -> str:
-    """The source digest of a sweep's build step: the sweep's step module and every entry module
-    the build's own steps declare (pipeline/run.py ``_build``: model, conversion, validation),
-    the task's module among them. The task modules are loaded by name (``tasks.TASKS``), so no
-    import walk from the pipeline reaches them (nor their metrics modules); they set limits,
-    metrics and metadata bytes, so an edit to one must rebuild."""
-    from ..backends.registry import backend_class
-    from ..pipeline.sources import source_digest
-    from ..tasks import task_module
-
-    return source_digest("mobiledeploy.sweep.steps",
-                         # model/ and conversions (run.py's model_step and convert:<target> keys)
-                         "mobiledeploy.pipeline.run", "mobiledeploy.architectures.reference",
-                         "mobiledeploy.pipeline.worker", backend_class(backend).__module__, task_module(d),
-                         # validation (run.py's _validate_step key)
-                         "mobiledeploy.validate.runner", "mobiledeploy.backends.tflite.mediapipe_runner",
-                         "mobiledeploy.pipeline.early")
 
 
 def _rel(v, name: str) -> str:

@@ -37,10 +37,18 @@ def task_name(value) -> str:
     return getattr(value, "value", value) or DEFAULT_TASK
 
 
-def task_module(value) -> str:
-    """The module defining the task of ``value`` (build keys hash it: it is loaded by name)."""
-    name = task_name(value)
-    return TASKS[name].partition(":")[0] if name in TASKS else __name__
+def task_modules(value) -> tuple[str, ...]:
+    """The modules the task of ``value`` loads: its class's module with its whole task folder
+    (``tasks/<name>/``: head, truth files, metrics, decoding, report), and the same for every task
+    class it extends. Build keys hash them (``pipeline/keys.py``): the class is loaded by name,
+    so no import reaches these modules."""
+    from .._modules import folder_modules
+
+    found: dict[str, None] = {}
+    for klass in type(get_task(value)).__mro__:
+        if isinstance(klass, type) and issubclass(klass, Task) and klass is not Task:
+            found.update(dict.fromkeys(folder_modules(klass.__module__, __name__)))
+    return tuple(found)
 
 
 def get_task(value) -> Task:
@@ -61,4 +69,4 @@ def all_tasks() -> list[Task]:
     return [get_task(name) for name in TASKS]
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Task", "all_tasks", "get_task", "task_module", "task_name"]
+__all__ = ["DEFAULT_TASK", "TASKS", "Task", "all_tasks", "get_task", "task_modules", "task_name"]

@@ -111,7 +111,7 @@ def test_a_changed_backend_module_reruns_its_conversions_only(tiny_definition, t
     targets = ("--target", "tflite-fp32", "--target", "executorch-xnnpack", "--no-app")
     # run from outside the checkout: `python -m` puts the working folder first on sys.path
     _build(tiny_definition, out, *targets, env=env, cwd=tmp_path)
-    with open(src / "mobiledeploy" / "backends" / "executorch.py", "a") as f:
+    with open(src / "mobiledeploy" / "backends" / "executorch" / "backend.py", "a") as f:
         f.write("\n# a changed converter module\n")
     rows = _build(tiny_definition, out, *targets, env=env, cwd=tmp_path)
     assert rows["convert:executorch-xnnpack"] == ("ran", "source changed"), rows
@@ -119,7 +119,7 @@ def test_a_changed_backend_module_reruns_its_conversions_only(tiny_definition, t
     assert rows["validate"][0] == "ran" and "source changed" in rows["validate"][1]
     # the task's module is loaded by name (no import reaches it) and writes metadata and judges
     # rows: a change to it reruns every step it takes part in
-    with open(src / "mobiledeploy" / "tasks" / "classification.py", "a") as f:
+    with open(src / "mobiledeploy" / "tasks" / "classification" / "task.py", "a") as f:
         f.write("\n# a changed task module\n")
     rows = _build(tiny_definition, out, *targets, env=env, cwd=tmp_path)
     for step in ("model", "convert:tflite-fp32", "convert:executorch-xnnpack", "validate"):

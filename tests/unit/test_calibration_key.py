@@ -1,5 +1,5 @@
 """What an int8 conversion's key reads of the calibration images: their pixels (and names,
-labels), not their labelled truth; validation's key keeps the truth (pipeline/run.py)."""
+labels), not their labelled truth; validation's key keeps the truth (pipeline/keys.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 def test_calibration_truth_is_not_in_the_int8_key(tmp_path, example, truth):
     from mobiledeploy.definition import load_definition
     from mobiledeploy.digests import FileDigests, using
-    from mobiledeploy.pipeline.run import _images_digest
+    from mobiledeploy.pipeline.keys import images_digest
 
     folder = tmp_path / example
     shutil.copytree(ROOT / "examples" / example, folder)
@@ -24,7 +24,7 @@ def test_calibration_truth_is_not_in_the_int8_key(tmp_path, example, truth):
     def keys():
         with using(FileDigests(None)):  # nothing remembered between the edits
             d = load_definition(defn)
-            return _images_digest(d, "calibration", truth=False), _images_digest(d, "calibration")
+            return images_digest(d, "calibration", truth=False), images_digest(d, "calibration")
 
     pixels, judged = keys()
     t = folder / truth

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mobiledeploy.backends.tflite.mediapipe import ENV, mediapipe_version
 
 
@@ -19,9 +21,9 @@ def test_mediapipe_version_is_read_from_the_environment_it_would_run(tmp_path, m
     assert mediapipe_version() == "1.3.0"  # an upgrade changes the key: validation reruns
 
 
-def test_the_validate_step_keys_on_it():
-    import inspect
+def test_the_validate_step_keys_on_it(monkeypatch):
+    pytest.importorskip("ai_edge_litert")
+    from mobiledeploy.pipeline import keys
 
-    from mobiledeploy.pipeline import run
-
-    assert '"mediapipe": mediapipe_version()' in inspect.getsource(run._validate_step)
+    monkeypatch.setenv(ENV, "none")
+    assert keys.VALIDATE.plan("image-classification", ["tflite"])["mediapipe"] == "none"
