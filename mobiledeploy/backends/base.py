@@ -230,6 +230,11 @@ class Backend(ABC):
         (``Task.<client>_judge``); none by default."""
         return []
 
+    def client_toolchain(self) -> dict[str, str]:
+        """Versions of the clients whose rows ``client_rows`` adds ("none" when absent): a client
+        installed or removed changes the validation's rows, so it is in the validation's key."""
+        return {}
+
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries that shape the artifact (part of the cache key)."""
         from .._dist import version

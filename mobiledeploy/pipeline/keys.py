@@ -155,12 +155,12 @@ class ValidateStep(StepKind):
     entry = ("mobiledeploy.validate.runner", "mobiledeploy.pipeline.early")
 
     def plan(self, task, backends) -> dict:
-        from ..backends.tflite.mediapipe import mediapipe_version
-
         backends = sorted(set(backends))
         return {
-            # a newly installed (or removed) MediaPipe adds (or drops) the mediapipe:<target> rows
-            "mediapipe": mediapipe_version(),
+            # a newly installed (or removed) client (MediaPipe) adds (or drops) its <client>:<target>
+            # rows: Backend.client_toolchain
+            "clients": json.dumps({k: v for b in backends for k, v in get_backend(b).client_toolchain().items()},
+                                  sort_keys=True),
             # the runtimes that run the artifacts and the references they are compared with
             "toolchain": json.dumps(toolchain(REFERENCE_TOOLCHAIN) | {
                 k: v for b in backends for k, v in get_backend(b).toolchain().items()}, sort_keys=True),
@@ -234,22 +234,10 @@ def images_digest(d, which: str, truth: bool = True) -> str:
     src = getattr(d, which)
     root = d.path(src.source)
     items = select_images(d, which)
-    masks = (mask_files(d, which, items) if truth else None) or [None] * len(items)
-    return digest([(p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name, lab, file_sha(p),
-                    file_sha(m) if m else None)
-                   for (p, lab), m in zip(items, masks, strict=True)]
+    # the task's truth files beside the images (masks, boxes) by content: Task.truth_digest
+    return digest([(p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name, lab, file_sha(p))
+                   for p, lab in items]
                   + ([get_task(d).truth_digest(d, which)] if truth else []))
-
-
-def mask_files(d, which: str, items) -> list[Path] | None:
-    """The labelled mask of every selected image (segmentation), or None when the source names none."""
-    src = getattr(d, which)
-    if getattr(src, "masks", None) is None:
-        return None
-    from ..tasks.segmentation.masks import mask_path
-
-    source, masks = d.confined(src.source, f"{which}.source"), d.confined(src.masks, f"{which}.masks")
-    return [mask_path(p, source, masks) for p, _ in items]
 
 
 def resolved_definition(d, weights_name: str) -> dict:
@@ -257,9 +245,8 @@ def resolved_definition(d, weights_name: str) -> dict:
     data = d.model_dump(mode="json", exclude={"base_dir", "source_path"})
     data["weights"] = weights_name
     data["labels"] = "labels.txt"
+    # the task's truth files are copied beside the images and named by Task.bundle_truth
     data["validation"] = {"source": "validation.txt", "max_images": None}
-    if d.validation.masks is not None:  # copied beside the images: model/masks/validation/00003.png
-        data["validation"]["masks"] = "masks"
     # calibration images stay with the project; as written (relative), never an absolute path
     data["calibration"] = {"source": d.calibration.source, "max_images": d.calibration.max_images}
     if d.calibration.masks is not None:

@@ -368,15 +368,10 @@ def _write_model_dir(out: Path, d, weights_src, weights_name, labels, val_items)
                      metadata={} if weights_src else {"seeded": str(d.seed)})
     (tmp / "labels.txt").write_text("".join(f"{x}\n" for x in labels), encoding="utf-8")
     write_image_list(tmp, "validation", labels, val_items)  # labels are data, never folder names
-    masks = keys.mask_files(d, "validation", val_items)
-    if masks is not None:  # named as write_image_list names the images, so mask_path finds them
-        (tmp / "masks" / "validation").mkdir(parents=True)
-        for i, m in enumerate(masks):  # each one checked with the definition (masks.probe_masks)
-            shutil.copyfile(m, tmp / "masks" / "validation" / f"{i:05d}.png")
     from ..tasks import get_task
 
     resolved = keys.resolved_definition(d, weights_name)
-    # the task's labelled truth (detection: boxes) travels with the copied images
+    # the task's labelled truth (masks, boxes) travels with the copied images
     resolved["validation"].update(get_task(d).bundle_truth(d, "validation", val_items, tmp))
     (tmp / "definition.yaml").write_text(
         "# resolved by mobiledeploy build from " + Path(d.source_path).name + "\n"

@@ -25,5 +25,9 @@ def test_the_validate_step_keys_on_it(monkeypatch):
     pytest.importorskip("ai_edge_litert")
     from mobiledeploy.pipeline import keys
 
+    import json
+
     monkeypatch.setenv(ENV, "none")
-    assert keys.VALIDATE.plan("image-classification", ["tflite"])["mediapipe"] == "none"
+    assert json.loads(keys.VALIDATE.plan("image-classification", ["tflite"])["clients"]) == {"mediapipe": "none"}
+    # only backends whose artifacts a client loads (Backend.client_toolchain) key on it
+    assert json.loads(keys.VALIDATE.plan("image-classification", ["coreml"])["clients"]) == {}

@@ -429,11 +429,12 @@ class CoreMLBackend(Backend):
 
     @classmethod
     def check_options(cls, options, task):
-        from ...tasks import get_task
+        from ...tasks import all_tasks, get_task
 
         t = get_task(task)
         if options.class_map and t.output_kind != "dense":
-            raise ValueError(f"option class_map: applies to per-pixel (dense) tasks such as semantic-segmentation, "
+            dense = [x.name for x in all_tasks() if x.output_kind == "dense"]
+            raise ValueError(f"option class_map: applies to per-pixel (dense) tasks ({', '.join(dense)}), "
                              f"not {t.name}: remove it")
 
     def load(self, path: Path, target: ResolvedTarget, definition: ModelDefinition) -> Runner:

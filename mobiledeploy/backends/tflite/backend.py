@@ -372,6 +372,11 @@ class TFLiteBackend(Backend):
     bench_device = "CPU (LiteRT + XNNPACK)"
 
 
+    def client_toolchain(self):
+        from .mediapipe import mediapipe_version
+
+        return {"mediapipe": mediapipe_version()}
+
     def client_rows(self, bundle, art, task, ctx, make_row):
         """MediaPipe Tasks' vision task for this task (``Task.mediapipe_client``), when its own
         environment is installed: preprocessing and labels from the file's metadata alone."""

@@ -54,6 +54,33 @@ class Segmentation(Task):
     labels_are_truth = False
     quality_keys = ("miou", "pixel_agreement")
 
+    def truth_digest(self, definition, which):
+        """The masks of the selected images, by content (a build's keys hold them)."""
+        import hashlib
+
+        from ...digests import file_sha
+        from ...images import select_images
+
+        files = mask_files(definition, which, select_images(definition, which))
+        if files is None:
+            return None
+        return hashlib.sha256("\n".join(file_sha(m) for m in files).encode()).hexdigest()
+
+    def bundle_truth(self, definition, which, items, folder):
+        """Copy the masks of ``items`` beside the bundle's copies of the images, named as
+        ``write_image_list`` names the images (``masks/<which>/00003.png``), so mask_path finds them."""
+        import shutil
+        from pathlib import Path
+
+        files = mask_files(definition, which, items)
+        if files is None:
+            return {}
+        dest = Path(folder) / "masks" / which
+        dest.mkdir(parents=True)
+        for i, m in enumerate(files):  # each one checked with the definition (masks.probe_masks)
+            shutil.copyfile(m, dest / f"{i:05d}.png")
+        return {"masks": "masks"}
+
     def check_truth_files(self, definition, field, images):
         from .masks import probe_masks
 
@@ -188,3 +215,15 @@ def judge_class_map(row: dict, pred: np.ndarray, ctx) -> dict:
     row["per_image_agreement"] = [float(v) for v in agree]
     row["worst_images"] = worst_images(agree, ref.argmax(1), pred, ctx.batch, ctx.truth, ref.shape[1])
     return mark(row)
+
+
+def mask_files(definition, which: str, items) -> list | None:
+    """The labelled mask of every selected image, or None when the source names no masks."""
+    from .masks import mask_path
+
+    src = getattr(definition, which)
+    if getattr(src, "masks", None) is None:
+        return None
+    source = definition.confined(src.source, f"{which}.source")
+    masks = definition.confined(src.masks, f"{which}.masks")
+    return [mask_path(p, source, masks) for p, _ in items]

@@ -5,6 +5,7 @@ still validated numerically, fp16 rounding and overflow included. Importing this
 import coremltools; loading a program does.
 """
 
+from .nms import nms  # noqa: F401  (importing nms registers non_maximum_suppression with ops.op)
 from .ops import OPS, UnsupportedMILOp
 from .program import MILProgram, execute
 

@@ -498,6 +498,3 @@ def _classify(probabilities, classes):
     flat = p.reshape(-1, p.shape[-1])
     top = [labels[i] for i in flat.argmax(axis=-1)]
     return np.array(top if len(top) > 1 else top[0], dtype=object), p.astype(np.float32)
-
-
-from . import nms as _nms  # noqa: E402,F401  (registers non_maximum_suppression; it uses ``op``)
