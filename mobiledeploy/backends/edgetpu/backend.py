@@ -85,5 +85,5 @@ class EdgeTPUBackend(TFLiteBackend):
         return facts
 
     def load(self, path: Path, target, definition) -> Runner:
-        return TFLiteRunner(Path(path), reference_kernels=True,
+        return TFLiteRunner(Path(path), reference_kernels=True, require_metadata=target is not None,
                             label="reference int8 kernels = Edge TPU arithmetic; no Edge TPU device here")

@@ -220,9 +220,14 @@ class TFLiteRunner(Runner):
 
     layout = "nhwc"  # converted from the Keras twin: channels last
 
-    def __init__(self, path: Path, *, reference_kernels: bool = False, label: str = ""):
+    def __init__(self, path: Path, *, reference_kernels: bool = False, label: str = "",
+                 require_metadata: bool = True):
         from ..._deps import version
 
+        # a bundle's artifact must carry its own input metadata; a foreign file loaded without a
+        # target (e.g. a Coral model checked through a definition's preprocessing) takes the
+        # definition's normalisation instead
+        self.require_metadata = require_metadata
         try:
             self.interp = make_interpreter(path, reference_kernels=reference_kernels)
         except (ValueError, RuntimeError) as exc:  # a corrupt artifact fails, it is not skipped
@@ -250,7 +255,7 @@ class TFLiteRunner(Runner):
         # and MediaPipe: a file without it fails (validated with the definition's normalisation,
         # a build that stopped writing metadata would pass while no client can feed the file)
         info = read_model_metadata(self.path)[0]
-        if info is None or not info.inputs or not info.inputs[0].mean:
+        if (info is None or not info.inputs or not info.inputs[0].mean) and self.require_metadata:
             raise ValueError(f"{self.path.name} carries no TFLite metadata with the input's normalisation "
                              "(clients take mean/std and labels from it): rebuild the artifact")
         x = artifact_input(info, batch)
@@ -424,7 +429,7 @@ class TFLiteBackend(Backend):
         return facts
 
     def load(self, path: Path, target, definition) -> Runner:
-        return TFLiteRunner(Path(path))
+        return TFLiteRunner(Path(path), require_metadata=target is not None)
 
     def bench(self, path: Path, x: np.ndarray, *, runs: int, warmup: int, threads: int, loaded) -> dict[str, Any]:
         from ..._deps import version
