@@ -23,9 +23,9 @@ def test_mediapipe_version_is_read_from_the_environment_it_would_run(tmp_path, m
 
 def test_the_validate_step_keys_on_it(monkeypatch):
     pytest.importorskip("ai_edge_litert")
-    from mobiledeploy.pipeline import keys
-
     import json
+
+    from mobiledeploy.pipeline import keys
 
     monkeypatch.setenv(ENV, "none")
     assert json.loads(keys.VALIDATE.plan("image-classification", ["tflite"])["clients"]) == {"mediapipe": "none"}
