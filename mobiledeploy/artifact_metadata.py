@@ -1,5 +1,5 @@
 """What every artifact says about itself, from the definition: one place for Core ML's model fields
-and the ExecuTorch sidecar (TFLite has its own flatbuffer metadata in ``tflite_metadata``).
+and the ExecuTorch sidecar (TFLite has its own flatbuffer metadata in ``backends/tflite/metadata.py``).
 
 The sidecar (``executorch/NAME_xnnpack.json`` next to each ``.pte``) is what the Android app reads:
 a .pte has no metadata section an app can query, so input spec, preprocessing, labels and the

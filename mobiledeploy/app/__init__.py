@@ -279,7 +279,7 @@ def context_from_definition(definition, *, runtime: str | None = None,
     inp = definition.input
     scale, bias = inp.normalise_affine()
     color_order = inp.color_order.value
-    if rt == "litert":  # a TFLite model takes what its metadata says (tflite_metadata.input_plan)
+    if rt == "litert":  # a TFLite model takes what its metadata says (backends/tflite/metadata.input_plan)
         from ..backends.tflite.metadata import planned_app_preprocessing
         from ..targets import resolve_target
 

@@ -170,7 +170,7 @@ class Task:
     def mediapipe_client(self, definition) -> dict[str, Any] | None:
         """The MediaPipe Tasks vision task that consumes this task's .tflite files, as
         ``{"task": class name, "method": per-image method, "options": <task>Options keywords}``
-        (``validate/mediapipe.py`` runs it), or None when there is none (no ``mediapipe:`` rows)."""
+        (``backends/tflite/mediapipe.py`` runs it), or None when there is none (no ``mediapipe:`` rows)."""
         return None
 
     def mediapipe_judge(self, row: dict, answer: dict, ctx) -> dict:

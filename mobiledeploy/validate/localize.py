@@ -59,7 +59,7 @@ def module_points(model) -> list[tuple[str, set[str]]]:
             points.append((f"head.extras.{k}", conv_bn(f"head.extras.{k}.project")))
         return points
     if hasattr(getattr(model, "head", None), "cbr"):
-        # LR-ASPP (architectures/lraspp.py): the gate's conv, the high branch, the low branch,
+        # LR-ASPP (tasks/segmentation/lraspp.py): the gate's conv, the high branch, the low branch,
         # the high branch's conv after the first bilinear resize, then the resized logits. A
         # resize convention fault first shows at head.high (the resize feeds it)
         points += [("head.cbr", conv_bn("head.cbr")), ("head.scale", {"head_scale"}),

@@ -1,4 +1,4 @@
-"""LiteRT's TFLite_Detection_PostProcess, attached by detection_tf, decodes as the host decoder."""
+"""LiteRT's TFLite_Detection_PostProcess, attached by backends/tflite/detection_postprocess.py, decodes as the host decoder."""
 
 from __future__ import annotations
 

@@ -202,7 +202,7 @@ def int8_graph(target) -> GraphVariant:
 class TFLiteInt8Options(Int8Options):
     """int8 TFLite: I/O tensor type (apps and MediaPipe feed uint8; int8 for pipelines that need it)."""
 
-    # uint8: MediaPipe Tasks and camera pipelines feed the pixel bytes (q = p, see tflite_metadata)
+    # uint8: MediaPipe Tasks and camera pipelines feed the pixel bytes (q = p, see metadata.py)
     io_dtype: Literal["int8", "uint8"] = "uint8"
     lowering: TFLiteLowering = TFLiteLowering.hswish
 
@@ -335,7 +335,7 @@ class TFLiteRunner(Runner):
 
 
 def _convert_detector(model, definition, precision: str, calib: np.ndarray, io_dtype: str):
-    """A detector with LiteRT's TFLite_Detection_PostProcess attached (``detection_tf``): the
+    """A detector with LiteRT's TFLite_Detection_PostProcess attached (``detection_postprocess.py``): the
     network quantized as asked, the op's four outputs (float32) the file's only outputs, as
     MediaPipe's ObjectDetector requires. Returns the model bytes and its outputs' signature
     names in subgraph order."""
