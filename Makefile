@@ -15,6 +15,10 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# torch first, alone: resolved together with every extra, pip picked PyPI's CUDA build of the
+	# pinned version over the local CPU wheel (seen with the [sweep]/[dev] additions); installed
+	# first, the pin is already satisfied
+	$(PY) -m pip install -q "$$(grep -o 'torch==[0-9.]*' pyproject.toml | head -1)"
 	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
