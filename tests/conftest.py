@@ -106,3 +106,21 @@ def edgetpu_reference_dir() -> Path:
         if cand and (Path(cand) / "edgetpu-reference").is_dir():
             return Path(cand) / "edgetpu-reference"
     pytest.skip("shared/edgetpu-reference not found beside the repository")
+
+
+def find_mediapipe(required: bool = True) -> Path | None:
+    """The MediaPipe venv's python. CI installs it (.ci/run): there a missing one fails; elsewhere it
+    skips the test (``required``) or is None."""
+    import os
+
+    from mobiledeploy.backends.tflite.mediapipe import mediapipe_python
+
+    py = mediapipe_python()
+    if py is None or not Path(py).is_file():
+        msg = "MediaPipe venv not found: run `make mediapipe-venv` or set MOBILEDEPLOY_MEDIAPIPE_PYTHON"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        if required:
+            pytest.skip(msg)
+        return None
+    return Path(py)

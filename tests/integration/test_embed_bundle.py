@@ -7,29 +7,14 @@ import json
 
 import pytest
 
-from tests.conftest import EXAMPLE, run_cli
+from tests.conftest import EXAMPLE, find_mediapipe, run_cli
 
 pytestmark = pytest.mark.slow
 
 
-def _mediapipe():
-    """The MediaPipe venv's python; CI installs it (.ci/run): there a missing one fails."""
-    import os
-    from pathlib import Path
-
-    from mobiledeploy.backends.tflite.mediapipe import mediapipe_python
-
-    py = mediapipe_python()
-    if py is None or not Path(py).is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail("MediaPipe venv not found: make mediapipe-venv")
-        return None
-    return py
-
-
 def test_the_shipped_embedder_builds_every_target_and_validates(tmp_path):
     out = tmp_path / "embed"
-    mp = _mediapipe()
+    mp = find_mediapipe(required=False)
     r = run_cli("build", str(EXAMPLE / "shapes_embed.yaml"), "-o", str(out), "--jobs", "2",
                 env={"MOBILEDEPLOY_MEDIAPIPE_PYTHON": str(mp) if mp else "none"})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -10,14 +10,13 @@ Two small bundles (tflite-fp32, 16 validation images each), built once.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_cli, write_definition
+from tests.conftest import ROOT, find_mediapipe, run_cli, write_definition
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +25,7 @@ EXAMPLES = ROOT / "examples"
 
 @pytest.fixture(scope="module")
 def mediapipe():
-    """The MediaPipe venv's python. CI installs it (.ci/run): there a missing one fails, not skips."""
-    from mobiledeploy.backends.tflite.mediapipe import mediapipe_python
-
-    py = mediapipe_python()
-    if py is None or not Path(py).is_file():
-        msg = "MediaPipe venv not found: run `make mediapipe-venv` or set MOBILEDEPLOY_MEDIAPIPE_PYTHON"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return Path(py)
+    return find_mediapipe()
 
 
 def _definition(root: Path, name: str) -> Path:

@@ -9,14 +9,13 @@ fields, each .pte its sidecar, and the Android app its preprocessing from the ar
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import EXAMPLE, example_data, run_cli, tiny_data, write_definition
+from tests.conftest import EXAMPLE, example_data, find_mediapipe, run_cli, tiny_data, write_definition
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +25,7 @@ TFLITE = ("tflite-fp32", "tflite-fp16", "tflite-int8")
 
 @pytest.fixture(scope="module")
 def mediapipe():
-    """The MediaPipe venv's python. CI installs it (.ci/run): there a missing one fails, not skips."""
-    from mobiledeploy.backends.tflite.mediapipe import mediapipe_python
-
-    py = mediapipe_python()
-    if py is None or not Path(py).is_file():
-        msg = "MediaPipe venv not found: run `make mediapipe-venv` or set MOBILEDEPLOY_MEDIAPIPE_PYTHON"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return Path(py)
+    return find_mediapipe()
 
 
 @pytest.fixture(scope="module")
