@@ -204,9 +204,13 @@ def judge_target(drv: Driver, project: Path, art: dict, target, v, consts: dict,
     m: dict = {}
     # ---- pre: the core's input bytes against the host's tensor for this artifact
     if pte:
-        from ..backends.executorch.backend import _load_method
+        # the artifact's own backend module, through the registry (loaded by name: the conversions'
+        # keys stay free of it; the validation's key holds every judged backend's folder)
+        import importlib
 
-        _program, method = _load_method(path)
+        from ..backends.registry import backend_class
+
+        _program, method = importlib.import_module(backend_class(art["backend"]).__module__)._load_method(path)
         in_dtype, qs, qz = "float32", 0.0, 0
         host_in = np.ascontiguousarray(batch.x, np.float32)  # NCHW: what PteRunner feeds
         executor = "ExecuTorch runtime"

@@ -54,7 +54,7 @@ def _strip_metadata(data: bytes) -> bytes:
 
 
 def test_every_row_skipped_is_not_a_pass(built_bundle, tmp_path, monkeypatch):
-    """LiteRT not installed and MediaPipe off: the only artifact row is skipped, the references
+    """LiteRT not installed, MediaPipe and the app's JVM rows off: the only artifact row is skipped, the references
     pass, and that is exit 1 with status "unjudged", naming why nothing was judged."""
     import mobiledeploy._dist as deps  # what the backend registry asks whether a module is installed
 
@@ -62,6 +62,7 @@ def test_every_row_skipped_is_not_a_pass(built_bundle, tmp_path, monkeypatch):
     real = deps.available
     monkeypatch.setattr(deps, "available", lambda m: m != "ai_edge_litert" and real(m))
     monkeypatch.setenv("MOBILEDEPLOY_MEDIAPIPE_PYTHON", "none")
+    monkeypatch.setenv("MOBILEDEPLOY_KOTLINC", "none")  # no app: rows either (they would be judged)
     r = cli("validate", b, "-q")
     assert r.exit_code == 1, r.output
     assert "nothing was judged" in r.stderr and "ai_edge_litert" in r.stderr, r.stderr
@@ -80,6 +81,7 @@ def test_tflite_without_metadata_fails(built_bundle, tmp_path, monkeypatch):
 
     assert read_model_metadata(b / art["path"])[0] is None
     monkeypatch.setenv("MOBILEDEPLOY_MEDIAPIPE_PYTHON", "none")
+    monkeypatch.setenv("MOBILEDEPLOY_KOTLINC", "none")  # no app: rows either (they would be judged)
     r = cli("validate", b, "-q")
     assert r.exit_code == 1, r.output
     row = next(x for x in _report(b)["results"] if x["target"] == "tflite-fp32")
@@ -104,6 +106,7 @@ def test_tflite_of_another_input_shape_fails_not_skipped(built_bundle, tmp_path,
     data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out)).convert()
     _replace_artifact(b, attach(data, build_metadata(info), files))
     monkeypatch.setenv("MOBILEDEPLOY_MEDIAPIPE_PYTHON", "none")
+    monkeypatch.setenv("MOBILEDEPLOY_KOTLINC", "none")  # no app: rows either (they would be judged)
     r = cli("validate", b, "-q")
     assert r.exit_code == 1, r.output
     row = next(x for x in _report(b)["results"] if x["target"] == "tflite-fp32")

@@ -96,7 +96,18 @@ class Maker:
             model = wrap(model)
         if precision == "int8" and calibration is None:
             calibration = self.calib.nhwc()
-        return convert_keras_to_tflite(model, precision, calibration=calibration, io_dtype="int8")
+        data = convert_keras_to_tflite(model, precision, calibration=calibration, io_dtype="int8")
+        # an artifact carries its own input metadata (a file without it fails on its own): this model
+        # takes the definition's normalised input, i.e. per-channel mean/std in pixel units
+        from mobiledeploy.backends.tflite import metadata as meta
+
+        info = meta.metadata_for(self.d, io_dtype="float32")
+        i = self.d.input
+        lo, hi = i.pixel_range
+        scale = (hi - lo) / 255.0
+        info.inputs[0].mean = [(m - lo) / scale for m in i.mean]
+        info.inputs[0].std = [s / scale for s in i.std]
+        return meta.attach(data, meta.build_metadata(info), {meta.LABEL_FILE: meta.labels_file(self.d)})
 
     def torch(self, state):
         from mobiledeploy.architectures.reference import build_torch_reference

@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     # renders the detection decoding and mask palette into the app's core
     "app/__init__.py": {"executorch", "backends.tflite", "tasks.detection",
                         "tasks.segmentation"},
-    "app/rows.py": {"backends.executorch", "backends.tflite", "tasks.detection", "tasks.segmentation"},
+    "app/rows.py": {"backends.tflite", "tasks.detection", "tasks.segmentation"},
     # a backend's own form of a task's outputs: its runner returns the task's output containers
     # (RuntimeDetections, SegOutput) and renders detection's one decoding spec (anchors, NMS
     # thresholds) into its format (TFLite_Detection_PostProcess, Core ML's NMS pipeline)
