@@ -26,7 +26,7 @@ def folder_modules(module: str, registry: str) -> tuple[str, ...]:
     rest = module[len(registry) + 1:].split(".")
     if len(rest) < 2 and not _is_package(module):
         return (module,)
-    return tuple(sorted({module, *_walk(f"{registry}.{rest[0]}")}))
+    return tuple(sorted({module, *package_modules(f"{registry}.{rest[0]}")}))
 
 
 def _is_package(name: str) -> bool:
@@ -38,7 +38,7 @@ def _is_package(name: str) -> bool:
 
 
 @functools.cache
-def _walk(package: str) -> tuple[str, ...]:
+def package_modules(package: str) -> tuple[str, ...]:
     """Every module file under ``package``'s folder(s); ``_data`` folders hold no code."""
     mod = sys.modules.get(package)
     paths = list(getattr(mod, "__path__", None) or [])

@@ -590,15 +590,6 @@ _FAMILY_ONLY = {"Segmentation.kt.j2": "segmenter", "Detection.kt.j2": "detector"
                 "Masks.kt.j2": "segmenter", "MasksTest.kt.j2": "segmenter",
                 "Detections.kt.j2": "detector", "DetectionsTest.kt.j2": "detector",
 }
-# the Android-free core: plain Kotlin the JVM compiles and runs (unit tests, validate's app rows)
-CORE_DIR = "app/src/main/java/{package}/core"
-CORE_TEST_DIR = "app/src/test/java/{package}/core"
-
-
-def core_dir(project: str | Path, application_id: str) -> Path:
-    """The core's source folder inside a generated project."""
-    return Path(project) / CORE_DIR.format(package=application_id.replace(".", "/"))
-
 
 def _environment(template_dir: Path):
     import jinja2

@@ -23,14 +23,9 @@ _ROOT = "mobiledeploy"
 
 def all_modules() -> list[str]:
     """Every module of the package, by dotted name."""
-    out = []
-    for p in sorted(_PKG.rglob("*.py")):
-        parts = p.relative_to(_PKG).with_suffix("").parts
-        if "_data" in parts:
-            continue
-        parts = parts[:-1] if parts[-1] == "__init__" else parts
-        out.append(".".join((_ROOT, *parts)))
-    return out
+    from .._modules import package_modules
+
+    return list(package_modules(_ROOT))
 
 
 def module_file(name: str) -> Path | None:
